@@ -1,0 +1,1 @@
+"""The cloud: ingestor, state store, time series, offers, lockers, API and dashboard."""

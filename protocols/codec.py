@@ -1,0 +1,180 @@
+"""Bytes <-> messages, with a size limit and typed errors.
+
+`decode` raises only `DecodeError`: whatever arrives (random bytes, half a JSON document,
+a message from the future, a message on the wrong topic) comes back as one exception type
+with a machine-readable `reason` and a sentence for humans, so a consumer can dead-letter
+it and carry on. `encode` raises only `EncodeError`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeVar, cast
+
+import pydantic_core
+from pydantic import ValidationError
+
+from protocols.messages import MESSAGE_TYPES, SCHEMA_VERSION, AnyMessage, Message
+from protocols.topics import NodeTopic, ShopperTopic, TopicError, parse_topic
+
+# 256 KiB: far above any batched event message (they stay under ~64 KiB by construction),
+# below the default limits of the brokers we deploy on once they are configured for it.
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+M = TypeVar("M", bound=Message)
+
+
+class DecodeErrorReason(StrEnum):
+    TOO_LARGE = "too_large"
+    NOT_JSON = "not_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID = "invalid"
+    BAD_TOPIC = "bad_topic"
+    TOPIC_MISMATCH = "topic_mismatch"
+
+
+class DecodeError(ValueError):
+    """A payload that is not a valid storegate message, and why."""
+
+    def __init__(self, reason: DecodeErrorReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class EncodeError(ValueError):
+    """A message that cannot be sent as it is (too large for one payload)."""
+
+
+def encode(message: Message, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
+    payload = message.model_dump_json(exclude_none=True).encode()
+    if len(payload) > max_bytes:
+        raise EncodeError(
+            f"{message.type} message is {len(payload)} bytes, over the {max_bytes}-byte limit;"
+            " split it into smaller batches"
+        )
+    return payload
+
+
+def decode(
+    payload: bytes | bytearray | memoryview,
+    *,
+    topic: str | None = None,
+    expect: type[M] | None = None,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> AnyMessage:
+    """Parse and validate one payload; with `topic`, also check it belongs on that topic."""
+    message = _decode(payload, expect=expect, max_bytes=max_bytes)
+    if topic is not None:
+        check_topic(message, topic)
+    return message
+
+
+def decode_as(
+    cls: type[M],
+    payload: bytes | bytearray | memoryview,
+    *,
+    topic: str | None = None,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> M:
+    """Like `decode`, for a consumer that accepts exactly one message type."""
+    message = decode(payload, topic=topic, expect=cls, max_bytes=max_bytes)
+    assert isinstance(message, cls)  # _decode checked the type
+    return message
+
+
+def _decode(
+    payload: bytes | bytearray | memoryview, *, expect: type[Message] | None, max_bytes: int
+) -> AnyMessage:
+    size = len(payload)
+    if size > max_bytes:
+        raise DecodeError(DecodeErrorReason.TOO_LARGE, f"{size} bytes, limit is {max_bytes}")
+    try:
+        data = pydantic_core.from_json(bytes(payload), allow_inf_nan=False)
+    except ValueError as exc:
+        raise DecodeError(DecodeErrorReason.NOT_JSON, _short(str(exc))) from None
+    if not isinstance(data, dict):
+        raise DecodeError(
+            DecodeErrorReason.NOT_AN_OBJECT, f"expected a JSON object, got {_json_kind(data)}"
+        )
+    version = data.get("v")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        if version is None:
+            raise DecodeError(DecodeErrorReason.INVALID, "v: missing schema version")
+        raise DecodeError(
+            DecodeErrorReason.UNSUPPORTED_VERSION,
+            f"schema version {_short(repr(version))} is not supported (this build speaks"
+            f" {SCHEMA_VERSION})",
+        )
+    type_name = data.get("type")
+    cls = MESSAGE_TYPES.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        if type_name is None:
+            raise DecodeError(DecodeErrorReason.INVALID, "type: missing message type")
+        raise DecodeError(
+            DecodeErrorReason.UNKNOWN_TYPE,
+            f"unknown message type {_short(repr(type_name))}; known: {', '.join(MESSAGE_TYPES)}",
+        )
+    if expect is not None and cls is not expect:
+        raise DecodeError(
+            DecodeErrorReason.UNKNOWN_TYPE,
+            f"expected a {expect.model_fields['type'].default} message, got {type_name}",
+        )
+    try:
+        return cast(AnyMessage, cls.model_validate(data))
+    except ValidationError as exc:
+        raise DecodeError(DecodeErrorReason.INVALID, describe_validation_error(exc)) from None
+    except (ValueError, TypeError, RecursionError) as exc:  # belt and braces: never escape
+        raise DecodeError(DecodeErrorReason.INVALID, _short(str(exc))) from None
+
+
+def check_topic(message: Message, topic: str) -> None:
+    """Raise `DecodeError` unless `message` belongs on `topic` (same store, node, stream)."""
+    try:
+        parsed = parse_topic(topic)
+    except TopicError as exc:
+        raise DecodeError(DecodeErrorReason.BAD_TOPIC, exc.reason) from None
+    expected = message.topic()
+    if parsed == expected:
+        return
+    if isinstance(parsed, NodeTopic) and isinstance(expected, NodeTopic):
+        if (parsed.store, parsed.node) != (expected.store, expected.node):
+            detail = (
+                f"payload says store {message.store!r} node {message.node!r}, topic says"
+                f" store {parsed.store!r} node {parsed.node!r}"
+            )
+        else:
+            detail = f"a {message.type} message on stream {message.stream!r} cannot go on {topic}"
+    elif isinstance(parsed, ShopperTopic) and isinstance(expected, ShopperTopic):
+        detail = "offer addressed to another shopper than the topic's"
+    else:
+        detail = f"a {message.type} message does not belong on {topic}"
+    raise DecodeError(DecodeErrorReason.TOPIC_MISMATCH, detail)
+
+
+def topic_for(message: Message) -> str:
+    return str(message.topic())
+
+
+def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
+    """`field.path: message` for the first few errors, readable in a dead-letter table."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False)[:limit]:
+        location = ".".join(str(part) for part in error["loc"]) or "(message)"
+        parts.append(f"{location}: {error['msg']}")
+    more = exc.error_count() - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return _short("; ".join(parts), 500)
+
+
+def _json_kind(value: object) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,475 @@
+"""Message models: one envelope, one model per message type.
+
+Every message carries the envelope fields (schema version `v`, `type`, `msg_id`, `store`,
+`node`, `stream`, `seq`, `event_time`, `sent_time`). `stream` is derived from the topic
+the message belongs on (see `protocols.topics`) and is filled in when omitted. Events are
+batched: one message carries a list of events, to keep the message rate low.
+
+Unknown fields are ignored so that a minor, additive change of the contract does not break
+older consumers; anything that changes meaning bumps `SCHEMA_VERSION` and the topic version.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    model_validator,
+)
+
+from protocols.ids import BeaconId, Epc, Gtin, Identifier, MessageId, NodeId, StoreId
+from protocols.topics import Channel, NodeTopic, ShopperTopic
+
+SCHEMA_VERSION = 1
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""A timezone-aware timestamp, normalised to UTC; naive timestamps are rejected."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, use_enum_values=False)
+
+
+class Message(_Model):
+    """The envelope every message shares."""
+
+    channel: ClassVar[Channel]
+
+    v: Literal[1] = Field(default=1, description="schema version")
+    type: str
+    msg_id: MessageId = Field(default_factory=new_message_id, description="unique per message")
+    store: StoreId
+    node: NodeId
+    stream: str = Field(default="", description="sequencing unit: the topic after {node}/")
+    seq: int = Field(ge=0, description="per-stream sequence number, gap-free from the edge")
+    event_time: UtcDatetime = Field(default_factory=utc_now, description="when it happened")
+    sent_time: UtcDatetime = Field(default_factory=utc_now, description="when it was published")
+
+    def device(self) -> str | None:
+        """The topic's device level (reader, bank, scanner, command) if the channel has one."""
+        return None
+
+    def topic(self) -> NodeTopic | ShopperTopic:
+        return NodeTopic(self.store, self.node, self.channel, self.device())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_stream(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("stream"):
+            stream = cls._stream_of(data)
+            if stream is not None:
+                data = {**data, "stream": stream}
+        return data
+
+    @classmethod
+    def _stream_of(cls, data: dict[str, Any]) -> str | None:
+        field = _DEVICE_FIELD.get(cls.channel)
+        if field is None:
+            return cls.channel.value
+        device = data.get(field)
+        return f"{cls.channel}/{device}" if isinstance(device, str) else None
+
+    @model_validator(mode="after")
+    def _check_stream(self) -> Message:
+        field = _DEVICE_FIELD.get(self.channel)
+        device = getattr(self, field) if field else None
+        expected = self.channel.value if device is None else f"{self.channel}/{device}"
+        if self.stream != expected:
+            raise ValueError(f"stream {self.stream!r} does not match {expected!r}")
+        return self
+
+
+# The payload field that names the topic's device level, per channel.
+_DEVICE_FIELD: dict[Channel, str] = {
+    Channel.RFID: "reader",
+    Channel.LOCKER: "bank",
+    Channel.BLE: "scanner",
+    Channel.CMD: "name",
+}
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+class NodeState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class Status(Message):
+    """Retained node status. The Last Will publishes `offline` with the same `bd_seq`."""
+
+    channel: ClassVar[Channel] = Channel.STATUS
+    type: Literal["status"] = "status"
+    state: NodeState
+    bd_seq: int = Field(ge=0, description="connect counter; a will with an older bd_seq is stale")
+    version: str | None = None
+    reason: str | None = Field(default=None, max_length=200)
+
+
+class DeviceKind(StrEnum):
+    RFID_READER = "rfid_reader"
+    LOCKER_BANK = "locker_bank"
+    BLE_SCANNER = "ble_scanner"
+
+
+class DriverState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    DEGRADED = "degraded"
+    BACKOFF = "backoff"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class DeviceInfo(_Model):
+    device: Identifier
+    kind: DeviceKind
+    driver: str = Field(max_length=64, description="driver name, e.g. llrp, cu16, bleak, sim")
+    state: DriverState = DriverState.STARTING
+    model: str | None = Field(default=None, max_length=128)
+    firmware: str | None = Field(default=None, max_length=64)
+
+
+class StreamPosition(_Model):
+    stream: str
+    seq: int = Field(ge=0, description="last sequence number assigned on this stream")
+
+
+class ShelfCount(_Model):
+    shelf: Identifier
+    gtin: Gtin
+    count: int = Field(ge=0)
+
+
+class CompartmentState(StrEnum):
+    AVAILABLE = "available"
+    RESERVED = "reserved"
+    LOADING = "loading"
+    AWAITING_PICKUP = "awaiting_pickup"
+    PICKUP_OPEN = "pickup_open"
+    EXPIRED_HOLD = "expired_hold"
+    OUT_OF_SERVICE = "out_of_service"
+
+
+class CompartmentFlag(StrEnum):
+    DOOR_AJAR = "door_ajar"
+    FORCED_OPEN = "forced_open"
+    FAULT = "fault"
+
+
+class CompartmentStatus(_Model):
+    compartment: Identifier
+    state: CompartmentState
+    door_open: bool = False
+    occupied: bool = False
+    flags: list[CompartmentFlag] = Field(default_factory=list)
+    order_ref: str | None = Field(default=None, max_length=64)
+
+
+class ZoneOccupancy(_Model):
+    zone: Identifier
+    beacons: list[BeaconId] = Field(default_factory=list, max_length=10_000)
+
+
+class Birth(Message):
+    """Sent on every (re)connect: what the node has and the full state of each device."""
+
+    channel: ClassVar[Channel] = Channel.BIRTH
+    type: Literal["birth"] = "birth"
+    bd_seq: int = Field(ge=0)
+    version: str
+    devices: list[DeviceInfo] = Field(default_factory=list)
+    streams: list[StreamPosition] = Field(
+        default_factory=list, description="last seq per stream, so the cloud can spot gaps"
+    )
+    shelves: list[ShelfCount] = Field(default_factory=list)
+    compartments: dict[Identifier, list[CompartmentStatus]] = Field(
+        default_factory=dict, description="per locker bank"
+    )
+    zones: list[ZoneOccupancy] = Field(default_factory=list)
+
+
+class Death(Message):
+    """The goodbye of a clean shutdown (an unclean one leaves it to the Last Will)."""
+
+    channel: ClassVar[Channel] = Channel.DEATH
+    type: Literal["death"] = "death"
+    bd_seq: int = Field(ge=0)
+    reason: str = Field(default="shutdown", max_length=200)
+
+
+class OutboxHealth(_Model):
+    depth: int = Field(ge=0, description="messages waiting")
+    bytes: int = Field(ge=0)
+    capacity_bytes: int = Field(ge=0)
+    oldest_age_s: float | None = Field(default=None, ge=0)
+    dropped: dict[str, int] = Field(default_factory=dict, description="drops per reason")
+
+
+class DriverHealth(_Model):
+    device: Identifier
+    kind: DeviceKind
+    state: DriverState
+    events_per_s: float = Field(ge=0)
+    restarts: int = Field(default=0, ge=0)
+    last_error: str | None = Field(default=None, max_length=500)
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="driver-specific, e.g. reads_per_s, adverts_per_s"
+    )
+
+
+class Health(Message):
+    """Heartbeat."""
+
+    channel: ClassVar[Channel] = Channel.HEALTH
+    type: Literal["health"] = "health"
+    version: str
+    bd_seq: int = Field(ge=0)
+    uptime_s: float = Field(ge=0)
+    cpu_percent: float = Field(ge=0)
+    rss_bytes: int = Field(ge=0)
+    disk_free_bytes: int = Field(ge=0)
+    outbox: OutboxHealth
+    drivers: list[DriverHealth] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- RFID shelves
+
+
+class ItemEventKind(StrEnum):
+    ARRIVED = "arrived"
+    MOVED = "moved"
+    DEPARTED = "departed"
+    LEFT_STORE = "left_store"
+
+
+class ItemEvent(_Model):
+    kind: ItemEventKind
+    epc: Epc
+    gtin: Gtin | None = Field(default=None, description="absent for non-SGTIN EPCs")
+    shelf: Identifier | None = Field(default=None, description="the shelf it is on now")
+    from_shelf: Identifier | None = None
+    at: UtcDatetime
+    rssi: float | None = None
+
+
+class CountDelta(_Model):
+    shelf: Identifier
+    gtin: Gtin
+    delta: int
+    count: int = Field(ge=0, description="count after the delta, so a consumer can self-heal")
+
+
+class RfidEvents(Message):
+    channel: ClassVar[Channel] = Channel.RFID
+    type: Literal["rfid.events"] = "rfid.events"
+    reader: Identifier
+    items: list[ItemEvent] = Field(default_factory=list, max_length=5_000)
+    counts: list[CountDelta] = Field(default_factory=list, max_length=5_000)
+
+    def device(self) -> str:
+        return self.reader
+
+
+class RfidSnapshot(Message):
+    """Full shelf contents of one reader; large snapshots are split into parts."""
+
+    channel: ClassVar[Channel] = Channel.RFID
+    type: Literal["rfid.snapshot"] = "rfid.snapshot"
+    reader: Identifier
+    shelves: list[ShelfCount] = Field(default_factory=list, max_length=5_000)
+    part: int = Field(default=1, ge=1)
+    parts: int = Field(default=1, ge=1)
+
+    def device(self) -> str:
+        return self.reader
+
+
+# --------------------------------------------------------------------------- lockers
+
+
+class CompartmentEvent(_Model):
+    compartment: Identifier
+    state: CompartmentState
+    previous: CompartmentState | None = None
+    cause: str = Field(max_length=64, description="what caused it, e.g. door_closed, code_ok")
+    door_open: bool = False
+    occupied: bool = False
+    flags: list[CompartmentFlag] = Field(default_factory=list)
+    order_ref: str | None = Field(default=None, max_length=64)
+    at: UtcDatetime
+
+
+class LockerEvents(Message):
+    channel: ClassVar[Channel] = Channel.LOCKER
+    type: Literal["locker.events"] = "locker.events"
+    bank: Identifier
+    events: list[CompartmentEvent] = Field(default_factory=list, max_length=1_000)
+
+    def device(self) -> str:
+        return self.bank
+
+
+class LockerSnapshot(Message):
+    channel: ClassVar[Channel] = Channel.LOCKER
+    type: Literal["locker.snapshot"] = "locker.snapshot"
+    bank: Identifier
+    compartments: list[CompartmentStatus] = Field(default_factory=list, max_length=1_000)
+
+    def device(self) -> str:
+        return self.bank
+
+
+# --------------------------------------------------------------------------- BLE
+
+
+class PresenceKind(StrEnum):
+    ENTER = "enter"
+    DWELL = "dwell"
+    EXIT = "exit"
+
+
+class PresenceEvent(_Model):
+    kind: PresenceKind
+    beacon: BeaconId = Field(description="allowlisted beacon id or rotating token, never a MAC")
+    zone: Identifier
+    rssi: float | None = None
+    dwell_s: float | None = Field(default=None, ge=0)
+    at: UtcDatetime
+
+
+class BlePresence(Message):
+    channel: ClassVar[Channel] = Channel.BLE
+    type: Literal["ble.presence"] = "ble.presence"
+    scanner: Identifier
+    events: list[PresenceEvent] = Field(default_factory=list, max_length=5_000)
+
+    def device(self) -> str:
+        return self.scanner
+
+
+# --------------------------------------------------------------------------- commands
+
+
+class Command(Message):
+    """Cloud -> edge. Published on `cmd/{name}`; answered by a `CommandAck`."""
+
+    channel: ClassVar[Channel] = Channel.CMD
+    type: Literal["command"] = "command"
+    name: Identifier = Field(description="e.g. resync, reload-config, locker.reserve")
+    correlation_id: MessageId
+    expires_at: UtcDatetime
+    target: Identifier | None = Field(default=None, description="device the command is for")
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+
+    def device(self) -> str:
+        return self.name
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return (now or utc_now()) >= self.expires_at
+
+
+class AckStatus(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self is not AckStatus.ACCEPTED
+
+
+class CommandAck(Message):
+    channel: ClassVar[Channel] = Channel.ACK
+    type: Literal["ack"] = "ack"
+    correlation_id: MessageId
+    command: Identifier
+    status: AckStatus
+    reason: str | None = Field(default=None, max_length=500)
+    result: dict[str, JsonValue] | None = None
+
+
+# --------------------------------------------------------------------------- offers
+
+
+class OfferTrigger(StrEnum):
+    ENTER = "enter"
+    DWELL = "dwell"
+    EXIT = "exit"
+
+
+class Offer(Message):
+    """Cloud -> one shopper's app, on `shopper/{shopper}/offers`. `node` is the cloud node."""
+
+    channel: ClassVar[Channel] = Channel.OFFERS
+    type: Literal["offer"] = "offer"
+    shopper: Identifier = Field(description="the shopper's rotating app token")
+    offer_id: MessageId
+    campaign: Identifier
+    zone: Identifier
+    trigger: OfferTrigger
+    gtins: list[Gtin] = Field(default_factory=list, max_length=100)
+    title: str = Field(max_length=120)
+    body: str = Field(default="", max_length=1_000)
+    expires_at: UtcDatetime
+
+    def topic(self) -> ShopperTopic:
+        return ShopperTopic(self.shopper)
+
+
+AnyMessage = (
+    Status
+    | Birth
+    | Death
+    | Health
+    | RfidEvents
+    | RfidSnapshot
+    | LockerEvents
+    | LockerSnapshot
+    | BlePresence
+    | Command
+    | CommandAck
+    | Offer
+)
+
+MESSAGE_CLASSES: tuple[type[Message], ...] = (
+    Status,
+    Birth,
+    Death,
+    Health,
+    RfidEvents,
+    RfidSnapshot,
+    LockerEvents,
+    LockerSnapshot,
+    BlePresence,
+    Command,
+    CommandAck,
+    Offer,
+)
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.model_fields["type"].default: cls for cls in MESSAGE_CLASSES
+}

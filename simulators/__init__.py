@@ -1,0 +1,1 @@
+"""Simulators: devices at their own protocol level, whole stores, and the demo."""

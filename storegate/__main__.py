@@ -1,0 +1,3 @@
+from storegate.cli import main
+
+main()

@@ -1,0 +1,122 @@
+"""`storegate`: one command for every role.
+
+Each subcommand imports its package only when it runs, so an edge node that installed
+`storegate[edge]` can run `storegate edge` without the cloud's dependencies.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from storegate import __version__
+
+app = typer.Typer(
+    name="storegate",
+    help=(
+        "Connect physical stores to the online channel: edge daemons for RFID shelves, smart"
+        " lockers and BLE beacons; a cloud ingestor with live inventory, lockers and offers;"
+        " simulators for whole stores."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (environment variables override it)."),
+]
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"storegate {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    """storegate: stores to online, over MQTT."""
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="MQTT port of the embedded broker.")] = 1883,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop by itself after this many seconds.")
+    ] = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Run the whole system on this machine: embedded broker, cloud, simulated stores."""
+    _logging(log_level)
+    from simulators.demo import run_demo
+
+    raise typer.Exit(run_demo(port=port, duration=duration, console=console))
+
+
+@app.command()
+def edge(config: ConfigOption = None, log_level: LogLevel = "info") -> None:
+    """Run the edge daemon of one store node (drivers, outbox, uplink)."""
+    _logging(log_level)
+    from edge.main import run_edge
+
+    raise typer.Exit(run_edge(config, console=console))
+
+
+@app.command()
+def cloud(config: ConfigOption = None, log_level: LogLevel = "info") -> None:
+    """Run the cloud: ingestor, state store, time series, API and dashboard."""
+    _logging(log_level)
+    from cloud.main import run_cloud
+
+    raise typer.Exit(run_cloud(config, console=console))
+
+
+@app.command()
+def sim(
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Scenario YAML (stores, shelves, shoppers).")
+    ] = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Simulate whole stores with the real edge daemon and simulated drivers."""
+    _logging(log_level)
+    from simulators.stores import run_sim
+
+    raise typer.Exit(run_sim(scenario, console=console))
+
+
+@app.command()
+def bench(
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run only these benchmarks.")
+    ] = None,
+    write: Annotated[bool, typer.Option(help="Update BENCHMARKS.md with the results.")] = True,
+    quick: Annotated[bool, typer.Option(help="Smaller runs, for a smoke test.")] = False,
+) -> None:
+    """Run the benchmarks against baselines measured in the same run; update BENCHMARKS.md."""
+    _logging("warning")
+    from bench.runner import run_benchmarks
+
+    raise typer.Exit(run_benchmarks(only=only or [], write=write, quick=quick, console=console))
+
+
+def main() -> None:
+    app()
