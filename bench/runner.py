@@ -69,40 +69,53 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def render_markdown(results: dict[str, tuple[Benchmark, Result]], quick: bool) -> str:
-    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+HEADER = """# Benchmarks
+
+Written by `storegate bench` (`scripts/bench`); every figure below was measured by that
+command, each benchmark against a baseline measured in the same run (ratios move much less
+than absolute numbers on a noisy machine). Each section says when and where it ran.
+"""
+_MARK = "<!-- bench:{name} -->"
+
+
+def render_section(benchmark: Benchmark, result: Result, quick: bool) -> str:
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "# Benchmarks",
+        _MARK.format(name=benchmark.name),
+        f"## {benchmark.title}",
         "",
-        "Written by `storegate bench` (`scripts/bench`); every figure below was measured by",
-        "that command in one run, with its baseline measured in the same run.",
+        f"`storegate bench --only {benchmark.name}{' --quick' if quick else ''}`"
+        f" — {when}, {machine()}",
         "",
-        f"- run: {today}{' (quick mode)' if quick else ''}",
-        f"- machine: {machine()}",
-        "",
+        "| metric | value | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|",
     ]
-    for bench_, result in results.values():
-        lines += [f"## {bench_.title}", "", f"`storegate bench --only {bench_.name}`", ""]
-        lines += [
-            "| metric | value | baseline | ratio | target | met |",
-            "|---|---|---|---|---|---|",
-        ]
-        for row in result.rows:
-            baseline = (
-                f"{row.baseline:,.4g} {row.unit} ({row.baseline_name})"
-                if row.baseline is not None
-                else ""
-            )
-            ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
-            met = "" if row.passed is None else ("yes" if row.passed else "**no**")
-            lines.append(
-                f"| {row.metric} | {row.value:,.4g} {row.unit} | {baseline} | {ratio} |"
-                f" {row.target or ''} | {met} |"
-            )
-        if result.notes:
-            lines += [""] + [f"- {note}" for note in result.notes]
-        lines.append("")
-    return "\n".join(lines)
+    for row in result.rows:
+        baseline = (
+            f"{row.baseline:,.4g} {row.unit} ({row.baseline_name})"
+            if row.baseline is not None
+            else ""
+        )
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
+        met = "" if row.passed is None else ("yes" if row.passed else "**no**")
+        lines.append(
+            f"| {row.metric} | {row.value:,.4g} {row.unit} | {baseline} | {ratio} |"
+            f" {row.target or ''} | {met} |"
+        )
+    if result.notes:
+        lines += [""] + [f"- {note}" for note in result.notes]
+    return "\n".join(lines) + "\n"
+
+
+def merge_sections(existing: str, sections: dict[str, str]) -> str:
+    """Replace the sections of the benchmarks that ran; keep the others as they were."""
+    kept: dict[str, str] = {}
+    marker = "<!-- bench:"
+    for chunk in existing.split(marker)[1:]:
+        name = chunk.split(" -->", 1)[0]
+        kept[name] = (marker + chunk).rstrip() + "\n"
+    kept.update(sections)
+    return HEADER + "".join("\n" + kept[name] for name in sorted(kept))
 
 
 def run_benchmarks(*, only: list[str], write: bool, quick: bool, console: Console) -> int:
@@ -135,6 +148,8 @@ def run_benchmarks(*, only: list[str], write: bool, quick: bool, console: Consol
         console.print(table)
     if write:
         path = Path("BENCHMARKS.md")
-        path.write_text(render_markdown(results, quick))
+        existing = path.read_text() if path.exists() else ""
+        sections = {name: render_section(b, r, quick) for name, (b, r) in results.items()}
+        path.write_text(merge_sections(existing, sections))
         console.print(f"wrote {path}")
     return 0
