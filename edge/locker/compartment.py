@@ -1,0 +1,241 @@
+"""One compartment's state machine, from its door and item sensors and the commands.
+
+    available ─reserve─► reserved ─open_for_loading─► loading ─door shut, item in─► awaiting_pickup
+        ▲                   ▲  └──────────────────────── door shut, empty ◄──┘         │ code ok
+        │                   └─ hold expired ─► expired_hold ─emptied─┐                 ▼
+        └──────── door shut, item gone ◄── pickup_open ◄─────────────┴─────────────────┘
+    any ─out_of_service─► out_of_service ─back in service─► available (or where it was)
+
+Flags ride on top of the state: `door_ajar` (open longer than the threshold), `forced_open`
+(the door opened with no unlock in the last `unlock_window_s`; cleared by a staff open),
+`fault` (the board stopped answering; cleared by its next answer).
+
+Pure logic, no I/O: every method takes `now` and returns the events it caused, each a
+`CompartmentEvent` with the previous state and the cause. Sensor changes are events too
+(the cloud derives dwell and door times from them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from protocols.messages import (
+    CompartmentEvent,
+    CompartmentFlag,
+    CompartmentState,
+    CompartmentStatus,
+)
+
+S = CompartmentState
+F = CompartmentFlag
+
+# States that hold an order (and so an order_ref).
+_HOLDS_ORDER = frozenset({S.RESERVED, S.LOADING, S.AWAITING_PICKUP, S.PICKUP_OPEN, S.EXPIRED_HOLD})
+
+
+# A door that was unlocked for loading or pickup but never opened goes back to where it was.
+_REVERT_IF_NOT_OPENED = {S.LOADING: S.RESERVED, S.PICKUP_OPEN: S.AWAITING_PICKUP}
+
+
+class TransitionRefusedError(ValueError):
+    """A command that does not fit the compartment's state; the message says why."""
+
+
+@dataclass(slots=True)
+class Compartment:
+    id: str
+    board: int
+    lock: int
+    door_ajar_after: timedelta = timedelta(seconds=60)
+    unlock_window: timedelta = timedelta(seconds=30)
+
+    state: CompartmentState = S.AVAILABLE
+    door_open: bool = False
+    occupied: bool = False
+    flags: set[CompartmentFlag] = field(default_factory=set)
+    order_ref: str | None = None
+    hold_until: datetime | None = None
+    _unlock_until: datetime | None = None
+    _door_opened_at: datetime | None = None
+    _sensed: bool = False  # the first poll sets the baseline
+    _before_service_stop: CompartmentState | None = None
+
+    # ------------------------------------------------------------------ reporting
+
+    def status(self) -> CompartmentStatus:
+        return CompartmentStatus(
+            compartment=self.id,
+            state=self.state,
+            door_open=self.door_open,
+            occupied=self.occupied,
+            flags=sorted(self.flags),
+            order_ref=self.order_ref,
+        )
+
+    def _event(self, cause: str, now: datetime, previous: CompartmentState) -> CompartmentEvent:
+        return CompartmentEvent(
+            compartment=self.id,
+            state=self.state,
+            previous=previous,
+            cause=cause,
+            door_open=self.door_open,
+            occupied=self.occupied,
+            flags=sorted(self.flags),
+            order_ref=self.order_ref,
+            at=now,
+        )
+
+    def _move(self, to: CompartmentState, cause: str, now: datetime) -> CompartmentEvent:
+        previous, self.state = self.state, to
+        if to not in _HOLDS_ORDER and to is not S.OUT_OF_SERVICE:
+            self.order_ref = None
+            self.hold_until = None
+        return self._event(cause, now, previous)
+
+    def _note(self, cause: str, now: datetime) -> CompartmentEvent:
+        return self._event(cause, now, self.state)
+
+    def _expect_unlock(self, now: datetime) -> None:
+        self._unlock_until = now + self.unlock_window
+
+    # ------------------------------------------------------------------ sensors
+
+    def observe(self, door_open: bool, occupied: bool, now: datetime) -> list[CompartmentEvent]:
+        """Apply one poll's door and item readings."""
+        if not self._sensed:
+            self._sensed = True
+            self.door_open, self.occupied = door_open, occupied
+            if door_open:
+                self._door_opened_at = now
+            return []
+        events: list[CompartmentEvent] = []
+        if door_open and not self.door_open:
+            self.door_open = True
+            self._door_opened_at = now
+            if self._unlock_until is not None and now <= self._unlock_until:
+                self._unlock_until = None
+                events.append(self._note("door_opened", now))
+            else:
+                self.flags.add(F.FORCED_OPEN)
+                events.append(self._note("forced_open", now))
+        if occupied != self.occupied:
+            self.occupied = occupied
+            events.append(self._note("item_placed" if occupied else "item_removed", now))
+        if not door_open and self.door_open:
+            self.door_open = False
+            self._door_opened_at = None
+            self.flags.discard(F.DOOR_AJAR)
+            events.append(self._door_closed(now))
+        return events
+
+    def _door_closed(self, now: datetime) -> CompartmentEvent:
+        if self.state is S.LOADING:
+            if self.occupied:
+                return self._move(S.AWAITING_PICKUP, "loaded", now)
+            return self._move(S.RESERVED, "closed_empty", now)
+        if self.state is S.PICKUP_OPEN:
+            if self.occupied:
+                return self._move(S.AWAITING_PICKUP, "closed_not_collected", now)
+            return self._move(S.AVAILABLE, "collected", now)
+        if self.state is S.EXPIRED_HOLD and not self.occupied:
+            return self._move(S.AVAILABLE, "emptied", now)
+        return self._note("door_closed", now)
+
+    def tick(self, now: datetime) -> list[CompartmentEvent]:
+        """Time-driven changes: door ajar, hold expiry."""
+        events: list[CompartmentEvent] = []
+        if (
+            self.door_open
+            and F.DOOR_AJAR not in self.flags
+            and self._door_opened_at is not None
+            and now - self._door_opened_at >= self.door_ajar_after
+        ):
+            self.flags.add(F.DOOR_AJAR)
+            events.append(self._note("door_ajar", now))
+        if (
+            self.state in (S.RESERVED, S.AWAITING_PICKUP)
+            and self.hold_until is not None
+            and now >= self.hold_until
+        ):
+            events.append(self._move(S.EXPIRED_HOLD, "hold_expired", now))
+        if (
+            self.state in _REVERT_IF_NOT_OPENED
+            and self._unlock_until is not None
+            and now > self._unlock_until
+        ):
+            # Unlocked (or so we thought) but the door never opened: give the state back.
+            self._unlock_until = None
+            events.append(self._move(_REVERT_IF_NOT_OPENED[self.state], "not_opened", now))
+        return events
+
+    def unlock_failed(self, now: datetime) -> list[CompartmentEvent]:
+        """The board did not take the unlock: undo what the command started."""
+        self._unlock_until = None
+        if self.state in _REVERT_IF_NOT_OPENED:
+            return [self._move(_REVERT_IF_NOT_OPENED[self.state], "unlock_failed", now)]
+        return [self._note("unlock_failed", now)]
+
+    def alarm(self, cause: str, now: datetime) -> CompartmentEvent:
+        """An alarm about this compartment that changes nothing (e.g. a code burst)."""
+        return self._note(cause, now)
+
+    def set_fault(self, fault: bool, now: datetime) -> list[CompartmentEvent]:
+        if fault == (F.FAULT in self.flags):
+            return []
+        if fault:
+            self.flags.add(F.FAULT)
+            return [self._note("board_silent", now)]
+        self.flags.discard(F.FAULT)
+        return [self._note("board_answering", now)]
+
+    # ------------------------------------------------------------------ commands
+
+    def _require(self, *states: CompartmentState, action: str) -> None:
+        if self.state not in states:
+            allowed = ", ".join(s.value for s in states)
+            raise TransitionRefusedError(
+                f"compartment {self.id} is {self.state.value}; {action} needs {allowed}"
+            )
+
+    def reserve(self, order_ref: str, hold_until: datetime, now: datetime) -> CompartmentEvent:
+        self._require(S.AVAILABLE, action="reserve")
+        if self.occupied:
+            raise TransitionRefusedError(f"compartment {self.id} is not empty")
+        if F.FAULT in self.flags:
+            raise TransitionRefusedError(f"compartment {self.id} has a board fault")
+        if hold_until <= now:
+            raise TransitionRefusedError("the hold expiry is in the past")
+        self.order_ref, self.hold_until = order_ref, hold_until
+        return self._move(S.RESERVED, "reserved", now)
+
+    def open_for_loading(self, now: datetime) -> CompartmentEvent:
+        """The caller unlocks the door after this."""
+        self._require(S.RESERVED, action="open_for_loading")
+        self._expect_unlock(now)
+        return self._move(S.LOADING, "open_for_loading", now)
+
+    def open_for_pickup(self, cause: str, now: datetime) -> CompartmentEvent:
+        """A valid pickup code: the caller unlocks the door after this."""
+        self._require(S.AWAITING_PICKUP, action="pickup")
+        self._expect_unlock(now)
+        return self._move(S.PICKUP_OPEN, cause, now)
+
+    def staff_open(self, now: datetime) -> CompartmentEvent:
+        """Staff opens any door (inspection, returns); acknowledges a forced-open alarm."""
+        self._expect_unlock(now)
+        self.flags.discard(F.FORCED_OPEN)
+        return self._note("staff_open", now)
+
+    def set_out_of_service(self, out: bool, now: datetime) -> CompartmentEvent | None:
+        if out:
+            if self.state is S.OUT_OF_SERVICE:
+                return None
+            self._before_service_stop = self.state
+            return self._move(S.OUT_OF_SERVICE, "out_of_service", now)
+        if self.state is not S.OUT_OF_SERVICE:
+            return None
+        back = self._before_service_stop or S.AVAILABLE
+        if self.order_ref is None and not self.occupied:
+            back = S.AVAILABLE
+        return self._move(back, "back_in_service", now)

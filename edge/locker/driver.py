@@ -1,0 +1,579 @@
+"""The locker bank driver: polls CU16 boards, runs the compartments, verifies codes offline.
+
+Registered as `cu16` (a real bus: serial, pty or TCP) and `sim-cu16` (the byte-level
+simulator started in-process on a pty, then driven through the very same code).
+
+Options (`devices[].options` in the edge config)::
+
+    transport: serial:///dev/ttyUSB0   # or tcp://10.0.0.5:4001, pty:///dev/pts/3 (cu16 only)
+    keypad: serial:///dev/ttyACM0      # optional keypad / QR scanner line (cu16 only)
+    boards: [0]                        # board addresses on this bus
+    locks_per_board: 16
+    polarity: open_is_1                # or locked_is_1: what a lock bit of 1 means
+    unlock_answers: true               # does the board reply to an unlock?
+    poll_interval_s: 0.3               # 0.2 .. 0.5
+    codes_key_env: STOREGATE_LOCKER_KEY  # NAME of the env var holding the hex key
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge.drivers.base import (
+    CommandOutcome,
+    DeviceConfig,
+    Driver,
+    DriverContext,
+    DriverSnapshot,
+    register_driver,
+)
+from protocols import cu16
+from protocols.messages import (
+    Command,
+    CompartmentEvent,
+    CompartmentState,
+    DeviceKind,
+    DriverState,
+    LockerEvents,
+    utc_now,
+)
+
+from .audit import AuditLog
+from .bus import BoardSilentError, BusClosedError, BusMaster
+from .codes import (
+    AttemptGuard,
+    Grant,
+    PickupKey,
+    QrEntry,
+    UsedCodes,
+    code_hash,
+    keypad_code,
+    parse_qr,
+    verify_qr,
+)
+from .compartment import Compartment, TransitionRefusedError
+from .transport import TransportUrl, open_transport
+
+log = logging.getLogger(__name__)
+
+_MAX_EVENTS_PER_MESSAGE = 1_000  # LockerEvents.events max_length
+_MAX_KEYPAD_LINE = 128
+_RECONNECT_MAX_S = 10.0
+
+
+class _CommonOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    boards: list[int] = Field(default=[0], min_length=1, max_length=cu16.MAX_BOARDS)
+    locks_per_board: int = Field(default=cu16.LOCKS_PER_BOARD, ge=1, le=cu16.LOCKS_PER_BOARD)
+    polarity: cu16.LockPolarity = cu16.LockPolarity.OPEN_IS_ONE
+    unlock_answers: bool = True
+    poll_interval_s: float = Field(default=0.3, ge=0.2, le=0.5)
+    request_timeout_s: float = Field(default=0.25, gt=0, le=5)
+    retries: int = Field(default=2, ge=0, le=10)
+    codes_key_env: str | None = Field(default=None, description="env var NAME, never the key")
+    code_digits: int = Field(default=8, ge=6, le=10)
+    door_ajar_s: float = Field(default=60, gt=0)
+    unlock_window_s: float = Field(default=30, gt=0)
+    backoff_free_failures: int = Field(default=3, ge=0)
+    backoff_base_s: float = Field(default=2, gt=0)
+    backoff_max_s: float = Field(default=900, gt=0)
+    alarm_failures: int = Field(default=5, ge=1)
+    audit_path: str | None = None
+    audit_max_bytes: int = Field(default=4 * 1024 * 1024, ge=4096)
+    audit_keep: int = Field(default=4, ge=1)
+
+
+class Cu16Options(_CommonOptions):
+    transport: str
+    keypad: str | None = None
+
+
+class SimCu16Options(_CommonOptions):
+    spring_doors: bool = True
+
+
+@dataclass(slots=True)
+class _Credential:
+    """What the edge needs to check a pickup code for one compartment."""
+
+    grant: Grant
+    hashed: str | None = None  # a cloud-supplied code_hash; else derive from the key
+
+
+@dataclass(slots=True)
+class _Counters:
+    board_faults: int = 0
+    code_ok: int = 0
+    code_wrong: int = 0
+    code_refused: int = 0
+    code_alarms: int = 0
+    keypad_lines_dropped: int = 0
+    reconnects: int = 0
+    polls: int = 0
+
+
+class LockerDriver(Driver):
+    kind = DeviceKind.LOCKER_BANK
+    driver_name = "cu16"
+
+    def __init__(self, device: str, options: _CommonOptions, key: PickupKey | None) -> None:
+        super().__init__(device)
+        self.options = options
+        self._key = key
+        self._transport: TransportUrl | None = None
+        self._keypad: TransportUrl | None = None
+        if isinstance(options, Cu16Options):
+            self._transport = TransportUrl.parse(options.transport)
+            self._keypad = TransportUrl.parse(options.keypad) if options.keypad else None
+        self.compartments: dict[str, Compartment] = {}
+        self._by_address: dict[tuple[int, int], Compartment] = {}
+        for board in options.boards:
+            cu16.address(board)  # validates the range
+            for lock in range(options.locks_per_board):
+                c = Compartment(
+                    id=f"{board}-{lock + 1:02d}",
+                    board=board,
+                    lock=lock,
+                    door_ajar_after=timedelta(seconds=options.door_ajar_s),
+                    unlock_window=timedelta(seconds=options.unlock_window_s),
+                )
+                self.compartments[c.id] = c
+                self._by_address[(board, lock)] = c
+        self._credentials: dict[str, _Credential] = {}
+        self._guard = AttemptGuard(
+            free_failures=options.backoff_free_failures,
+            base=timedelta(seconds=options.backoff_base_s),
+            max_lockout=timedelta(seconds=options.backoff_max_s),
+            alarm_failures=options.alarm_failures,
+        )
+        self._used = UsedCodes()
+        self._audit = (
+            AuditLog(
+                Path(options.audit_path),
+                max_bytes=options.audit_max_bytes,
+                keep=options.audit_keep,
+            )
+            if options.audit_path
+            else None
+        )
+        self._ctx: DriverContext | None = None
+        self._bus: BusMaster | None = None
+        self._pending: list[CompartmentEvent] = []
+        self._silent_boards: set[int] = set()
+        self._reported: tuple[DriverState, str | None] | None = None
+        self.counters = _Counters()
+        self.ready = asyncio.Event()  # set after the first full poll
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, ctx: DriverContext) -> None:
+        self._ctx = ctx
+        delay = 0.5
+        while True:
+            url = self._transport
+            assert url is not None, "a transport is set before run()"
+            try:
+                streams = await open_transport(url)
+            except OSError as exc:
+                self._line_down(str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_S)
+                continue
+            bus = BusMaster(
+                streams,
+                timeout_s=self.options.request_timeout_s,
+                retries=self.options.retries,
+                unlock_answers=self.options.unlock_answers,
+            )
+            self._bus = bus
+            keypad_task = (
+                asyncio.create_task(self._keypad_loop(self._keypad), name="locker-keypad")
+                if self._keypad
+                else None
+            )
+            try:
+                await self._poll_loop(bus)
+            except BusClosedError as exc:
+                self._line_down(str(exc))
+            finally:
+                self._bus = None
+                if keypad_task is not None:
+                    keypad_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await keypad_task
+                await bus.close()
+            self.counters.reconnects += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_MAX_S)
+
+    async def _poll_loop(self, bus: BusMaster) -> None:
+        while True:
+            started = time.monotonic()
+            for board in self.options.boards:
+                try:
+                    reply = await bus.read_state(board)
+                except BoardSilentError:
+                    self._board_silent(board)
+                else:
+                    self._apply(board, reply)
+            now = utc_now()
+            for c in self.compartments.values():
+                self._pending += c.tick(now)
+            self.counters.polls += 1
+            self._report_state()
+            self._flush()
+            self.ready.set()
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(0.0, self.options.poll_interval_s - elapsed))
+
+    def _apply(self, board: int, reply: cu16.StateReply) -> None:
+        now = utc_now()
+        was_silent = board in self._silent_boards
+        self._silent_boards.discard(board)
+        for lock in range(self.options.locks_per_board):
+            c = self._by_address[(board, lock)]
+            if was_silent:
+                self._pending += c.set_fault(False, now)
+            self._pending += c.observe(
+                reply.is_open(lock, self.options.polarity), reply.has_item(lock), now
+            )
+
+    def _board_silent(self, board: int) -> None:
+        if board not in self._silent_boards:
+            self.counters.board_faults += 1
+            log.warning("locker %s: board %d is not answering", self.device, board)
+        self._silent_boards.add(board)
+        now = utc_now()
+        for lock in range(self.options.locks_per_board):
+            self._pending += self._by_address[(board, lock)].set_fault(True, now)
+
+    def _line_down(self, reason: str) -> None:
+        log.warning("locker %s: bus down: %s", self.device, reason)
+        for board in self.options.boards:
+            self._board_silent(board)
+        self._flush()
+        self._set_state(DriverState.DEGRADED, f"bus down: {reason}")
+
+    def _report_state(self) -> None:
+        if self._silent_boards:
+            boards = ", ".join(str(b) for b in sorted(self._silent_boards))
+            self._set_state(DriverState.DEGRADED, f"board(s) {boards} not answering")
+        else:
+            self._set_state(DriverState.RUNNING, None)
+
+    def _set_state(self, state: DriverState, error: str | None) -> None:
+        if self._reported != (state, error) and self._ctx is not None:
+            self._reported = (state, error)
+            self._ctx.set_state(state, error)
+
+    def _flush(self) -> None:
+        if not self._pending or self._ctx is None:
+            return
+        events, self._pending = self._pending, []
+        if self._audit is not None:
+            for event in events:
+                self._audit.append("event", event.model_dump(mode="json"), at=event.at)
+        for i in range(0, len(events), _MAX_EVENTS_PER_MESSAGE):
+            chunk = events[i : i + _MAX_EVENTS_PER_MESSAGE]
+            self._ctx.emit(LockerEvents, bank=self.device, events=chunk)
+
+    def _record(self, kind: str, **data: Any) -> None:
+        if self._audit is not None:
+            self._audit.append(kind, data)
+
+    # ------------------------------------------------------------------ unlocking
+
+    async def _unlock(self, c: Compartment) -> str | None:
+        """Unlock one door; None on success, else why not (the compartment is rolled back)."""
+        bus = self._bus
+        reason: str | None = None
+        if bus is None:
+            reason = "the locker bus is down"
+        else:
+            try:
+                await bus.unlock(c.board, c.lock)
+            except BoardSilentError as exc:
+                reason = str(exc)
+            except BusClosedError as exc:
+                reason = f"the locker bus is down: {exc}"
+        if reason is not None:
+            self._pending += c.unlock_failed(utc_now())
+        return reason
+
+    # ------------------------------------------------------------------ codes
+
+    async def _keypad_loop(self, url: TransportUrl) -> None:
+        while True:
+            try:
+                reader, writer = await open_transport(url)
+            except OSError as exc:
+                log.warning("locker %s: keypad unavailable: %s", self.device, exc)
+                await asyncio.sleep(2)
+                continue
+            try:
+                while line := await reader.readline():
+                    if len(line) > _MAX_KEYPAD_LINE:
+                        self.counters.keypad_lines_dropped += 1
+                        continue
+                    text = line.decode("ascii", errors="replace").strip()
+                    if text:
+                        await self.enter_code(text)
+            except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+                # ValueError: a line over the reader's limit; start over on a fresh line.
+                log.warning("locker %s: keypad line error: %s", self.device, exc)
+            finally:
+                writer.close()
+            await asyncio.sleep(1)
+
+    async def enter_code(self, text: str) -> bool:
+        """A code typed or scanned at the locker. Verified here, with no cloud involved."""
+        now = utc_now()
+        qr = parse_qr(text)
+        scope = f"qr:{qr.grant.compartment}" if qr else "keypad"
+        verdict = self._guard.check(scope, now)
+        if not verdict.allowed:
+            self.counters.code_refused += 1
+            self._record("code", outcome="refused_backoff", scope=scope)
+            return False
+        match = self._match_qr(qr, now) if qr else self._match_keypad(text, now)
+        if match is None:
+            self.counters.code_wrong += 1
+            self._record("code", outcome="wrong", scope=scope)
+            if self._guard.fail(scope, now):
+                self._code_alarm(scope, now)
+            self._flush()
+            return False
+        c, credential = match
+        self._guard.succeed(scope)
+        self._used.mark(credential.grant)
+        del self._credentials[c.id]
+        self.counters.code_ok += 1
+        self._record("code", outcome="ok", scope=scope, compartment=c.id)
+        self._pending.append(c.open_for_pickup("qr_ok" if qr else "code_ok", now))
+        reason = await self._unlock(c)
+        if reason is not None:
+            log.warning("locker %s: code ok but unlock failed: %s", self.device, reason)
+        self._flush()
+        return reason is None
+
+    def _candidates(self, now: datetime) -> list[tuple[Compartment, _Credential]]:
+        found = []
+        for cid, credential in self._credentials.items():
+            c = self.compartments[cid]
+            if (
+                c.state is CompartmentState.AWAITING_PICKUP
+                and credential.grant.expiry > now
+                and not self._used.used(credential.grant, now)
+            ):
+                found.append((c, credential))
+        return found
+
+    def _match_keypad(self, text: str, now: datetime) -> tuple[Compartment, _Credential] | None:
+        if not (text.isascii() and text.isdigit() and len(text) == self.options.code_digits):
+            return None
+        for c, credential in self._candidates(now):
+            grant = credential.grant
+            if credential.hashed is not None:
+                entered = code_hash(
+                    text, bank=grant.bank, compartment=grant.compartment, order_seq=grant.order_seq
+                )
+                expected = credential.hashed
+            elif self._key is not None:
+                entered, expected = text, keypad_code(self._key, grant, self.options.code_digits)
+            else:
+                continue
+            if hmac.compare_digest(entered, expected):
+                return c, credential
+        return None
+
+    def _match_qr(self, qr: QrEntry, now: datetime) -> tuple[Compartment, _Credential] | None:
+        if self._key is None or qr.grant.bank != self.device or not verify_qr(self._key, qr):
+            return None
+        for c, credential in self._candidates(now):
+            if credential.grant == qr.grant:
+                return c, credential
+        return None
+
+    def _code_alarm(self, scope: str, now: datetime) -> None:
+        self.counters.code_alarms += 1
+        log.warning("locker %s: burst of wrong pickup codes at %s", self.device, scope)
+        self._record("alarm", cause="code_burst", scope=scope)
+        holding = [c for c in self.compartments.values() if c.order_ref is not None]
+        if scope.startswith("qr:") and scope[3:] in self.compartments:
+            holding = [self.compartments[scope[3:]]]
+        # No bank-level alarm message exists: the alarm rides on the compartments at risk.
+        for c in holding or list(self.compartments.values()):
+            self._pending.append(c.alarm("code_burst_alarm", now))
+
+    # ------------------------------------------------------------------ commands
+
+    def commands(self) -> frozenset[str]:
+        return frozenset(
+            {
+                "locker.reserve",
+                "locker.open_for_loading",
+                "locker.set_code",
+                "locker.out_of_service",
+                "locker.open",
+            }
+        )
+
+    async def handle_command(self, command: Command) -> CommandOutcome:
+        try:
+            args = _CommandArgs.model_validate(command.args)
+        except ValidationError as exc:
+            return CommandOutcome(False, f"bad arguments: {exc.errors()[0]['msg']}")
+        c = self.compartments.get(args.compartment)
+        if c is None:
+            return CommandOutcome(False, f"no compartment {args.compartment!r} in {self.device}")
+        try:
+            outcome = await self._run_command(command.name, c, args)
+        except TransitionRefusedError as exc:
+            outcome = CommandOutcome(False, str(exc))
+        self._record("command", name=command.name, compartment=c.id, ok=outcome.ok)
+        self._flush()
+        return outcome
+
+    async def _run_command(self, name: str, c: Compartment, args: _CommandArgs) -> CommandOutcome:
+        now = utc_now()
+        if name == "locker.reserve":
+            if args.order_ref is None or args.expiry is None:
+                return CommandOutcome(False, "locker.reserve needs order_ref and expiry")
+            self._pending.append(c.reserve(args.order_ref, args.expiry, now))
+            # A new order never inherits the previous order's code.
+            self._credentials.pop(c.id, None)
+            if args.order_seq is not None:
+                self._set_credential(c, args)
+        elif name == "locker.set_code":
+            if args.order_seq is None:
+                return CommandOutcome(False, "locker.set_code needs order_seq")
+            if c.order_ref is None:
+                return CommandOutcome(False, f"compartment {c.id} holds no order")
+            self._set_credential(c, args)
+        elif name == "locker.open_for_loading":
+            self._pending.append(c.open_for_loading(now))
+            if reason := await self._unlock(c):
+                return CommandOutcome(False, reason)
+        elif name == "locker.open":
+            self._pending.append(c.staff_open(now))
+            if reason := await self._unlock(c):
+                return CommandOutcome(False, reason)
+        elif name == "locker.out_of_service":
+            if event := c.set_out_of_service(args.out, now):
+                self._pending.append(event)
+        else:
+            return CommandOutcome(False, f"{self.driver_name} driver has no command {name}")
+        return CommandOutcome(True, result={"compartment": c.id, "state": c.state.value})
+
+    def _set_credential(self, c: Compartment, args: _CommandArgs) -> None:
+        expiry = args.expiry or c.hold_until
+        if expiry is None or args.order_seq is None:
+            raise TransitionRefusedError("a pickup code needs order_seq and an expiry")
+        grant = Grant.make(self.device, c.id, args.order_seq, expiry)
+        self._credentials[c.id] = _Credential(grant, args.code_hash)
+
+    # ------------------------------------------------------------------ runtime hooks
+
+    def snapshot(self) -> DriverSnapshot:
+        return DriverSnapshot(compartments=[c.status() for c in self.compartments.values()])
+
+    def metrics(self) -> dict[str, float]:
+        m: dict[str, float] = {
+            "compartments": float(len(self.compartments)),
+            "boards_silent": float(len(self._silent_boards)),
+            "board_faults": float(self.counters.board_faults),
+            "polls": float(self.counters.polls),
+            "reconnects": float(self.counters.reconnects),
+            "code_ok": float(self.counters.code_ok),
+            "code_wrong": float(self.counters.code_wrong),
+            "code_refused": float(self.counters.code_refused),
+            "code_alarms": float(self.counters.code_alarms),
+        }
+        if (bus := self._bus) is not None:
+            s = bus.stats
+            m |= {
+                "poll_latency_ms": s.last_latency_s * 1000,
+                "poll_latency_max_ms": s.max_latency_s * 1000,
+                "poll_latency_avg_ms": s.latency_sum_s / s.answered * 1000 if s.answered else 0,
+                "bus_timeouts": float(s.timeouts),
+                "bus_retries": float(s.retries),
+                "frame_errors": float(bus.parser.error_count),
+            }
+        return m
+
+    def grant_for(self, compartment: str) -> Grant | None:
+        """The pickup grant set for a compartment (tests and the simulator's shoppers)."""
+        credential = self._credentials.get(compartment)
+        return credential.grant if credential else None
+
+
+class _CommandArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    compartment: str
+    order_ref: str | None = Field(default=None, max_length=64)
+    expiry: datetime | None = None
+    order_seq: int | None = Field(default=None, ge=0)
+    code_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    out: bool = True
+
+
+def _load_key(env_name: str | None) -> PickupKey | None:
+    return PickupKey.from_env(env_name) if env_name else None
+
+
+def create_cu16(config: DeviceConfig) -> LockerDriver:
+    options = Cu16Options.model_validate(config.options)
+    return LockerDriver(config.id, options, _load_key(options.codes_key_env))
+
+
+class SimLockerDriver(LockerDriver):
+    """The simulated bank as just another driver: the simulator runs in-process on a real
+    pty (plus a keypad pty), and the driver code above talks to it byte for byte."""
+
+    driver_name = "sim-cu16"
+
+    def __init__(self, device: str, options: SimCu16Options, key: PickupKey | None) -> None:
+        # The simulated bank has no real key to protect; a fresh random one stands in.
+        super().__init__(device, options, key or PickupKey.generate())
+        from simulators.locker.board import LockerBank
+
+        self.bank = LockerBank(
+            options.boards,
+            options.locks_per_board,
+            polarity=options.polarity,
+            unlock_answers=options.unlock_answers,
+            spring_doors=options.spring_doors,
+        )
+
+    async def run(self, ctx: DriverContext) -> None:
+        from simulators.locker.server import LockerSimulator
+
+        self.simulator = LockerSimulator(self.bank)
+        path = await self.simulator.start_pty()
+        self._transport = TransportUrl("pty", path=path)
+        self._keypad = TransportUrl("pty", path=self.simulator.keypad_path)
+        try:
+            await super().run(ctx)
+        finally:
+            await self.simulator.close()
+
+
+def create_sim_cu16(config: DeviceConfig) -> SimLockerDriver:
+    options = SimCu16Options.model_validate(config.options)
+    return SimLockerDriver(config.id, options, _load_key(options.codes_key_env))
+
+
+register_driver("cu16", DeviceKind.LOCKER_BANK, create_cu16)
+register_driver("sim-cu16", DeviceKind.LOCKER_BANK, create_sim_cu16)

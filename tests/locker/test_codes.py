@@ -1,0 +1,123 @@
+"""Offline pickup codes: derivation, QR, hashes, single use, back-off and alarms."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from edge.locker.codes import (
+    AttemptGuard,
+    Grant,
+    PickupKey,
+    UsedCodes,
+    code_hash,
+    keypad_code,
+    parse_qr,
+    qr_payload,
+    verify_qr,
+)
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+KEY = PickupKey(bytes(range(32)))
+GRANT = Grant("bank-1", "0-01", 42, T0 + timedelta(hours=48))
+
+
+def test_keypad_code_is_deterministic_8_digits_and_bound_to_every_field() -> None:
+    code = keypad_code(KEY, GRANT)
+    assert len(code) == 8
+    assert code.isdigit()
+    assert keypad_code(KEY, GRANT) == code
+    others = {
+        keypad_code(KEY, Grant("bank-2", "0-01", 42, GRANT.expiry)),
+        keypad_code(KEY, Grant("bank-1", "0-02", 42, GRANT.expiry)),
+        keypad_code(KEY, Grant("bank-1", "0-01", 43, GRANT.expiry)),
+        keypad_code(KEY, Grant("bank-1", "0-01", 42, GRANT.expiry + timedelta(seconds=1))),
+        keypad_code(PickupKey(bytes(32)), GRANT),
+    }
+    assert code not in others
+    assert len(others) == 5
+
+
+def test_short_keys_are_refused_and_keys_never_print(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ValueError, match="128 bits"):
+        PickupKey(bytes(15))
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("t").info("key %s %r", KEY, KEY)
+    assert bytes(range(32)).hex() not in caplog.text
+    assert "hidden" in caplog.text
+
+
+def test_key_from_env_names_the_variable_not_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K", "zz-not-hex")
+    with pytest.raises(ValueError, match="K is not hex") as info:
+        PickupKey.from_env("K")
+    assert "zz-not-hex" not in str(info.value)
+    monkeypatch.delenv("K")
+    with pytest.raises(ValueError, match=r"K .* not set"):
+        PickupKey.from_env("K")
+
+
+def test_qr_roundtrip_and_tampering() -> None:
+    payload = qr_payload(KEY, GRANT)
+    entry = parse_qr(payload)
+    assert entry is not None
+    assert entry.grant == GRANT
+    assert verify_qr(KEY, entry)
+    tampered = parse_qr(payload.replace(":42:", ":43:"))
+    assert tampered is not None
+    assert not verify_qr(KEY, tampered)
+    assert parse_qr("12345678") is None
+    assert parse_qr(payload + "A") is None
+
+
+def test_code_hash_matches_only_the_same_code_and_place() -> None:
+    code = keypad_code(KEY, GRANT)
+    h = code_hash(code, bank="bank-1", compartment="0-01", order_seq=42)
+    assert len(h) == 64
+    assert code not in h
+    assert h == code_hash(code, bank="bank-1", compartment="0-01", order_seq=42)
+    assert h != code_hash(code, bank="bank-1", compartment="0-02", order_seq=42)
+    assert h != code_hash("00000000", bank="bank-1", compartment="0-01", order_seq=42)
+
+
+def test_backoff_grows_exponentially_after_free_failures_and_alarms_on_burst() -> None:
+    guard = AttemptGuard(free_failures=3, base=timedelta(seconds=2), alarm_failures=5)
+    alarms = []
+    now = T0
+    for _ in range(3):
+        assert guard.check("keypad", now).allowed
+        alarms.append(guard.fail("keypad", now))
+    assert guard.check("keypad", now).allowed  # typos are free
+    alarms.append(guard.fail("keypad", now))  # 4th: 2 s
+    verdict = guard.check("keypad", now + timedelta(seconds=1))
+    assert not verdict.allowed
+    assert verdict.retry_at == now + timedelta(seconds=2)
+    now += timedelta(seconds=2)
+    assert guard.check("keypad", now).allowed
+    alarms.append(guard.fail("keypad", now))  # 5th: 4 s, and the burst alarm
+    assert alarms == [False, False, False, False, True]
+    assert not guard.check("keypad", now + timedelta(seconds=3.9)).allowed
+    assert guard.check("keypad", now + timedelta(seconds=4)).allowed
+    assert guard.check("qr:0-02", now).allowed  # scopes are independent
+
+
+def test_backoff_is_capped_and_forgotten_after_quiet_hour() -> None:
+    guard = AttemptGuard(
+        free_failures=0, base=timedelta(seconds=1), max_lockout=timedelta(seconds=60)
+    )
+    for _ in range(20):
+        guard.fail("k", T0)
+    assert guard.check("k", T0 + timedelta(seconds=60)).allowed
+    assert not guard.check("k", T0 + timedelta(seconds=59)).allowed
+    guard.fail("k", T0)
+    assert guard.check("k", T0 + timedelta(hours=1)).allowed
+
+
+def test_used_codes_are_remembered_until_expiry() -> None:
+    used = UsedCodes()
+    used.mark(GRANT)
+    assert used.used(GRANT, T0)
+    assert not used.used(Grant("bank-1", "0-01", 43, GRANT.expiry), T0)
+    assert not used.used(GRANT, GRANT.expiry)  # expired: forgotten (the code is dead anyway)

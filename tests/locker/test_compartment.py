@@ -1,0 +1,153 @@
+"""The compartment state machine on its own: sensors and commands in, events out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from edge.locker.compartment import Compartment, TransitionRefusedError
+from protocols.messages import CompartmentFlag as F
+from protocols.messages import CompartmentState as S
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def fresh() -> Compartment:
+    c = Compartment("0-01", 0, 0, door_ajar_after=timedelta(seconds=30))
+    assert c.observe(False, False, at(0)) == []  # the first poll is the baseline
+    return c
+
+
+def test_full_bopis_cycle_with_every_event_and_cause() -> None:
+    c = fresh()
+    events = [c.reserve("order-1", at(3600), at(1))]
+    events.append(c.open_for_loading(at(2)))
+    events += c.observe(True, False, at(3))
+    events += c.observe(True, True, at(4))
+    events += c.observe(False, True, at(5))
+    events.append(c.open_for_pickup("code_ok", at(10)))
+    events += c.observe(True, True, at(11))
+    events += c.observe(False, False, at(12))  # item taken and door shut in one poll
+    assert [(e.previous, e.state, e.cause) for e in events] == [
+        (S.AVAILABLE, S.RESERVED, "reserved"),
+        (S.RESERVED, S.LOADING, "open_for_loading"),
+        (S.LOADING, S.LOADING, "door_opened"),
+        (S.LOADING, S.LOADING, "item_placed"),
+        (S.LOADING, S.AWAITING_PICKUP, "loaded"),
+        (S.AWAITING_PICKUP, S.PICKUP_OPEN, "code_ok"),
+        (S.PICKUP_OPEN, S.PICKUP_OPEN, "door_opened"),
+        (S.PICKUP_OPEN, S.PICKUP_OPEN, "item_removed"),
+        (S.PICKUP_OPEN, S.AVAILABLE, "collected"),
+    ]
+    assert events[4].order_ref == "order-1"
+    assert events[-1].order_ref is None
+    assert not any(e.flags for e in events)
+
+
+def test_loading_closed_empty_goes_back_to_reserved() -> None:
+    c = fresh()
+    c.reserve("o", at(100), at(0))
+    c.open_for_loading(at(1))
+    c.observe(True, False, at(2))
+    (event,) = c.observe(False, False, at(3))
+    assert (event.state, event.cause) == (S.RESERVED, "closed_empty")
+
+
+def test_door_opened_without_unlock_is_forced_open_until_staff_opens() -> None:
+    c = fresh()
+    (event,) = c.observe(True, False, at(1))
+    assert event.cause == "forced_open"
+    assert F.FORCED_OPEN in event.flags
+    c.observe(False, False, at(2))
+    assert F.FORCED_OPEN in c.flags  # an alarm stays until someone looks
+    assert F.FORCED_OPEN not in c.staff_open(at(3)).flags
+
+
+def test_unlock_window_expiry_makes_a_late_opening_forced() -> None:
+    c = fresh()
+    c.staff_open(at(0))
+    (event,) = c.observe(True, False, at(31))
+    assert event.cause == "forced_open"
+
+
+def test_door_ajar_after_threshold_and_cleared_on_close() -> None:
+    c = fresh()
+    c.staff_open(at(0))
+    c.observe(True, False, at(1))
+    assert c.tick(at(30)) == []
+    (event,) = c.tick(at(31))
+    assert event.cause == "door_ajar"
+    assert F.DOOR_AJAR in event.flags
+    assert c.tick(at(60)) == []  # reported once
+    (closed,) = c.observe(False, False, at(61))
+    assert F.DOOR_AJAR not in closed.flags
+
+
+def test_hold_expiry_and_emptying() -> None:
+    c = fresh()
+    c.reserve("o", at(10), at(0))
+    c.open_for_loading(at(1))
+    c.observe(True, True, at(2))
+    c.observe(False, True, at(3))
+    (expired,) = c.tick(at(10))
+    assert (expired.previous, expired.state, expired.cause) == (
+        S.AWAITING_PICKUP,
+        S.EXPIRED_HOLD,
+        "hold_expired",
+    )
+    with pytest.raises(TransitionRefusedError, match="pickup needs awaiting_pickup"):
+        c.open_for_pickup("code_ok", at(11))
+    c.staff_open(at(12))
+    c.observe(True, True, at(13))
+    events = c.observe(False, False, at(14))
+    assert [(e.state, e.cause) for e in events] == [
+        (S.EXPIRED_HOLD, "item_removed"),
+        (S.AVAILABLE, "emptied"),
+    ]
+
+
+def test_unlocked_door_that_never_opens_gives_the_state_back() -> None:
+    c = fresh()
+    c.reserve("o", at(100), at(0))
+    c.open_for_loading(at(0))
+    assert c.tick(at(30)) == []
+    (event,) = c.tick(at(31))
+    assert (event.state, event.cause) == (S.RESERVED, "not_opened")
+
+
+def test_fault_flag_set_and_cleared_once() -> None:
+    c = fresh()
+    (on,) = c.set_fault(True, at(1))
+    assert c.set_fault(True, at(2)) == []
+    (off,) = c.set_fault(False, at(3))
+    assert (on.cause, off.cause) == ("board_silent", "board_answering")
+    assert F.FAULT in on.flags
+    assert F.FAULT not in off.flags
+
+
+def test_out_of_service_and_back() -> None:
+    c = fresh()
+    c.reserve("o", at(100), at(0))
+    event = c.set_out_of_service(True, at(1))
+    assert event is not None
+    assert event.state is S.OUT_OF_SERVICE
+    with pytest.raises(TransitionRefusedError):
+        c.open_for_loading(at(2))
+    back = c.set_out_of_service(False, at(3))
+    assert back is not None
+    assert back.state is S.RESERVED
+    assert back.order_ref == "o"
+
+
+def test_reserve_refuses_busy_faulty_or_past() -> None:
+    c = fresh()
+    with pytest.raises(TransitionRefusedError, match="past"):
+        c.reserve("o", at(-1), at(0))
+    c.set_fault(True, at(0))
+    with pytest.raises(TransitionRefusedError, match="fault"):
+        c.reserve("o", at(100), at(0))
