@@ -1,0 +1,1 @@
+"""BLE beacons: frame decoders, the scanner driver and its watchdog, privacy, zone presence."""

@@ -1,0 +1,195 @@
+"""The BLE scanner driver (`bleak`) and the registration of it and its simulated twin.
+
+The runtime imports this module; importing it registers `bleak` and `sim-ble`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TypeVar
+
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from pydantic import BaseModel, ValidationError
+
+from edge.ble.options import BleakOptions
+from edge.ble.pipeline import AdvertPipeline, Clock, system_clock, system_wall_time
+from edge.ble.presence import PresenceEngine, WallTime
+from edge.ble.scanner import (
+    AdapterResetter,
+    BtmgmtResetter,
+    ManagedScanner,
+    ScannerClass,
+    WatchdogLevel,
+    bleak_scanner_class,
+)
+from edge.drivers.base import (
+    DeviceConfig,
+    Driver,
+    DriverContext,
+    DriverSnapshot,
+    Priority,
+    register_driver,
+)
+from protocols.messages import BlePresence, DeviceKind, DriverState
+
+log = logging.getLogger(__name__)
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+MAX_EVENTS_PER_MESSAGE = 5_000  # BlePresence.events max_length
+
+
+class BleScannerDriver(Driver):
+    kind = DeviceKind.BLE_SCANNER
+    driver_name = "bleak"
+
+    def __init__(
+        self,
+        device: str,
+        options: BleakOptions,
+        *,
+        scanner_class: ScannerClass | None = None,
+        resetter: AdapterResetter | None = None,
+        clock: Clock = system_clock,
+        wall_time: WallTime = system_wall_time,
+    ) -> None:
+        super().__init__(device)
+        self.options = options
+        self.clock = clock
+        scanners = options.resolved_scanners()
+        self.engine = PresenceEngine(
+            {s.scanner_id: s.zone for s in scanners}, options.presence.params(), wall_time
+        )
+        self.pipeline = AdvertPipeline(options.allowlist.build(), self.engine, clock)
+        self.scanners = [
+            ManagedScanner(
+                scanner_id=s.scanner_id,
+                adapter=s.adapter,
+                mode=options.mode,
+                on_advert=self._on_advert,
+                scanner_class=scanner_class or bleak_scanner_class(),
+                resetter=resetter or BtmgmtResetter(),
+                timings=options.watchdog.timings(),
+                on_state=self._watchdog_changed,
+            )
+            for s in scanners
+        ]
+        self._by_id = {s.scanner_id: s for s in self.scanners}
+        self._ctx: DriverContext | None = None
+        self.messages_emitted = 0
+        self.events_emitted = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, ctx: DriverContext) -> None:
+        self._ctx = ctx
+        ctx.set_state(DriverState.STARTING)
+        try:
+            now = self.clock()
+            for scanner in self.scanners:
+                await scanner.start(now)
+            ctx.set_state(DriverState.RUNNING)
+            await self._loop()
+        finally:
+            for scanner in self.scanners:
+                await scanner.stop()
+            self._flush_quietly()
+
+    async def _loop(self) -> None:
+        """Flush presence every `flush_s` and run the watchdogs every `check_s` (real time)."""
+        flush_s = self.options.flush_s
+        check_s = self.options.watchdog.check_s
+        next_check = self.clock() + check_s
+        while True:
+            await asyncio.sleep(min(flush_s, check_s))
+            self.flush()
+            now = self.clock()
+            if now >= next_check:
+                next_check = now + check_s
+                await self.check_watchdogs(now)
+
+    # ------------------------------------------------------------------ work
+
+    def _on_advert(self, scanner_id: str, device: BLEDevice, adv: AdvertisementData) -> None:
+        try:
+            self._by_id[scanner_id].saw_advert(self.clock())
+            self.pipeline.handle(scanner_id, device, adv)
+        except Exception:  # a bug must not kill bleak's callback dispatch; never log the device
+            log.exception("scanner %s: advert handling failed", scanner_id)
+
+    def flush(self) -> None:
+        """Apply time-based presence rules and emit what happened as batched messages."""
+        self.engine.tick(self.clock())
+        events = self.engine.drain()
+        if not events or self._ctx is None:
+            return
+        for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE):
+            batch = events[start : start + MAX_EVENTS_PER_MESSAGE]
+            self._ctx.emit(BlePresence, priority=Priority.EVENT, scanner=self.device, events=batch)
+            self.messages_emitted += 1
+            self.events_emitted += len(batch)
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush()
+        except Exception as error:  # shutting down: say so, do not mask the real exit reason
+            log.warning("BLE %s: final presence flush failed: %s", self.device, error)
+
+    async def check_watchdogs(self, now: float) -> None:
+        for scanner in self.scanners:
+            await scanner.check(now)
+
+    def _watchdog_changed(self, _scanner: ManagedScanner) -> None:
+        if self._ctx is None:
+            return
+        degraded = [s for s in self.scanners if s.level != WatchdogLevel.OK]
+        if not degraded:
+            self._ctx.set_state(DriverState.RUNNING)
+            return
+        reasons = []
+        for s in degraded:
+            action = "adapter reset" if s.level == WatchdogLevel.RESET else "scanner restarted"
+            detail = f", last error: {s.last_error}" if s.last_error else ""
+            reasons.append(f"{s.scanner_id} ({s.adapter}) silent; {action}{detail}")
+        self._ctx.set_state(DriverState.DEGRADED, "; ".join(reasons))
+
+    # ------------------------------------------------------------------ reporting
+
+    def snapshot(self) -> DriverSnapshot:
+        return DriverSnapshot(zones=self.engine.occupancy())
+
+    def metrics(self) -> dict[str, float]:
+        values = self.pipeline.metrics()
+        values["watchdog_restarts_total"] = sum(s.restarts for s in self.scanners)
+        values["adapter_resets_total"] = sum(s.adapter_resets for s in self.scanners)
+        values["scanners_degraded"] = sum(s.level != WatchdogLevel.OK for s in self.scanners)
+        values["presence_messages_total"] = self.messages_emitted
+        values["presence_events_total"] = self.events_emitted
+        return values
+
+
+def _options(config: DeviceConfig, model: type[OptionsT]) -> OptionsT:
+    try:
+        return model.model_validate(config.options)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in error.errors()
+        )
+        raise ValueError(f"device {config.id}: bad {config.driver} options: {problems}") from None
+
+
+def create_bleak(config: DeviceConfig) -> Driver:
+    return BleScannerDriver(config.id, _options(config, BleakOptions))
+
+
+def create_sim_ble(config: DeviceConfig) -> Driver:
+    # The simulator is only imported when a config asks for it.
+    from simulators.ble.driver import SimBleDriver, SimBleOptions
+
+    return SimBleDriver(config.id, _options(config, SimBleOptions))
+
+
+register_driver("bleak", DeviceKind.BLE_SCANNER, create_bleak)
+register_driver("sim-ble", DeviceKind.BLE_SCANNER, create_sim_ble)

@@ -1,0 +1,1 @@
+"""Simulated shoppers whose phones advertise, heard through a fake bleak scanner backend."""
