@@ -1,0 +1,365 @@
+"""What history we keep: the mapping from MQTT messages to time-series points.
+
+Two rules shape every point (docs/timeseries.md has the full table and the cardinality):
+
+- **Tags are bounded.** Tags are store, node, shelf, GTIN, device, zone, kind... values
+  that come from a store's fixed layout or a small enum. Per-item or per-person values
+  (EPCs, beacon ids, order refs, correlation ids) are fields, never tags.
+- **Points are idempotent.** The ingestor spools a message's points before it commits and
+  acks, so a crash re-spools them on redelivery. Every point's series and timestamp are a
+  pure function of the message, so a rewrite overwrites instead of adding a point.
+  Events that would share a series and a microsecond inside one message are spread over the
+  nanoseconds below it (Python timestamps stop at microseconds): event `j` of such a group
+  gets `(seq + j) mod 1000` ns, so two events never overwrite each other within a message,
+  and events of different messages in the same microsecond start at different offsets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from functools import singledispatch
+
+from cloud.timeseries.lineprotocol import FieldValue, Point
+from protocols.messages import (
+    Birth,
+    BlePresence,
+    Command,
+    CommandAck,
+    CompartmentStatus,
+    Death,
+    Health,
+    LockerEvents,
+    LockerSnapshot,
+    Message,
+    NodeState,
+    Offer,
+    RfidEvents,
+    RfidSnapshot,
+    ShelfCount,
+    Status,
+)
+
+# Measurement names, so readers and docs refer to one spelling.
+SHELF_COUNT = "shelf_count"
+ITEM_EVENT = "item_event"
+NODE_STATUS = "node_status"
+NODE_HEALTH = "node_health"
+DRIVER_HEALTH = "driver_health"
+LOCKER_EVENT = "locker_event"
+LOCKER_COMPARTMENT = "locker_compartment"
+PRESENCE_EVENT = "presence_event"
+ZONE_OCCUPANCY = "zone_occupancy"
+COMMAND = "command"
+COMMAND_ACK = "command_ack"
+OFFER = "offer"
+
+MEASUREMENTS = (
+    SHELF_COUNT,
+    ITEM_EVENT,
+    NODE_STATUS,
+    NODE_HEALTH,
+    DRIVER_HEALTH,
+    LOCKER_EVENT,
+    LOCKER_COMPARTMENT,
+    PRESENCE_EVENT,
+    ZONE_OCCUPANCY,
+    COMMAND,
+    COMMAND_ACK,
+    OFFER,
+)
+
+_NS_PER_US = 1_000
+_UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _field_key(prefix: str, name: str) -> str:
+    """A field key from a free-form name the edge chose (drop reason, driver metric)."""
+    return prefix + _UNSAFE_KEY.sub("_", name)[:64]
+
+
+def time_ns(moment: datetime) -> int:
+    """Nanoseconds since the epoch, exact (no float rounding) for a microsecond datetime."""
+    delta = moment - datetime(1970, 1, 1, tzinfo=moment.tzinfo)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * _NS_PER_US
+
+
+class _EventStamper:
+    """Distinct nanosecond timestamps for events of one message that share a series."""
+
+    def __init__(self, seq: int) -> None:
+        self._base = seq % 1000
+        self._seen: dict[tuple[str, tuple[tuple[str, str], ...], int], int] = {}
+
+    def point(
+        self,
+        measurement: str,
+        tags: dict[str, str],
+        fields: dict[str, FieldValue],
+        at: datetime,
+    ) -> Point:
+        at_ns = time_ns(at)
+        key = (measurement, tuple(sorted(tags.items())), at_ns)
+        j = self._seen.get(key, 0)
+        self._seen[key] = j + 1
+        # j < 1000 stays inside the microsecond; beyond, it spills into the next ones.
+        offset = (self._base + j) % 1000 + (j // 1000) * 1000
+        return Point(measurement, tags, fields, at_ns + offset)
+
+
+def _without_none(fields: Mapping[str, FieldValue | None]) -> dict[str, FieldValue]:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _shelf_counts(message: Message, shelves: Iterable[ShelfCount]) -> list[Point]:
+    at = time_ns(message.event_time)
+    return [
+        Point(
+            SHELF_COUNT,
+            {"store": message.store, "shelf": s.shelf, "gtin": s.gtin},
+            {"count": s.count},
+            at,
+        )
+        for s in shelves
+    ]
+
+
+def _compartments(
+    message: Message, bank: str, statuses: Iterable[CompartmentStatus]
+) -> list[Point]:
+    at = time_ns(message.event_time)
+    return [
+        Point(
+            LOCKER_COMPARTMENT,
+            {"store": message.store, "bank": bank, "compartment": c.compartment},
+            _without_none(
+                {
+                    "state": c.state.value,
+                    "door_open": c.door_open,
+                    "occupied": c.occupied,
+                    "flags": ",".join(f.value for f in c.flags),
+                    "order_ref": c.order_ref,
+                }
+            ),
+            at,
+        )
+        for c in statuses
+    ]
+
+
+@singledispatch
+def points_for(message: Message) -> list[Point]:
+    """The points one message contributes to history (empty for types without history)."""
+    return []
+
+
+def _node_tags(message: Message) -> dict[str, str]:
+    return {"store": message.store, "node": message.node}
+
+
+@points_for.register
+def _status(message: Status) -> list[Point]:
+    fields = {
+        "state": message.state.value,
+        "online": message.state is NodeState.ONLINE,
+        "bd_seq": message.bd_seq,
+        "version": message.version,
+        "reason": message.reason,
+    }
+    return [
+        Point(NODE_STATUS, _node_tags(message), _without_none(fields), time_ns(message.event_time))
+    ]
+
+
+@points_for.register
+def _death(message: Death) -> list[Point]:
+    fields: dict[str, FieldValue] = {
+        "state": NodeState.OFFLINE.value,
+        "online": False,
+        "bd_seq": message.bd_seq,
+        "reason": message.reason,
+    }
+    return [Point(NODE_STATUS, _node_tags(message), fields, time_ns(message.event_time))]
+
+
+@points_for.register
+def _birth(message: Birth) -> list[Point]:
+    at = time_ns(message.event_time)
+    points = [
+        Point(
+            NODE_STATUS,
+            _node_tags(message),
+            {
+                "state": NodeState.ONLINE.value,
+                "online": True,
+                "bd_seq": message.bd_seq,
+                "version": message.version,
+                "devices": len(message.devices),
+            },
+            at,
+        )
+    ]
+    points += _shelf_counts(message, message.shelves)
+    for bank, statuses in sorted(message.compartments.items()):
+        points += _compartments(message, bank, statuses)
+    points += [
+        Point(
+            ZONE_OCCUPANCY,
+            {"store": message.store, "zone": z.zone},
+            {"beacons": len(z.beacons)},
+            at,
+        )
+        for z in message.zones
+    ]
+    return points
+
+
+@points_for.register
+def _health(message: Health) -> list[Point]:
+    at = time_ns(message.event_time)
+    outbox = message.outbox
+    fields: dict[str, FieldValue | None] = {
+        "uptime_s": message.uptime_s,
+        "cpu_percent": message.cpu_percent,
+        "rss_bytes": message.rss_bytes,
+        "disk_free_bytes": message.disk_free_bytes,
+        "bd_seq": message.bd_seq,
+        "version": message.version,
+        "outbox_depth": outbox.depth,
+        "outbox_bytes": outbox.bytes,
+        "outbox_capacity_bytes": outbox.capacity_bytes,
+        "outbox_oldest_age_s": outbox.oldest_age_s,
+        "outbox_dropped": sum(outbox.dropped.values()),
+    }
+    # Drop reasons are a small set chosen by the edge code; each is a field, not a tag.
+    fields.update({_field_key("dropped_", reason): n for reason, n in outbox.dropped.items()})
+    points = [Point(NODE_HEALTH, _node_tags(message), _without_none(fields), at)]
+    for driver in message.drivers:
+        driver_fields: dict[str, FieldValue | None] = {
+            "state": driver.state.value,
+            "events_per_s": driver.events_per_s,
+            "restarts": driver.restarts,
+            "last_error": driver.last_error,
+        }
+        driver_fields.update(
+            {_field_key("m_", name): value for name, value in driver.metrics.items()}
+        )
+        tags = {**_node_tags(message), "device": driver.device, "kind": driver.kind.value}
+        points.append(Point(DRIVER_HEALTH, tags, _without_none(driver_fields), at))
+    return points
+
+
+@points_for.register
+def _rfid_events(message: RfidEvents) -> list[Point]:
+    stamper = _EventStamper(message.seq)
+    points = []
+    for item in message.items:
+        # The EPC is per item (millions): a field. So is the GTIN: per-GTIN movement is
+        # already in shelf_count's `delta`, and a GTIN tag here would multiply the series.
+        tags = {"store": message.store, "kind": item.kind.value}
+        if item.shelf is not None:
+            tags["shelf"] = item.shelf
+        fields = _without_none(
+            {
+                "epc": item.epc,
+                "gtin": item.gtin,
+                "from_shelf": item.from_shelf,
+                "reader": message.reader,
+                "rssi": item.rssi,
+            }
+        )
+        points.append(stamper.point(ITEM_EVENT, tags, fields, item.at))
+    at = time_ns(message.event_time)
+    points += [
+        Point(
+            SHELF_COUNT,
+            {"store": message.store, "shelf": c.shelf, "gtin": c.gtin},
+            {"count": c.count, "delta": c.delta},
+            at,
+        )
+        for c in message.counts
+    ]
+    return points
+
+
+@points_for.register
+def _rfid_snapshot(message: RfidSnapshot) -> list[Point]:
+    return _shelf_counts(message, message.shelves)
+
+
+@points_for.register
+def _locker_events(message: LockerEvents) -> list[Point]:
+    stamper = _EventStamper(message.seq)
+    points = []
+    for event in message.events:
+        tags = {"store": message.store, "bank": message.bank, "compartment": event.compartment}
+        fields = _without_none(
+            {
+                "state": event.state.value,
+                "previous": event.previous.value if event.previous else None,
+                "cause": event.cause,
+                "door_open": event.door_open,
+                "occupied": event.occupied,
+                "flags": ",".join(f.value for f in event.flags),
+                "order_ref": event.order_ref,
+            }
+        )
+        points.append(stamper.point(LOCKER_EVENT, tags, fields, event.at))
+    return points
+
+
+@points_for.register
+def _locker_snapshot(message: LockerSnapshot) -> list[Point]:
+    return _compartments(message, message.bank, message.compartments)
+
+
+@points_for.register
+def _ble_presence(message: BlePresence) -> list[Point]:
+    stamper = _EventStamper(message.seq)
+    points = []
+    for event in message.events:
+        # The beacon id is per person or per asset: a field, never a tag.
+        tags = {"store": message.store, "zone": event.zone, "kind": event.kind.value}
+        fields = _without_none(
+            {
+                "beacon": event.beacon,
+                "scanner": message.scanner,
+                "rssi": event.rssi,
+                "dwell_s": event.dwell_s,
+            }
+        )
+        points.append(stamper.point(PRESENCE_EVENT, tags, fields, event.at))
+    return points
+
+
+@points_for.register
+def _command(message: Command) -> list[Point]:
+    fields = _without_none({"correlation_id": message.correlation_id, "target": message.target})
+    tags = {**_node_tags(message), "command": message.name}
+    return [Point(COMMAND, tags, fields, time_ns(message.event_time))]
+
+
+@points_for.register
+def _command_ack(message: CommandAck) -> list[Point]:
+    tags = {**_node_tags(message), "command": message.command, "status": message.status.value}
+    fields = _without_none({"correlation_id": message.correlation_id, "reason": message.reason})
+    return [Point(COMMAND_ACK, tags, fields, time_ns(message.event_time))]
+
+
+@points_for.register
+def _offer(message: Offer) -> list[Point]:
+    # The shopper token identifies a person: not stored. Campaign and zone are bounded.
+    tags = {
+        "store": message.store,
+        "zone": message.zone,
+        "campaign": message.campaign,
+        "trigger": message.trigger.value,
+    }
+    fields: dict[str, FieldValue] = {"offer_id": message.offer_id, "gtins": len(message.gtins)}
+    return [Point(OFFER, tags, fields, time_ns(message.event_time))]
+
+
+def lines_for(messages: Iterable[Message]) -> list[str]:
+    """Line protocol for a batch of messages, in message order."""
+    return [point.to_line() for message in messages for point in points_for(message)]
