@@ -1,12 +1,40 @@
-"""`storegate edge`: placeholder until the edge runtime lands."""
+"""`storegate edge`: load and check the config, create the drivers, run the daemon."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
+
+from edge.config import create_drivers, load_edge_settings
+from edge.drivers.registry import load_builtin_drivers
+from edge.runtime import EdgeRuntime
+from protocols.settings import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def edge_version() -> str:
+    from storegate import __version__
+
+    return __version__
 
 
 def run_edge(config: Path | None, *, console: Console) -> int:
-    console.print("[yellow]the edge daemon is not built yet[/] (edge runtime issue)")
-    return 2
+    """Run until SIGTERM/SIGINT; refuses to start (exit 2) on an invalid config."""
+    load_builtin_drivers()
+    try:
+        settings = load_edge_settings(config)
+        # Create every driver now: a bad option must stop the start, naming the field.
+        drivers = create_drivers(settings, str(config) if config else "defaults")
+    except ConfigError as exc:
+        console.print(f"[red]edge: {escape(str(exc))}[/]")
+        return EXIT_CONFIG
+
+    async def main() -> int:
+        runtime = EdgeRuntime(settings, drivers, version=edge_version(), config_path=config)
+        return await runtime.run()
+
+    return asyncio.run(main())

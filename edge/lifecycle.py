@@ -1,0 +1,116 @@
+"""The node's lifecycle messages: status, birth, death (Sparkplug-style, in JSON).
+
+These are published directly, never through the outbox: a stale birth or status replayed
+after an outage would be worse than none. Their seqs still come from the outbox's stream
+table so they keep increasing across restarts.
+
+A birth is built in one synchronous step (no await): the `streams` positions and the
+drivers' snapshots are read at the same instant, so every event with a seq at or below the
+birth's position for its stream is already reflected in the birth's snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from edge.outbox import Outbox
+from edge.supervisor import DriverSupervisor
+from protocols.codec import MAX_PAYLOAD_BYTES, encode, topic_for
+from protocols.messages import (
+    Birth,
+    CompartmentStatus,
+    Death,
+    NodeState,
+    ShelfCount,
+    Status,
+    StreamPosition,
+    ZoneOccupancy,
+)
+from protocols.topics import Channel, NodeTopic
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle:
+    def __init__(self, store: str, node: str, version: str, outbox: Outbox) -> None:
+        self.store = store
+        self.node = node
+        self.version = version
+        self._outbox = outbox
+
+    def topic(self, channel: Channel) -> str:
+        return str(NodeTopic(self.store, self.node, channel))
+
+    def status(self, state: NodeState, bd_seq: int, reason: str | None = None) -> Status:
+        return Status(
+            store=self.store,
+            node=self.node,
+            seq=self._outbox.next_seq(Channel.STATUS.value),
+            state=state,
+            bd_seq=bd_seq,
+            version=self.version,
+            reason=reason,
+        )
+
+    def will(self, bd_seq: int) -> tuple[str, bytes]:
+        """The Last Will: retained offline status for the connection about to be made."""
+        message = self.status(NodeState.OFFLINE, bd_seq, reason="connection lost")
+        return topic_for(message), encode(message)
+
+    def birth(self, bd_seq: int, drivers: Iterable[DriverSupervisor]) -> Birth:
+        supervisors = list(drivers)
+        shelves: list[ShelfCount] = []
+        compartments: dict[str, list[CompartmentStatus]] = {}
+        zones: list[ZoneOccupancy] = []
+        for supervisor in supervisors:
+            try:
+                snapshot = supervisor.driver.snapshot()
+            except Exception:  # snapshot() must not raise; if it does, the birth still goes
+                log.exception("%s: snapshot() failed", supervisor.config.id)
+                continue
+            shelves.extend(snapshot.shelves)
+            if snapshot.compartments:
+                compartments[supervisor.config.id] = list(snapshot.compartments)
+            zones.extend(snapshot.zones)
+        birth = Birth(
+            store=self.store,
+            node=self.node,
+            seq=self._outbox.next_seq(Channel.BIRTH.value),
+            bd_seq=bd_seq,
+            version=self.version,
+            devices=[supervisor.info() for supervisor in supervisors],
+            streams=[
+                StreamPosition(stream=stream, seq=seq)
+                for stream, seq in self._outbox.stream_positions().items()
+                if _is_outbox_stream(stream)
+            ],
+            shelves=shelves,
+            compartments=compartments,
+            zones=zones,
+        )
+        if len(encode(birth, max_bytes=10 * MAX_PAYLOAD_BYTES)) > MAX_PAYLOAD_BYTES:
+            # Documented limit (docs/edge.md): the device list and stream positions always
+            # go; the snapshots are left out and the drivers' own snapshot messages on their
+            # streams rebuild the state.
+            log.error("birth over %d bytes: sending it without snapshots", MAX_PAYLOAD_BYTES)
+            birth = birth.model_copy(update={"shelves": [], "compartments": {}, "zones": []})
+        return birth
+
+    def death(self, bd_seq: int, reason: str = "shutdown") -> Death:
+        return Death(
+            store=self.store,
+            node=self.node,
+            seq=self._outbox.next_seq(Channel.DEATH.value),
+            bd_seq=bd_seq,
+            reason=reason,
+        )
+
+
+_LIFECYCLE_STREAMS = {
+    c.value for c in (Channel.STATUS, Channel.BIRTH, Channel.DEATH, Channel.HEALTH)
+}
+
+
+def _is_outbox_stream(stream: str) -> bool:
+    return stream not in _LIFECYCLE_STREAMS

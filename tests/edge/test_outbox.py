@@ -1,0 +1,112 @@
+"""The outbox on real SQLite files: seqs, bounds, drops, and what survives a reopen."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from edge.drivers.base import Priority
+from edge.outbox import Outbox
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _payload(size: int) -> bytes:
+    return b"x" * size
+
+
+def _append(box: Outbox, stream: str, priority: Priority, size: int = 100) -> int:
+    seq, _ = box.append(stream, priority, lambda s: (f"t/{stream}/{s}", _payload(size)))
+    return seq
+
+
+def test_seqs_are_gap_free_per_stream_and_survive_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    box = Outbox(path, max_bytes=1 << 20, max_age_s=60)
+    assert [_append(box, "rfid/a", Priority.EVENT) for _ in range(3)] == [1, 2, 3]
+    assert _append(box, "ack", Priority.CONTROL) == 1
+    assert box.next_bd_seq() == 1
+    box.close()
+    box = Outbox(path, max_bytes=1 << 20, max_age_s=60)
+    assert _append(box, "rfid/a", Priority.EVENT) == 4
+    assert box.stream_positions() == {"ack": 1, "rfid/a": 4}
+    assert (box.depth, box.stats().bytes) == (5, 500)
+    assert box.next_bd_seq() == 2
+    assert [p.seq for p in box.pending(0, 10) if p.stream == "rfid/a"] == [1, 2, 3, 4]
+
+
+def test_a_failed_build_assigns_no_seq(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_bytes=1 << 20, max_age_s=60)
+
+    def broken(seq: int) -> tuple[str, bytes]:
+        raise ValueError("too large")
+
+    with contextlib.suppress(ValueError):
+        box.append("rfid/a", Priority.EVENT, broken)
+    assert _append(box, "rfid/a", Priority.EVENT) == 1  # rolled back: still gap-free
+
+
+def test_acknowledged_messages_are_gone(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_bytes=1 << 20, max_age_s=60)
+    for _ in range(3):
+        _append(box, "s", Priority.EVENT)
+    first, second, _third = box.pending(0, 10)
+    box.acknowledge(second.id)
+    box.acknowledge(second.id)  # a duplicate PUBACK is harmless
+    assert [p.seq for p in box.pending(0, 10)] == [1, 3]
+    assert [p.seq for p in box.pending(first.id, 10)] == [3]
+    assert box.depth == 2
+
+
+def test_full_outbox_drops_lowest_priority_oldest_first_and_counts_it(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    box = Outbox(path, max_bytes=1000, max_age_s=60)
+    _append(box, "control", Priority.CONTROL)
+    _append(box, "snap", Priority.SNAPSHOT)
+    _append(box, "event", Priority.EVENT)
+    _append(box, "event", Priority.EVENT)
+    for _ in range(6):
+        _append(box, "sight", Priority.SIGHTING)
+    assert box.stats().bytes == 1000
+    assert box.stats().dropped == {}
+    _append(box, "event", Priority.EVENT)  # over by 100: the oldest sighting goes
+    remaining = [(p.stream, p.seq) for p in box.pending(0, 100)]
+    assert ("sight", 1) not in remaining
+    assert ("sight", 2) in remaining
+    for _ in range(6):
+        _append(box, "event", Priority.EVENT)  # sightings go first, then the oldest events
+    remaining = [(p.stream, p.seq) for p in box.pending(0, 100)]
+    assert not [r for r in remaining if r[0] == "sight"]
+    assert ("control", 1) in remaining
+    assert ("snap", 1) in remaining
+    assert ("event", 1) not in remaining
+    assert ("event", 9) in remaining
+    assert box.stats().bytes <= 1000
+    assert box.dropped() == {"overflow.sighting": 6, "overflow.event": 1}
+    box.close()
+    assert Outbox(path, max_bytes=1000, max_age_s=60).dropped()["overflow.sighting"] == 6
+
+
+def test_expired_messages_are_dropped_and_counted(tmp_path: Path) -> None:
+    clock = Clock()
+    box = Outbox(tmp_path / "o.db", max_bytes=1 << 20, max_age_s=60, clock=clock)
+    _append(box, "s", Priority.EVENT)
+    clock.now += 30
+    _append(box, "s", Priority.CONTROL)
+    assert box.stats().oldest_age_s == 30
+    clock.now += 31
+    assert box.expire() == 1
+    assert [p.seq for p in box.pending(0, 10)] == [2]
+    assert box.dropped() == {"expired.event": 1}
+
+
+def test_synchronous_full_is_applied(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_bytes=1 << 20, max_age_s=60, synchronous="full")
+    assert box._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert box._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
