@@ -1,12 +1,47 @@
-"""`storegate cloud`: placeholder until the cloud ingestor lands."""
+"""`storegate cloud`: the ingestor, state store and API in one process."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 from pathlib import Path
 
 from rich.console import Console
 
+from cloud.config import load_cloud_settings
+from protocols.settings import ConfigError
+
+log = logging.getLogger(__name__)
+
 
 def run_cloud(config: Path | None, *, console: Console) -> int:
-    console.print("[yellow]the cloud is not built yet[/] (cloud ingestor issue)")
-    return 2
+    try:
+        settings = load_cloud_settings(config)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/]")
+        return 2
+    from cloud.runtime import CloudRuntime
+
+    async def serve() -> None:
+        runtime = CloudRuntime(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.start()
+        console.print(
+            f"storegate cloud: MQTT {settings.mqtt.describe()}, API on"
+            f" http://{settings.api.host}:{runtime.api_port}"
+        )
+        await stop.wait()
+        log.info("stopping: finishing the batch in progress")
+        await runtime.stop()
+
+    try:
+        asyncio.run(serve())
+    except Exception as exc:  # the operator needs one clear line, the log has the trace
+        log.debug("cloud failed", exc_info=True)
+        console.print(f"[red]cloud failed: {type(exc).__name__}: {exc}[/]")
+        return 1
+    return 0

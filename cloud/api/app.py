@@ -1,0 +1,289 @@
+"""Routes. Reads go straight to the state store; live changes come from the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select, text
+from sse_starlette.sse import EventSourceResponse
+
+from cloud.api.auth import Principal, require
+from cloud.api.errors import ApiError, error_response, install_error_handlers
+from cloud.config import Role
+from cloud.context import CloudContext
+from cloud.state import schema
+from protocols.ids import IDENTIFIER_PATTERN
+
+ALL_READERS = (Role.OPS, Role.STAFF)
+Ops = Annotated[Principal, Depends(require(Role.OPS))]
+Reader = Annotated[Principal, Depends(require(*ALL_READERS))]
+Shopping = Annotated[Principal, Depends(require(Role.OPS, Role.STAFF, Role.SHOPPER_APP))]
+
+
+class StoreIn(BaseModel):
+    id: str = Field(pattern=IDENTIFIER_PATTERN)
+    name: str = Field(default="", max_length=200)
+    nodes: list[Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]] = Field(default_factory=list)
+
+
+class StoreOut(BaseModel):
+    id: str
+    name: str
+    nodes: int
+
+
+class NodeOut(BaseModel):
+    node: str
+    status: str
+    bd_seq: int | None
+    version: str | None
+    devices: list[dict[str, Any]] | None
+    last_birth_at: datetime | None
+    last_seen: datetime | None
+    health: dict[str, Any] | None
+    health_at: datetime | None
+
+
+class ShelfItem(BaseModel):
+    shelf: str
+    gtin: str
+    count: int
+    node: str
+    updated_at: datetime
+
+
+class StoreAvailability(BaseModel):
+    store: str
+    count: int
+    shelves: int
+
+
+class Availability(BaseModel):
+    gtin: str
+    total: int
+    stores: list[StoreAvailability]
+
+
+class DeadLetterOut(BaseModel):
+    id: int
+    topic: str
+    reason: str
+    detail: str
+    payload_excerpt: str
+    payload_bytes: int
+    store: str | None
+    received_at: datetime
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterOut]
+    next_before: int | None = Field(description="pass as `before` for the next (older) page")
+
+
+def create_app(cloud: CloudContext) -> FastAPI:
+    app = FastAPI(title="storegate cloud", version="1", openapi_url="/openapi.json")
+    app.state.cloud = cloud
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], response_model=None)
+    async def readyz() -> Any:
+        """The state store answers and the broker is connected."""
+        problems = []
+        try:
+            async with cloud.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means not ready; say which
+            problems.append(f"database: {type(exc).__name__}")
+        if not cloud.broker_connected():
+            problems.append("broker: not connected")
+        if problems:
+            return error_response(503, "not_ready", "; ".join(problems))
+        return {"status": "ready"}
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        return Response(generate_latest(cloud.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/stores", tags=["stores"])
+    async def list_stores(principal: Reader) -> list[StoreOut]:
+        s, n = schema.stores, schema.nodes
+        query = (
+            select(s.c.store_id, s.c.name, func.count(n.c.node_id).label("nodes"))
+            .select_from(s.outerjoin(n, n.c.store_id == s.c.store_id))
+            .group_by(s.c.store_id, s.c.name)
+            .order_by(s.c.store_id)
+        )
+        async with cloud.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [
+            StoreOut(id=row.store_id, name=row.name, nodes=row.nodes)
+            for row in rows
+            if principal.may_see(row.store_id)
+        ]
+
+    @app.post("/api/v1/stores", tags=["stores"], status_code=201)
+    async def register_store(body: StoreIn, _principal: Ops) -> StoreOut:
+        """Register a store and its nodes; messages from unregistered ones are rejected."""
+        await cloud.registry.register(cloud.engine, body.id, body.nodes, name=body.name)
+        return StoreOut(id=body.id, name=body.name, nodes=len(body.nodes))
+
+    @app.get("/api/v1/stores/{store}/nodes", tags=["stores"])
+    async def store_nodes(store: str, principal: Reader) -> list[NodeOut]:
+        principal.check_store(store)
+        _known(cloud, store)
+        n = schema.nodes
+        async with cloud.engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(n).where(n.c.store_id == store).order_by(n.c.node_id)
+                )
+            ).all()
+        return [
+            NodeOut(
+                node=row.node_id,
+                status=row.status,
+                bd_seq=row.bd_seq,
+                version=row.version,
+                devices=row.devices,
+                last_birth_at=row.last_birth_at,
+                last_seen=row.last_seen,
+                health=row.health,
+                health_at=row.health_at,
+            )
+            for row in rows
+        ]
+
+    @app.get("/api/v1/stores/{store}/inventory", tags=["inventory"])
+    async def store_inventory(
+        store: str,
+        principal: Reader,
+        shelf: Annotated[str | None, Query(description="only this shelf")] = None,
+        gtin: Annotated[str | None, Query(description="only this GTIN")] = None,
+    ) -> list[ShelfItem]:
+        principal.check_store(store)
+        _known(cloud, store)
+        t = schema.inventory
+        query = select(t).where(t.c.store_id == store).order_by(t.c.shelf, t.c.gtin)
+        if shelf is not None:
+            query = query.where(t.c.shelf == shelf)
+        if gtin is not None:
+            query = query.where(t.c.gtin == gtin)
+        async with cloud.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [
+            ShelfItem(
+                shelf=row.shelf,
+                gtin=row.gtin,
+                count=row._mapping["count"],
+                node=row.node_id,
+                updated_at=row.updated_at,
+            )
+            for row in rows
+        ]
+
+    @app.get("/api/v1/availability/{gtin}", tags=["inventory"])
+    async def availability(
+        gtin: Annotated[str, PathParam(pattern=r"^[0-9]{14}$")], principal: Shopping
+    ) -> Availability:
+        """How many of a GTIN each store has on its shelves right now (the online channel)."""
+        t = schema.inventory
+        query = (
+            select(
+                t.c.store_id,
+                func.sum(t.c.count).label("total"),
+                func.count(t.c.shelf).label("shelves"),
+            )
+            .where(t.c.gtin == gtin, t.c.count > 0)
+            .group_by(t.c.store_id)
+            .order_by(t.c.store_id)
+        )
+        async with cloud.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        stores = [
+            StoreAvailability(store=row.store_id, count=int(row.total), shelves=row.shelves)
+            for row in rows
+            if principal.may_see(row.store_id)
+        ]
+        return Availability(gtin=gtin, total=sum(s.count for s in stores), stores=stores)
+
+    @app.get("/api/v1/dead-letters", tags=["ops"])
+    async def dead_letters(
+        principal: Reader,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        before: Annotated[int | None, Query(description="id to page back from")] = None,
+        reason: Annotated[str | None, Query()] = None,
+    ) -> DeadLetterPage:
+        """Rejected messages, newest first. Staff see only their stores' messages."""
+        t = schema.dead_letters
+        query = select(t).order_by(t.c.id.desc()).limit(limit)
+        if before is not None:
+            query = query.where(t.c.id < before)
+        if reason is not None:
+            query = query.where(t.c.reason == reason)
+        if principal.role is Role.STAFF:
+            query = query.where(t.c.store_id.in_(sorted(principal.stores)))
+        async with cloud.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        items = [
+            DeadLetterOut(
+                id=row.id,
+                topic=row.topic,
+                reason=row.reason,
+                detail=row.detail,
+                payload_excerpt=row.payload_excerpt,
+                payload_bytes=row.payload_bytes,
+                store=row.store_id,
+                received_at=row.received_at,
+            )
+            for row in rows
+        ]
+        next_before = items[-1].id if len(items) == limit else None
+        return DeadLetterPage(items=items, next_before=next_before)
+
+    @app.get("/api/v1/events", tags=["live"], response_model=None)
+    async def events(request: Request, principal: Reader) -> EventSourceResponse:
+        """Server-sent events: node_status, inventory, inventory_replaced, dead_letter."""
+        subscription = cloud.bus.subscribe()
+
+        async def stream() -> AsyncIterator[dict[str, str]]:
+            try:
+                yield {"event": "hello", "data": json.dumps({"role": principal.role.value})}
+                while True:
+                    change = await subscription.get()
+                    if change.store is not None and not principal.may_see(change.store):
+                        continue
+                    if change.store is None and principal.role is Role.STAFF:
+                        continue
+                    body = {
+                        "store": change.store,
+                        "at": change.at.isoformat(),
+                        "dropped": subscription.dropped,
+                        **change.data,
+                    }
+                    yield {"event": change.kind, "data": json.dumps(body, default=str)}
+            except asyncio.CancelledError:
+                raise
+            finally:
+                subscription.close()
+
+        return EventSourceResponse(stream(), ping=15)
+
+    return app
+
+
+def _known(cloud: CloudContext, store: str) -> None:
+    if not cloud.registry.knows_store(store):
+        raise ApiError(404, "not_found", f"store {store!r} is not registered")

@@ -1,0 +1,81 @@
+"""API-key auth: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+
+Keys are configured as sha256 hashes. The presented key is hashed and compared with every
+configured hash using `hmac.compare_digest`, so neither the comparison nor the loop ends
+early on a partial match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from cloud.api.errors import ApiError
+from cloud.config import ApiKey, Role
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: Role
+    stores: frozenset[str]  # staff: the stores it may see; other roles: empty (all)
+
+    def may_see(self, store: str) -> bool:
+        return self.role is not Role.STAFF or store in self.stores
+
+    def check_store(self, store: str) -> None:
+        if not self.may_see(store):
+            raise ApiError(403, "forbidden", f"key {self.name!r} is not allowed store {store!r}")
+
+
+def presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+def authenticate(keys: list[ApiKey], key: str | None) -> Principal:
+    if key is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "an API key is required: Authorization: Bearer <key> or X-API-Key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    match: ApiKey | None = None
+    for candidate in keys:
+        if hmac.compare_digest(digest, candidate.sha256):
+            match = candidate
+    if match is None:
+        raise ApiError(
+            401, "unauthorized", "unknown API key", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return Principal(match.name, match.role, frozenset(match.stores))
+
+
+def require(*roles: Role) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
+    """A FastAPI dependency: the caller's principal, if its role is one of `roles`."""
+
+    async def dependency(request: Request) -> Principal:
+        keys: list[ApiKey] = request.app.state.cloud.settings.api.keys
+        principal = authenticate(keys, presented_key(request))
+        if principal.role not in roles:
+            raise ApiError(
+                403,
+                "forbidden",
+                f"role {principal.role.value} may not do this (needs"
+                f" {' or '.join(r.value for r in roles)})",
+            )
+        return principal
+
+    return dependency

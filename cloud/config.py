@@ -1,0 +1,133 @@
+"""The cloud's config file (`storegate cloud -c cloud.yaml`), with environment overrides.
+
+Environment variables win over the file: `STOREGATE_CLOUD_MQTT__HOST=broker`,
+`STOREGATE_CLOUD_DATABASE_URL=postgresql+asyncpg://...`. API keys are stored as sha256
+hashes so that the config file (often in a repository or a config map) never holds a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from protocols.ids import IDENTIFIER_PATTERN
+from protocols.mqtt import MqttSettings
+from protocols.settings import FileSettings, load_settings
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///storegate-cloud.db"
+
+
+class Role(StrEnum):
+    OPS = "ops"  # everything, every store, registration
+    STAFF = "staff"  # read-only, limited to the stores listed on the key
+    SHOPPER_APP = "shopper_app"  # the online channel: GTIN availability only
+
+
+def hash_key(key: str) -> str:
+    """The form a key is stored in: lowercase hex sha256."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, description="who holds it, for logs")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the key")
+    role: Role
+    stores: list[str] = Field(default_factory=list, description="staff keys: allowed stores")
+
+    @model_validator(mode="after")
+    def _staff_needs_stores(self) -> ApiKey:
+        if self.role is Role.STAFF and not self.stores:
+            raise ValueError(f"staff key {self.name!r} must list the stores it may see")
+        return self
+
+
+class StoreConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=IDENTIFIER_PATTERN)
+    name: str = ""
+    nodes: list[str] = Field(default_factory=list)
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_ids(cls, nodes: list[str]) -> list[str]:
+        from protocols.ids import is_identifier
+
+        for node in nodes:
+            if not is_identifier(node):
+                raise ValueError(f"node id {node!r} is not a valid identifier")
+        return nodes
+
+
+class InfluxSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="e.g. http://influxdb:8086")
+    org: str = ""
+    bucket: str = "storegate"
+    token: SecretStr | None = None
+
+
+class IngestSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = Field(default="storegate-cloud-ingest", pattern=IDENTIFIER_PATTERN)
+    shared_group: str = Field(
+        default="", description="MQTT 5 shared subscription group for ingestor replicas"
+    )
+    queue_size: int = Field(
+        default=2000, ge=10, description="messages between paho and the worker; full = no acks"
+    )
+    batch_max: int = Field(default=500, ge=1, le=10_000)
+    batch_wait_ms: float = Field(default=20.0, ge=0, le=5_000)
+    dedup_window: int = Field(
+        default=1024, ge=16, description="out-of-order seqs remembered per stream above its mark"
+    )
+    resync_min_interval_s: float = Field(default=30.0, ge=0)
+    resync_expiry_s: float = Field(default=60.0, gt=0)
+    spool_dir: Path = Field(default=Path("storegate-spool"), description="time-series spool")
+    spool_capacity_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        gt=0,
+        description="spool size on disk; when full the ingestor stops acking (backpressure)",
+    )
+
+
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    keys: list[ApiKey] = Field(default_factory=list)
+    sse_queue_size: int = Field(default=256, ge=1)
+
+
+class CloudSettings(FileSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STOREGATE_CLOUD_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    database_url: str = DEFAULT_DATABASE_URL
+    influxdb: InfluxSettings | None = None
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    stores: list[StoreConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_stores(self) -> CloudSettings:
+        ids = [store.id for store in self.stores]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"stores listed twice: {', '.join(duplicates)}")
+        return self
+
+
+def load_cloud_settings(path: str | Path | None) -> CloudSettings:
+    return load_settings(CloudSettings, path)

@@ -1,0 +1,1 @@
+"""The ingestor: MQTT in, validated and deduplicated state out, acks only after commit."""

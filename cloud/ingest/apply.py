@@ -1,0 +1,638 @@
+"""Apply one batch of MQTT messages to the state store in one transaction.
+
+Order inside a batch, per message: topic check, known store/node check, decode, dedup on
+(store, node, stream, seq), live-state update, time-series points. At the end of the batch
+the points go to the history spool FIRST, then the transaction commits; only after that
+does the consumer acknowledge the MQTT messages. A crash anywhere before the commit leaves
+every message of the batch un-acked, so the broker redelivers it and dedup sees it fresh.
+
+Caches (stream positions, node liveness) are updated on a copy during the batch and merged
+only after the commit, so a rolled-back batch leaves them as they were.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cloud.bus import Change
+from cloud.config import IngestSettings
+from cloud.ingest.history import History, HistoryFullError
+from cloud.ingest.registry import Registry
+from cloud.ingest.sequencing import Admission, StreamPosition, admit, on_birth
+from cloud.metrics import CloudMetrics
+from cloud.state import schema
+from cloud.state.db import upsert
+from protocols.codec import DecodeError, decode
+from protocols.messages import (
+    AckStatus,
+    Birth,
+    Command,
+    CommandAck,
+    Death,
+    Health,
+    Message,
+    NodeState,
+    RfidEvents,
+    RfidSnapshot,
+    Status,
+    new_message_id,
+    utc_now,
+)
+from protocols.topics import Channel, NodeTopic, ShopperTopic, TopicError, parse_topic
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_EXCERPT_BYTES = 1024
+# Streams whose gaps hurt live state and are worth a resync; a lost heartbeat is not.
+RESYNC_CHANNELS = frozenset({Channel.RFID, Channel.LOCKER, Channel.BLE})
+RESYNC = "resync"
+FINAL_ACKS = tuple(status.value for status in AckStatus if status.final)
+
+StreamKey = tuple[str, str, str]
+NodeKey = tuple[str, str]
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One MQTT message as the paho thread handed it over."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int = 0  # which broker connection delivered it; acks go to that one only
+    received_at: datetime = field(default_factory=utc_now)
+
+
+@dataclass(slots=True)
+class NodeLiveness:
+    status: str
+    bd_seq: int | None
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    changes: list[Change] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+
+
+class InfrastructureError(Exception):
+    """Storage or spool unavailable: retry the whole batch later, ack nothing."""
+
+
+class StateApplier:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        registry: Registry,
+        history: History,
+        metrics: CloudMetrics,
+        settings: IngestSettings,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.history = history
+        self.metrics = metrics
+        self.settings = settings
+        self._positions: dict[StreamKey, StreamPosition] = {}
+        self._nodes: dict[NodeKey, NodeLiveness] = {}
+
+    async def apply(self, batch: Sequence[Incoming]) -> BatchOutcome:
+        """Apply and commit `batch`; raises `InfrastructureError` if it must be retried.
+
+        A message that makes the batch fail for another reason (a bug, a constraint) is
+        isolated: the batch is re-applied one message at a time and the culprit is
+        dead-lettered as `internal_error`, so one poison message never blocks a stream.
+        """
+        try:
+            return await self._apply_committed(batch)
+        except InfrastructureError:
+            raise
+        except Exception:
+            if len(batch) == 1:
+                log.exception("message on %s could not be applied", batch[0].topic)
+                return await self._dead_letter_alone(batch[0])
+            log.warning("batch of %d failed; isolating the culprit", len(batch), exc_info=True)
+        outcome = BatchOutcome()
+        for item in batch:
+            single = await self.apply([item])
+            outcome.changes += single.changes
+            outcome.commands += single.commands
+            outcome.applied += single.applied
+            outcome.duplicates += single.duplicates
+            outcome.dead_lettered += single.dead_lettered
+        return outcome
+
+    async def _apply_committed(self, batch: Sequence[Incoming]) -> BatchOutcome:
+        try:
+            async with self.engine.begin() as connection:
+                work = _Batch(self, connection)
+                for item in batch:
+                    await work.handle(item)
+                await work.flush()
+                # History first: if the spool refuses the lines the transaction rolls back.
+                await self.history.append(work.lines)
+        except HistoryFullError as exc:
+            self.metrics.batch_failures.labels("spool_full").inc()
+            raise InfrastructureError(f"time-series spool full: {exc}") from exc
+        except IntegrityError:
+            raise
+        except (DBAPIError, OSError) as exc:
+            self.metrics.batch_failures.labels("database").inc()
+            raise InfrastructureError(f"state store unavailable: {exc}") from exc
+        self._positions.update(work.positions)
+        self._nodes.update(work.nodes)
+        work.count_metrics()
+        return work.outcome
+
+    async def _dead_letter_alone(self, item: Incoming) -> BatchOutcome:
+        try:
+            async with self.engine.begin() as connection:
+                work = _Batch(self, connection)
+                work.dead_letter(item, "internal_error", "the ingestor failed on this message")
+                await work.flush()
+        except (DBAPIError, OSError) as exc:
+            raise InfrastructureError(f"state store unavailable: {exc}") from exc
+        work.count_metrics()
+        return work.outcome
+
+    async def load_position(self, connection: AsyncConnection, key: StreamKey) -> StreamPosition:
+        cached = self._positions.get(key)
+        if cached is not None:
+            return cached
+        store, node, stream = key
+        t, m = schema.stream_positions, schema.dedup_marks
+        row = (
+            await connection.execute(
+                select(t.c.hw, t.c.birth_seq).where(
+                    t.c.store_id == store, t.c.node_id == node, t.c.stream == stream
+                )
+            )
+        ).first()
+        marks = (
+            await connection.execute(
+                select(m.c.seq).where(
+                    m.c.store_id == store, m.c.node_id == node, m.c.stream == stream
+                )
+            )
+        ).scalars()
+        position = StreamPosition(
+            row.hw if row else None, row.birth_seq if row else None, set(marks)
+        )
+        self._positions[key] = position
+        return position
+
+    async def load_node(self, connection: AsyncConnection, key: NodeKey) -> NodeLiveness:
+        cached = self._nodes.get(key)
+        if cached is not None:
+            return cached
+        t = schema.nodes
+        row = (
+            await connection.execute(
+                select(t.c.status, t.c.bd_seq).where(t.c.store_id == key[0], t.c.node_id == key[1])
+            )
+        ).first()
+        liveness = NodeLiveness(row.status if row else "unknown", row.bd_seq if row else None)
+        self._nodes[key] = liveness
+        return liveness
+
+
+class _Batch:
+    """The work of one transaction."""
+
+    def __init__(self, applier: StateApplier, connection: AsyncConnection) -> None:
+        self.applier = applier
+        self.connection = connection
+        self.settings = applier.settings
+        self.outcome = BatchOutcome()
+        self.lines: list[str] = []
+        self.positions: dict[StreamKey, StreamPosition] = {}
+        self._original_marks: dict[StreamKey, set[int]] = {}
+        self.nodes: dict[NodeKey, NodeLiveness] = {}
+        # (store, shelf, gtin) -> (node, count, updated_at); rows are built once, at flush
+        self._inventory: dict[tuple[str, str, str], tuple[str, int, datetime]] = {}
+        self._inventory_changes: dict[str, list[dict[str, Any]]] = {}
+        self._dead: list[dict[str, Any]] = []
+        self._ingested: dict[str, int] = {}
+        self._dead_reasons: dict[str, int] = {}
+        self._ignored: dict[str, int] = {}
+        self._gave_up = 0
+
+    # ------------------------------------------------------------------ per message
+
+    async def handle(self, item: Incoming) -> None:
+        try:
+            topic = _parse_topic(item.topic)
+        except TopicError as exc:
+            self.dead_letter(item, "bad_topic", exc.reason)
+            return
+        if isinstance(topic, ShopperTopic):
+            self._ignore("offer")  # cloud -> shopper traffic, not ours to ingest
+            return
+        if topic.channel is Channel.CMD:
+            self._ignore("command")  # our own commands to the edge
+            return
+        registry = self.applier.registry
+        if not registry.knows_store(topic.store):
+            self.dead_letter(item, "unknown_store", f"store {topic.store!r} is not registered")
+            return
+        if not registry.knows_node(topic.store, topic.node):
+            self.dead_letter(
+                item,
+                "unknown_node",
+                f"node {topic.node!r} is not registered for store {topic.store!r}",
+            )
+            return
+        try:
+            message = decode(item.payload, topic=item.topic)
+        except DecodeError as exc:
+            self.dead_letter(item, exc.reason.value, exc.detail, store=topic.store)
+            return
+        await self._apply(topic, message)
+
+    async def _apply(self, topic: NodeTopic, message: Message) -> None:
+        if isinstance(message, Status):
+            # Status is retained and re-sent on every subscribe; bd_seq orders it, not seq.
+            await self._status(message)
+            self._applied(message)
+            return
+        key = (message.store, message.node, message.stream)
+        position = await self._position(key)
+        admission = admit(position, message.seq, window=self.settings.dedup_window)
+        if admission.duplicate:
+            self.outcome.duplicates += 1
+            return
+        self._applied(message)
+        if admission.gave_up:
+            self._gave_up += 1
+        if admission.gap is not None and topic.channel in RESYNC_CHANNELS:
+            await self._resync(message, admission)
+        if isinstance(message, Birth):
+            await self._birth(message)
+        elif isinstance(message, Death):
+            await self._death(message)
+        elif isinstance(message, Health):
+            await self._health(message)
+        elif isinstance(message, CommandAck):
+            await self._ack(message)
+        elif admission.live and isinstance(message, RfidEvents):
+            for delta in message.counts:
+                self._set_count(message, delta.shelf, delta.gtin, delta.count)
+        elif admission.live and isinstance(message, RfidSnapshot):
+            shelves = {row.shelf for row in message.shelves}
+            await self._clear_shelves(message.store, shelves)
+            for row in message.shelves:
+                self._set_count(message, row.shelf, row.gtin, row.count)
+        # Lockers and BLE presence have no live table here; they are history (points).
+
+    def _applied(self, message: Message) -> None:
+        self.outcome.applied += 1
+        self._ingested[message.type] = self._ingested.get(message.type, 0) + 1
+        self.lines.extend(self.applier.history.lines(message))
+
+    async def _position(self, key: StreamKey) -> StreamPosition:
+        position = self.positions.get(key)
+        if position is None:
+            committed = await self.applier.load_position(self.connection, key)
+            position = committed.copy()
+            self.positions[key] = position
+            self._original_marks[key] = set(committed.marks)
+        return position
+
+    async def _node(self, store: str, node: str) -> NodeLiveness:
+        key = (store, node)
+        liveness = self.nodes.get(key)
+        if liveness is None:
+            committed = await self.applier.load_node(self.connection, key)
+            liveness = NodeLiveness(committed.status, committed.bd_seq)
+            self.nodes[key] = liveness
+        return liveness
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _status(self, message: Status) -> None:
+        liveness = await self._node(message.store, message.node)
+        if liveness.bd_seq is not None and message.bd_seq < liveness.bd_seq:
+            # A will (or retained status) of an older session: a newer one has been born.
+            self._ignore("stale_status")
+            return
+        await self._set_node_state(message, message.state.value, message.bd_seq)
+
+    async def _death(self, message: Death) -> None:
+        liveness = await self._node(message.store, message.node)
+        if liveness.bd_seq is not None and message.bd_seq < liveness.bd_seq:
+            self._ignore("stale_death")
+            return
+        await self._set_node_state(message, NodeState.OFFLINE.value, message.bd_seq)
+
+    async def _set_node_state(self, message: Message, status: str, bd_seq: int) -> None:
+        liveness = await self._node(message.store, message.node)
+        changed = (liveness.status, liveness.bd_seq) != (status, bd_seq)
+        liveness.status, liveness.bd_seq = status, bd_seq
+        await self.connection.execute(
+            update(schema.nodes)
+            .where(_node_row(message))
+            .values(status=status, bd_seq=bd_seq, last_seen=message.sent_time)
+        )
+        if changed:
+            self._change(
+                "node_status",
+                message.store,
+                {"node": message.node, "status": status, "bd_seq": bd_seq},
+            )
+
+    async def _birth(self, message: Birth) -> None:
+        liveness = await self._node(message.store, message.node)
+        if liveness.bd_seq is not None and message.bd_seq < liveness.bd_seq:
+            self._ignore("stale_birth")  # history only; a newer session already rebuilt state
+            return
+        await self._set_node_state(message, NodeState.ONLINE.value, message.bd_seq)
+        await self.connection.execute(
+            update(schema.nodes)
+            .where(_node_row(message))
+            .values(
+                version=message.version,
+                devices=[device.model_dump(mode="json") for device in message.devices],
+                last_birth_at=message.event_time,
+            )
+        )
+        # The snapshot replaces this node's shelves.
+        inventory = schema.inventory
+        await self.connection.execute(
+            delete(inventory).where(
+                inventory.c.store_id == message.store, inventory.c.node_id == message.node
+            )
+        )
+        for key in [
+            k
+            for k, row in self._inventory.items()
+            if k[0] == message.store and row[0] == message.node
+        ]:
+            del self._inventory[key]
+        for shelf in message.shelves:
+            self._set_count(message, shelf.shelf, shelf.gtin, shelf.count)
+        self._change(
+            "inventory_replaced",
+            message.store,
+            {"node": message.node, "shelves": len(message.shelves)},
+        )
+        for announced in message.streams:
+            position = await self._position((message.store, message.node, announced.stream))
+            on_birth(position, announced.seq)
+
+    async def _health(self, message: Health) -> None:
+        await self.connection.execute(
+            update(schema.nodes)
+            .where(_node_row(message))
+            .values(
+                health=message.model_dump(
+                    mode="json",
+                    include={
+                        "uptime_s",
+                        "cpu_percent",
+                        "rss_bytes",
+                        "disk_free_bytes",
+                        "outbox",
+                        "drivers",
+                        "version",
+                    },
+                ),
+                health_at=message.event_time,
+                last_seen=message.sent_time,
+            )
+        )
+
+    async def _ack(self, message: CommandAck) -> None:
+        t = schema.commands
+        condition = and_(
+            t.c.correlation_id == message.correlation_id,
+            t.c.store_id == message.store,
+            t.c.node_id == message.node,
+        )
+        # An ack never moves a command backwards (a late `accepted` after `done`).
+        if message.status.final:
+            condition = and_(condition, t.c.status.not_in(FINAL_ACKS))
+        else:
+            condition = and_(condition, t.c.status == "sent")
+        await self.connection.execute(
+            update(t)
+            .where(condition)
+            .values(status=message.status.value, reason=message.reason, updated_at=utc_now())
+        )
+
+    # ------------------------------------------------------------------ resync
+
+    async def _resync(self, message: Message, admission: Admission) -> None:
+        assert admission.gap is not None
+        first, last = admission.gap
+        t = schema.commands
+        now = utc_now()
+        last_sent = (
+            await self.connection.execute(
+                select(func.max(t.c.sent_at)).where(
+                    t.c.store_id == message.store, t.c.node_id == message.node, t.c.name == RESYNC
+                )
+            )
+        ).scalar()
+        pending = [
+            c for c in self.outcome.commands if (c.store, c.node) == (message.store, message.node)
+        ]
+        if pending:
+            return
+        if last_sent is not None:
+            if last_sent.tzinfo is None:  # SQLite hands back naive UTC
+                last_sent = last_sent.replace(tzinfo=now.tzinfo)
+            if (now - last_sent).total_seconds() < self.settings.resync_min_interval_s:
+                self._ignore("resync_rate_limited")
+                return
+        seq = (
+            await self.connection.execute(
+                select(func.coalesce(func.max(t.c.seq), -1)).where(
+                    t.c.store_id == message.store, t.c.node_id == message.node, t.c.name == RESYNC
+                )
+            )
+        ).scalar_one() + 1
+        args: dict[str, Any] = {
+            "reason": f"gap on {message.stream}: seq {first}..{last} missing",
+            "stream": message.stream,
+            "missing_from": first,
+            "missing_to": last,
+        }
+        command = Command(
+            store=message.store,
+            node=message.node,
+            seq=seq,
+            name=RESYNC,
+            correlation_id=new_message_id(),
+            expires_at=now + timedelta(seconds=self.settings.resync_expiry_s),
+            args=args,
+        )
+        await self.connection.execute(
+            schema.commands.insert().values(
+                correlation_id=command.correlation_id,
+                store_id=command.store,
+                node_id=command.node,
+                name=RESYNC,
+                seq=seq,
+                args=args,
+                status="sent",
+                sent_at=now,
+                expires_at=command.expires_at,
+                updated_at=now,
+            )
+        )
+        self.outcome.commands.append(command)
+
+    # ------------------------------------------------------------------ inventory
+
+    def _set_count(self, message: Message, shelf: str, gtin: str, count: int) -> None:
+        self._inventory[(message.store, shelf, gtin)] = (message.node, count, message.event_time)
+
+    async def _clear_shelves(self, store: str, shelves: set[str]) -> None:
+        if not shelves:
+            return
+        inventory = schema.inventory
+        await self.connection.execute(
+            delete(inventory).where(inventory.c.store_id == store, inventory.c.shelf.in_(shelves))
+        )
+        for key in [k for k in self._inventory if k[0] == store and k[1] in shelves]:
+            del self._inventory[key]
+
+    # ------------------------------------------------------------------ dead letters
+
+    def dead_letter(
+        self, item: Incoming, reason: str, detail: str, *, store: str | None = None
+    ) -> None:
+        excerpt = item.payload[:PAYLOAD_EXCERPT_BYTES].decode("utf-8", "backslashreplace")
+        row = {
+            "topic": _printable(item.topic)[:512],
+            "payload_excerpt": _printable(excerpt),
+            "payload_bytes": len(item.payload),
+            "reason": reason[:32],
+            "detail": _printable(detail)[:1000],
+            "store_id": store,
+            "received_at": item.received_at,
+        }
+        self._dead.append(row)
+        self.outcome.dead_lettered += 1
+        self._dead_reasons[reason] = self._dead_reasons.get(reason, 0) + 1
+        self._change(
+            "dead_letter",
+            store,
+            {"topic": row["topic"], "reason": reason, "detail": row["detail"]},
+        )
+
+    # ------------------------------------------------------------------ end of batch
+
+    async def flush(self) -> None:
+        connection = self.connection
+        now = utc_now()
+        if self._inventory:
+            rows = [
+                {
+                    "store_id": store,
+                    "shelf": shelf,
+                    "gtin": gtin,
+                    "node_id": node,
+                    "count": count,
+                    "updated_at": updated_at,
+                }
+                for (store, shelf, gtin), (node, count, updated_at) in self._inventory.items()
+            ]
+            await upsert(connection, schema.inventory, rows, keys=("store_id", "shelf", "gtin"))
+            for (store, shelf, gtin), (_node, count, _at) in self._inventory.items():
+                self._inventory_changes.setdefault(store, []).append(
+                    {"shelf": shelf, "gtin": gtin, "count": count}
+                )
+            for store, items in self._inventory_changes.items():
+                self._change("inventory", store, {"items": items})
+        if self.positions:
+            rows = [
+                {
+                    "store_id": store,
+                    "node_id": node,
+                    "stream": stream,
+                    "hw": position.hw,
+                    "birth_seq": position.birth_seq,
+                    "updated_at": now,
+                }
+                for (store, node, stream), position in self.positions.items()
+            ]
+            await upsert(
+                connection, schema.stream_positions, rows, keys=("store_id", "node_id", "stream")
+            )
+            await self._flush_marks()
+        if self._dead:
+            await connection.execute(schema.dead_letters.insert(), self._dead)
+
+    async def _flush_marks(self) -> None:
+        m = schema.dedup_marks
+        added: list[dict[str, Any]] = []
+        for key, position in self.positions.items():
+            original = self._original_marks.get(key, set())
+            if position.marks == original:
+                continue
+            store, node, stream = key
+            removed = original - position.marks
+            if removed:
+                await self.connection.execute(
+                    delete(m).where(
+                        m.c.store_id == store,
+                        m.c.node_id == node,
+                        m.c.stream == stream,
+                        m.c.seq.in_(removed),
+                    )
+                )
+            added += [
+                {"store_id": store, "node_id": node, "stream": stream, "seq": seq}
+                for seq in position.marks - original
+            ]
+        if added:
+            await self.connection.execute(m.insert(), added)
+
+    def count_metrics(self) -> None:
+        metrics = self.applier.metrics
+        for type_name, count in self._ingested.items():
+            metrics.ingested.labels(type_name).inc(count)
+        for reason, count in self._dead_reasons.items():
+            metrics.dead_lettered.labels(reason).inc(count)
+        for why, count in self._ignored.items():
+            metrics.ignored.labels(why).inc(count)
+        if self.outcome.duplicates:
+            metrics.duplicates.inc(self.outcome.duplicates)
+        if self._gave_up:
+            metrics.gaps_given_up.inc(self._gave_up)
+
+    def _ignore(self, why: str) -> None:
+        self._ignored[why] = self._ignored.get(why, 0) + 1
+
+    def _change(self, kind: str, store: str | None, data: dict[str, Any]) -> None:
+        self.outcome.changes.append(Change(kind, store, data))
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_topic(topic: str) -> NodeTopic | ShopperTopic:
+    """Topics repeat (one per stream), so parse each once; errors are not cached."""
+    return parse_topic(topic)
+
+
+def _node_row(message: Message) -> Any:
+    t = schema.nodes
+    return and_(t.c.store_id == message.store, t.c.node_id == message.node)
+
+
+def _printable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; keep the excerpt readable and storable."""
+    return text.replace("\x00", "\\x00")

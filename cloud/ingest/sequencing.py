@@ -1,0 +1,76 @@
+"""Per-stream dedup and gap detection: a high-water mark plus a bounded window of marks.
+
+`hw` is the highest seq such that every seq <= hw has been ingested (or was given up on).
+A seq above `hw + 1` arrived after a gap: it is applied and remembered as a *mark* so a
+redelivery of it is still recognised. Marks fold into `hw` when the gap fills. The window is
+bounded: past `window` marks the gap is given up on (a resync has rebuilt the live state by
+then) and `hw` jumps to the lowest mark.
+
+`birth_seq` is the stream position announced by the node's latest birth: the birth's
+snapshot already reflects every event up to it, so those events are history only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class StreamPosition:
+    hw: int | None = None
+    birth_seq: int | None = None
+    marks: set[int] = field(default_factory=set)
+
+    def copy(self) -> StreamPosition:
+        return StreamPosition(self.hw, self.birth_seq, set(self.marks))
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    duplicate: bool
+    live: bool = False  # apply to live state (False: history only, the snapshot has it)
+    gap: tuple[int, int] | None = None  # missing seqs (first, last) that live state needs
+    gave_up: bool = False  # the window overflowed and hw jumped past a gap
+
+
+def admit(position: StreamPosition, seq: int, *, window: int) -> Admission:
+    """Decide what to do with `seq` and advance `position` (mutated in place)."""
+    hw = position.hw
+    if (hw is not None and seq <= hw) or seq in position.marks:
+        return Admission(duplicate=True)
+    birth_seq = position.birth_seq
+    live = birth_seq is None or seq > birth_seq
+    if hw is None or seq == hw + 1 or (birth_seq is not None and seq - 1 <= birth_seq):
+        # In order, the first we see, or after a gap the birth's snapshot already covers.
+        position.hw = seq
+        position.marks = {m for m in position.marks if m > seq}
+        _absorb(position)
+        return Admission(duplicate=False, live=live)
+    position.marks.add(seq)
+    gap = (hw + 1, seq - 1)
+    if len(position.marks) > window:
+        position.hw = min(position.marks)
+        position.marks.discard(position.hw)
+        _absorb(position)
+        return Admission(duplicate=False, live=live, gap=gap, gave_up=True)
+    return Admission(duplicate=False, live=live, gap=gap)
+
+
+def on_birth(position: StreamPosition, announced: int) -> None:
+    """A birth says the node's last seq on this stream is `announced`."""
+    if position.hw is not None and announced < position.hw:
+        # The node's counter went backwards: it lost its state (new SD card, reset).
+        # Start the stream over from the birth; the snapshot is the truth now.
+        position.hw = announced
+        position.marks.clear()
+    position.birth_seq = announced
+    if position.hw is not None and position.marks and min(position.marks) - 1 <= announced:
+        position.hw = max(position.hw, min(position.marks) - 1)
+        _absorb(position)
+
+
+def _absorb(position: StreamPosition) -> None:
+    assert position.hw is not None
+    while position.hw + 1 in position.marks:
+        position.hw += 1
+        position.marks.discard(position.hw)

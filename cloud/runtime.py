@@ -1,0 +1,131 @@
+"""The running cloud: state store, ingestor and API wired together in one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cloud.api.app import create_app
+from cloud.bus import LiveBus
+from cloud.config import CloudSettings
+from cloud.context import CloudContext
+from cloud.ingest.apply import BatchOutcome, StateApplier
+from cloud.ingest.consumer import Consumer
+from cloud.ingest.history import History, SpoolHistory
+from cloud.ingest.registry import Registry
+from cloud.metrics import CloudMetrics
+from cloud.state.db import create_engine, migrate
+from cloud.timeseries import InfluxConfig, InfluxSink, LineSink, Pump, Spool, SqlSink
+
+log = logging.getLogger(__name__)
+
+
+def history_sink(settings: CloudSettings, engine: AsyncEngine) -> LineSink:
+    """Where the pump writes history: InfluxDB when configured, else the SQL `history` table."""
+    influx = settings.influxdb
+    if influx is None:
+        return SqlSink(engine)
+    token = influx.token.get_secret_value() if influx.token else ""
+    return InfluxSink(
+        InfluxConfig(url=influx.url, bucket=influx.bucket, org=influx.org, token=token)
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the cloud owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class CloudRuntime:
+    def __init__(self, settings: CloudSettings, *, history: History | None = None) -> None:
+        self.settings = settings
+        self.engine = create_engine(settings.database_url)
+        self.metrics = CloudMetrics()
+        self.bus = LiveBus(settings.api.sse_queue_size)
+        self.registry = Registry()
+        self.spool: Spool | None = None
+        self.pump: Pump | None = None
+        if history is None:
+            settings.ingest.spool_dir.mkdir(parents=True, exist_ok=True)
+            self.spool = Spool(
+                settings.ingest.spool_dir / "spool.db",
+                capacity_bytes=settings.ingest.spool_capacity_bytes,
+            )
+            self.pump = Pump(self.spool, history_sink(settings, self.engine))
+            history = SpoolHistory(self.spool)
+        self.history = history
+        self.applier = StateApplier(
+            self.engine, self.registry, self.history, self.metrics, settings.ingest
+        )
+        self.consumer = Consumer(
+            settings, self.applier, self.metrics, self.bus, on_batch=self._after_batch
+        )
+        self.context = CloudContext(
+            settings,
+            self.engine,
+            self.registry,
+            self.bus,
+            self.metrics,
+            self.consumer.connected.is_set,
+        )
+        self.app: FastAPI = create_app(self.context)
+        self._worker: asyncio.Task[None] | None = None
+        self._server: _Server | None = None
+        self._server_task: asyncio.Task[None] | None = None
+
+    async def start(self, *, serve_api: bool = True) -> None:
+        await migrate(self.engine)
+        await self.registry.seed(self.engine, self.settings.stores)
+        if self.pump is not None:
+            self.pump.start()
+        self.consumer.start()
+        self._worker = asyncio.create_task(self.consumer.run(), name="ingest-worker")
+        if serve_api:
+            api = self.settings.api
+            config = uvicorn.Config(
+                self.app, host=api.host, port=api.port, log_level="warning", lifespan="off"
+            )
+            self._server = _Server(config)
+            self._server_task = asyncio.create_task(self._server.serve(), name="api")
+            while not self._server.started:
+                if self._server_task.done():
+                    self._server_task.result()  # raises why it could not start
+                    raise RuntimeError(f"API could not listen on {api.host}:{api.port}")
+                await asyncio.sleep(0.02)
+
+    def _after_batch(self, _outcome: BatchOutcome) -> None:
+        if self.pump is not None:
+            self.pump.notify()
+
+    @property
+    def api_port(self) -> int:
+        """The bound port (useful with `api.port: 0`)."""
+        assert self._server is not None
+        assert self._server.servers
+        sockets = self._server.servers[0].sockets
+        return int(sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop consuming, finish and ack the batch in progress, disconnect, close."""
+        self.consumer.stop()
+        if self._worker is not None:
+            await self._worker
+        self.consumer.close()
+        if self.pump is not None:
+            await self.pump.stop()  # flushes what it can; the rest waits on disk
+            await self.pump.sink.close()
+        if self.spool is not None:
+            self.spool.close()
+        if self._server is not None and self._server_task is not None:
+            self._server.should_exit = True
+            await self._server_task
+        await self.engine.dispose()

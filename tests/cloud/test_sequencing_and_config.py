@@ -1,0 +1,97 @@
+"""The dedup window rules, and the cloud config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloud.config import CloudSettings, Role, hash_key, load_cloud_settings
+from cloud.ingest.sequencing import StreamPosition, admit, on_birth
+from protocols.settings import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cloud.yaml"
+
+
+def test_in_order_then_duplicates() -> None:
+    position = StreamPosition()
+    assert not admit(position, 5, window=8).duplicate  # first seen starts the stream
+    assert not admit(position, 6, window=8).duplicate
+    assert admit(position, 6, window=8).duplicate
+    assert admit(position, 2, window=8).duplicate
+    assert position.hw == 6
+    assert not position.marks
+
+
+def test_gap_marks_fold_back_when_filled() -> None:
+    position = StreamPosition(hw=1)
+    admission = admit(position, 4, window=8)
+    assert admission.gap == (2, 3)
+    assert admission.live
+    assert position.marks == {4}
+    admit(position, 2, window=8)
+    admit(position, 3, window=8)
+    assert position.hw == 4
+    assert not position.marks
+
+
+def test_window_is_bounded() -> None:
+    position = StreamPosition(hw=0)
+    for seq in range(2, 2 + 9):
+        admission = admit(position, seq, window=8)
+    assert admission.gave_up
+    assert position.hw == 10
+    assert not position.marks
+    assert admit(position, 1, window=8).duplicate  # given up: a very late seq is dropped
+
+
+def test_birth_position_makes_earlier_events_history_only() -> None:
+    position = StreamPosition(hw=3)
+    on_birth(position, 10)
+    admission = admit(position, 4, window=8)
+    assert not admission.duplicate
+    assert not admission.live
+    assert admit(position, 11, window=8).live
+    # a birth whose counter went backwards (node lost its disk) restarts the stream
+    on_birth(position, 0)
+    assert position.hw == 0
+    assert not admit(position, 1, window=8).duplicate
+
+
+def test_birth_covers_a_pending_gap() -> None:
+    position = StreamPosition(hw=1)
+    admit(position, 6, window=8)
+    on_birth(position, 5)
+    assert position.hw == 6
+    assert not position.marks
+
+
+def test_example_config_parses() -> None:
+    settings = load_cloud_settings(EXAMPLE)
+    assert [store.id for store in settings.stores] == ["store-042", "store-007"]
+    roles = {key.name: key.role for key in settings.api.keys}
+    assert roles["staff-store-042"] is Role.STAFF
+    assert settings.api.keys[0].sha256 == hash_key("ops-demo-key")
+
+
+def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOREGATE_CLOUD_MQTT__PORT", "18830")
+    monkeypatch.setenv("STOREGATE_CLOUD_INGEST__SHARED_GROUP", "ingest")
+    monkeypatch.setenv("STOREGATE_CLOUD_INFLUXDB__URL", "http://influx:8086")
+    monkeypatch.setenv("STOREGATE_CLOUD_INFLUXDB__TOKEN", "s3cret")
+    settings = load_cloud_settings(EXAMPLE)
+    assert settings.mqtt.port == 18830
+    assert settings.ingest.shared_group == "ingest"
+    assert settings.influxdb is not None
+    assert "s3cret" not in repr(settings.influxdb)
+
+
+def test_bad_config_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "cloud.yaml"
+    path.write_text("api:\n  keys:\n    - {name: s, role: staff, sha256: " + "a" * 64 + "}\n")
+    with pytest.raises(ConfigError, match="must list the stores"):
+        load_cloud_settings(path)
+    path.write_text("api:\n  keys:\n    - {name: k, role: ops, sha256: not-a-hash}\n")
+    with pytest.raises(ConfigError, match=r"api\.keys\.0\.sha256"):
+        load_cloud_settings(path)
+    assert CloudSettings().database_url.startswith("sqlite+aiosqlite")
