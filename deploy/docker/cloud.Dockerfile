@@ -1,0 +1,20 @@
+# The cloud (ingestor, state, time-series pump, API) as a container.
+FROM python:3.11-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY protocols protocols
+COPY edge edge
+COPY simulators simulators
+COPY storegate storegate
+COPY cloud cloud
+COPY bench bench
+RUN pip install ".[cloud]" && useradd --system --home /var/lib/storegate-cloud storegate \
+    && mkdir -p /var/lib/storegate-cloud && chown storegate /var/lib/storegate-cloud
+USER storegate
+WORKDIR /var/lib/storegate-cloud
+VOLUME /var/lib/storegate-cloud
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)" || exit 1
+ENTRYPOINT ["storegate", "cloud"]
+CMD ["--config", "/etc/storegate/cloud.yaml"]
