@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -119,6 +120,11 @@ class CloudSettings(FileSettings):
     influxdb: InfluxSettings | None = None
     api: ApiSettings = Field(default_factory=ApiSettings)
     stores: list[StoreConfig] = Field(default_factory=list)
+    domains: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per-domain settings (inventory, lockers, offers, dashboard); each"
+        " domain validates its own section",
+    )
 
     @model_validator(mode="after")
     def _unique_stores(self) -> CloudSettings:

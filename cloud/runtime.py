@@ -15,6 +15,7 @@ from cloud.api.app import create_app
 from cloud.bus import LiveBus
 from cloud.config import CloudSettings
 from cloud.context import CloudContext
+from cloud.domains import DomainContext, load_domains
 from cloud.ingest.apply import BatchOutcome, StateApplier
 from cloud.ingest.consumer import Consumer
 from cloud.ingest.history import History, SpoolHistory
@@ -63,8 +64,14 @@ class CloudRuntime:
             self.pump = Pump(self.spool, history_sink(settings, self.engine))
             history = SpoolHistory(self.spool)
         self.history = history
+        self.domains = load_domains(settings)
         self.applier = StateApplier(
-            self.engine, self.registry, self.history, self.metrics, settings.ingest
+            self.engine,
+            self.registry,
+            self.history,
+            self.metrics,
+            settings.ingest,
+            domains=self.domains,
         )
         self.consumer = Consumer(
             settings, self.applier, self.metrics, self.bus, on_batch=self._after_batch
@@ -77,7 +84,9 @@ class CloudRuntime:
             self.metrics,
             self.consumer.connected.is_set,
         )
-        self.app: FastAPI = create_app(self.context)
+        self.app: FastAPI = create_app(
+            self.context, routers=[r for d in self.domains if (r := d.router()) is not None]
+        )
         self._worker: asyncio.Task[None] | None = None
         self._server: _Server | None = None
         self._server_task: asyncio.Task[None] | None = None
@@ -85,6 +94,11 @@ class CloudRuntime:
     async def start(self, *, serve_api: bool = True) -> None:
         await migrate(self.engine)
         await self.registry.seed(self.engine, self.settings.stores)
+        domain_context = DomainContext(
+            self.settings, self.engine, self.bus, self.metrics, self._publish
+        )
+        for domain in self.domains:
+            await domain.start(domain_context)
         if self.pump is not None:
             self.pump.start()
         self.consumer.start()
@@ -101,6 +115,10 @@ class CloudRuntime:
                     self._server_task.result()  # raises why it could not start
                     raise RuntimeError(f"API could not listen on {api.host}:{api.port}")
                 await asyncio.sleep(0.02)
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        # paho's publish is thread-safe and queues while disconnected (QoS 1).
+        self.consumer.client.publish(topic, payload, qos=1)
 
     def _after_batch(self, _outcome: BatchOutcome) -> None:
         if self.pump is not None:
@@ -119,6 +137,8 @@ class CloudRuntime:
         self.consumer.stop()
         if self._worker is not None:
             await self._worker
+        for domain in reversed(self.domains):
+            await domain.stop()
         self.consumer.close()
         if self.pump is not None:
             await self.pump.stop()  # flushes what it can; the rest waits on disk

@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, text
 from sse_starlette.sse import EventSourceResponse
 
-from cloud.api.auth import Principal, require
+from cloud.api.deps import Ops, Reader, Shopping
 from cloud.api.errors import ApiError, error_response, install_error_handlers
 from cloud.config import Role
 from cloud.context import CloudContext
 from cloud.state import schema
 from protocols.ids import IDENTIFIER_PATTERN
-
-ALL_READERS = (Role.OPS, Role.STAFF)
-Ops = Annotated[Principal, Depends(require(Role.OPS))]
-Reader = Annotated[Principal, Depends(require(*ALL_READERS))]
-Shopping = Annotated[Principal, Depends(require(Role.OPS, Role.STAFF, Role.SHOPPER_APP))]
 
 
 class StoreIn(BaseModel):
@@ -88,10 +83,12 @@ class DeadLetterPage(BaseModel):
     next_before: int | None = Field(description="pass as `before` for the next (older) page")
 
 
-def create_app(cloud: CloudContext) -> FastAPI:
+def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAPI:
     app = FastAPI(title="storegate cloud", version="1", openapi_url="/openapi.json")
     app.state.cloud = cloud
     install_error_handlers(app)
+    for router in routers:  # the domains' endpoints (cloud/domains.py)
+        app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

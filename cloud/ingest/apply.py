@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloud.bus import Change
 from cloud.config import IngestSettings
+from cloud.domains import Domain, DomainTx
 from cloud.ingest.history import History, HistoryFullError
 from cloud.ingest.registry import Registry
 from cloud.ingest.sequencing import Admission, StreamPosition, admit, on_birth
@@ -83,6 +84,7 @@ class NodeLiveness:
 class BatchOutcome:
     changes: list[Change] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
+    publishes: list[tuple[str, bytes]] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
@@ -100,8 +102,10 @@ class StateApplier:
         history: History,
         metrics: CloudMetrics,
         settings: IngestSettings,
+        domains: Sequence[Domain] = (),
     ) -> None:
         self.engine = engine
+        self.domains = tuple(domains)
         self.registry = registry
         self.history = history
         self.metrics = metrics
@@ -130,6 +134,7 @@ class StateApplier:
             single = await self.apply([item])
             outcome.changes += single.changes
             outcome.commands += single.commands
+            outcome.publishes += single.publishes
             outcome.applied += single.applied
             outcome.duplicates += single.duplicates
             outcome.dead_lettered += single.dead_lettered
@@ -142,6 +147,7 @@ class StateApplier:
                 for item in batch:
                     await work.handle(item)
                 await work.flush()
+                await work.finish_domains()
                 # History first: if the spool refuses the lines the transaction rolls back.
                 await self.history.append(work.lines)
         except HistoryFullError as exc:
@@ -217,6 +223,7 @@ class _Batch:
         self.connection = connection
         self.settings = applier.settings
         self.outcome = BatchOutcome()
+        self.domain_tx = DomainTx(connection)
         self.lines: list[str] = []
         self.positions: dict[StreamKey, StreamPosition] = {}
         self._original_marks: dict[StreamKey, set[int]] = {}
@@ -263,17 +270,25 @@ class _Batch:
         await self._apply(topic, message)
 
     async def _apply(self, topic: NodeTopic, message: Message) -> None:
+        live = await self._apply_core(topic, message)
+        if live is not None:
+            for domain in self.applier.domains:
+                await domain.on_message(self.domain_tx, message, live=live)
+
+    async def _apply_core(self, topic: NodeTopic, message: Message) -> bool | None:
+        """Apply to the core state; None if the message was not admitted, else whether it
+        is live (not already covered by the latest birth)."""
         if isinstance(message, Status):
             # Status is retained and re-sent on every subscribe; bd_seq orders it, not seq.
             await self._status(message)
             self._applied(message)
-            return
+            return True
         key = (message.store, message.node, message.stream)
         position = await self._position(key)
         admission = admit(position, message.seq, window=self.settings.dedup_window)
         if admission.duplicate:
             self.outcome.duplicates += 1
-            return
+            return None
         self._applied(message)
         if admission.gave_up:
             self._gave_up += 1
@@ -295,7 +310,8 @@ class _Batch:
             await self._clear_shelves(message.store, shelves)
             for row in message.shelves:
                 self._set_count(message, row.shelf, row.gtin, row.count)
-        # Lockers and BLE presence have no live table here; they are history (points).
+        # Lockers, BLE presence and offers are the domains' (cloud/domains.py).
+        return bool(admission.live)
 
     def _applied(self, message: Message) -> None:
         self.outcome.applied += 1
@@ -576,6 +592,16 @@ class _Batch:
             await self._flush_marks()
         if self._dead:
             await connection.execute(schema.dead_letters.insert(), self._dead)
+
+    async def finish_domains(self) -> None:
+        """Run the domains' end-of-batch hooks and take over what they queued."""
+        tx = self.domain_tx
+        tx.inventory_changes = self._inventory_changes
+        for domain in self.applier.domains:
+            await domain.before_commit(tx)
+        self.outcome.changes += tx.changes
+        self.outcome.commands += tx.commands
+        self.outcome.publishes += tx.publishes
 
     async def _flush_marks(self) -> None:
         m = schema.dedup_marks

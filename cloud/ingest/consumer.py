@@ -209,8 +209,11 @@ class Consumer:
         self.acked_total += len(batch)
         for command in outcome.commands:
             self.client.publish(topic_for(command), encode(command), qos=1)
-            self.metrics.resyncs.inc()
-            log.info("asked %s/%s to resync: %s", command.store, command.node, command.args)
+            if command.name == "resync":
+                self.metrics.resyncs.inc()
+                log.info("asked %s/%s to resync: %s", command.store, command.node, command.args)
+        for topic, payload in outcome.publishes:
+            self.client.publish(topic, payload, qos=1)
         for change in outcome.changes:
             self.bus.publish(change)
         self.metrics.sse_dropped.set(self.bus.dropped_total)

@@ -48,7 +48,8 @@ async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema, the time-series `history` table included, to the newest revision."""
 
     def upgrade(connection: Connection) -> None:
-        command.upgrade(_alembic_config(connection), "head")
+        # "heads": each domain (cloud/domains.py) branches its own revisions off the core.
+        command.upgrade(_alembic_config(connection), "heads")
 
     async with engine.begin() as connection:
         await connection.run_sync(upgrade)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from cloud.config import IngestSettings
+from cloud.domains import Domain
 from cloud.ingest.apply import BatchOutcome, Incoming, StateApplier
 from cloud.ingest.registry import Registry
 from cloud.metrics import CloudMetrics
@@ -36,14 +37,26 @@ class RecordingHistory:
 
 
 class StateHarness:
-    def __init__(self, url: str, stores: dict[str, list[str]], **ingest: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        stores: dict[str, list[str]],
+        *,
+        domains: Sequence[Domain] = (),
+        **ingest: Any,
+    ) -> None:
         self.engine = create_engine(url)
         self.registry = Registry()
         self.metrics = CloudMetrics()
         self.history = RecordingHistory()
         self.stores = stores
         self.applier = StateApplier(
-            self.engine, self.registry, self.history, self.metrics, IngestSettings(**ingest)
+            self.engine,
+            self.registry,
+            self.history,
+            self.metrics,
+            IngestSettings(**ingest),
+            domains=domains,
         )
         self._mid = 0
 

@@ -1,0 +1,86 @@
+"""The domain seam: domain hooks run inside the batch transaction (cloud/domains.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from cloud.domains import Domain, DomainTx
+from protocols.messages import Command, Message, RfidEvents, utc_now
+from tests.cloud.harness import StateHarness
+from tests.cloud.streams import GTIN, NODE, STORE, rfid
+
+SHELF = "aisle3-shelf2"
+seen = sa.Table(
+    "test_domain_seen",
+    sa.MetaData(),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("live", sa.Boolean, nullable=False),
+)
+
+
+class Recorder(Domain):
+    name = "recorder"
+
+    def __init__(self, *, fail_on_seq: int | None = None) -> None:
+        self.fail_on_seq = fail_on_seq
+        self.inventory_seen: list[dict[str, list[dict[str, object]]]] = []
+
+    async def on_message(self, tx: DomainTx, message: Message, *, live: bool) -> None:
+        if isinstance(message, RfidEvents):
+            await tx.connection.execute(seen.insert().values(seq=message.seq, live=live))
+            if message.seq == self.fail_on_seq:
+                raise RuntimeError("domain failure")
+            tx.change("recorder", message.store, {"seq": message.seq})
+
+    async def before_commit(self, tx: DomainTx) -> None:
+        self.inventory_seen.append(dict(tx.inventory_changes))
+        tx.command(
+            Command(
+                store=STORE,
+                node=NODE,
+                seq=0,
+                name="recorder.ping",
+                correlation_id="recorder0001",
+                expires_at=utc_now() + timedelta(seconds=30),
+            )
+        )
+
+
+@pytest.fixture
+async def harness(database_url: str) -> AsyncIterator[StateHarness]:
+    recorder = Recorder(fail_on_seq=3)
+    h = StateHarness(database_url, {STORE: [NODE]}, domains=[recorder])
+    await h.start()
+    async with h.engine.begin() as connection:
+        await connection.run_sync(seen.metadata.create_all)
+    yield h
+    async with h.engine.begin() as connection:
+        await connection.run_sync(seen.metadata.drop_all)
+    await h.close()
+
+
+async def test_domain_writes_commit_with_the_batch_and_queue_after_commit(
+    harness: StateHarness,
+) -> None:
+    outcome = await harness.feed(rfid(1, {(SHELF, GTIN): 5}), rfid(2, {(SHELF, GTIN): 6}))
+    assert [row.seq for row in await harness.rows(seen)] == [1, 2]
+    assert [c.data["seq"] for c in outcome.changes if c.kind == "recorder"] == [1, 2]
+    assert [c.name for c in outcome.commands] == ["recorder.ping"]
+    recorder = harness.applier.domains[0]
+    assert isinstance(recorder, Recorder)
+    assert recorder.inventory_seen[-1][STORE] == [{"shelf": SHELF, "gtin": GTIN, "count": 6}]
+    # a duplicate is not shown to the domain again
+    await harness.feed(rfid(2, {(SHELF, GTIN): 6}))
+    assert [row.seq for row in await harness.rows(seen)] == [1, 2]
+
+
+async def test_a_failing_domain_rolls_back_only_its_message(harness: StateHarness) -> None:
+    outcome = await harness.feed(rfid(1, {(SHELF, GTIN): 1}), rfid(3, {(SHELF, GTIN): 3}))
+    # the batch is isolated: seq 1 applies, seq 3 is dead-lettered with everything it wrote
+    assert [row.seq for row in await harness.rows(seen)] == [1]
+    assert outcome.dead_lettered == 1
+    assert await harness.inventory(STORE) == {(SHELF, GTIN): 1}
