@@ -13,6 +13,8 @@ import importlib.util
 BUILTIN_DRIVER_MODULES = (
     "edge.drivers.sim",
     "edge.rfid.driver",
+    "edge.rfid.impinj",
+    "edge.rfid.zebra",
     "edge.locker.driver",
     "edge.ble.driver",
 )

@@ -5,7 +5,8 @@ FirstSeen/LastSeen and TagSeenCount about every second, feeds the reads to the p
 engine and emits `RfidEvents` (item events + count deltas) every `report_interval_s`.
 Connection loss is handled here: it reports DEGRADED, freezes departures (the outage guard:
 a reader that is gone does not make items disappear) and reconnects with exponential
-backoff; the engine keeps its state across reconnects.
+backoff; the engine keeps its state across reconnects. What every shelf reader shares (the
+engine, the publish loop, metrics) is in `edge.rfid.shelf_reader`.
 """
 
 from __future__ import annotations
@@ -13,22 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
-from collections import deque
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.drivers.base import (
-    DeviceConfig,
-    Driver,
-    DriverContext,
-    DriverSnapshot,
-    Priority,
-    register_driver,
+from edge.drivers.base import DeviceConfig, Driver, DriverContext, register_driver
+from edge.rfid.shelf_reader import (
+    MAX_BATCH,  # noqa: F401  (re-exported: older callers import it from here)
+    MAX_UNSENT,  # noqa: F401
+    Backoff,
+    ShelfReaderDriver,
 )
-from edge.rfid.presence import PresenceConfig, PresenceEngine
 from protocols.ids import Identifier
 from protocols.llrp import (
     LLRPError,
@@ -40,20 +37,10 @@ from protocols.llrp import (
     param,
     read_message,
 )
-from protocols.messages import (
-    CountDelta,
-    DeviceInfo,
-    DeviceKind,
-    DriverState,
-    ItemEvent,
-    RfidEvents,
-    RfidSnapshot,
-)
+from protocols.messages import DeviceKind
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 5_000  # the contract's max items/counts per message
-MAX_UNSENT = 1_000  # batches kept while the runtime refuses them; then the oldest go
 AI_SPEC_DURATION_MS = 1_000  # one report per ~1 s read cycle
 ROSPEC_ID = 0x5347  # "SG": ours, so DELETE_ROSPEC of it never touches someone else's
 
@@ -87,142 +74,40 @@ class LlrpOptions(BaseModel):
     presence: dict[str, Any] = Field(default_factory=dict, description="PresenceConfig fields")
 
 
-class LlrpDriver(Driver):
-    kind = DeviceKind.RFID_READER
+class LlrpDriver(ShelfReaderDriver):
     driver_name = "llrp"
 
     def __init__(self, device: str, options: LlrpOptions) -> None:
-        super().__init__(device)
+        super().__init__(
+            device,
+            options.antennas,
+            options.presence,
+            report_interval_s=options.report_interval_s,
+            snapshot_interval_s=options.snapshot_interval_s,
+        )
         self.options = options
-        self.engine = PresenceEngine(options.antennas, PresenceConfig(**options.presence))
         self.host = options.host
         self.port = options.port
-        self.connected = asyncio.Event()
-        self.reconnects = 0
-        self.model: str | None = None
-        self.firmware: str | None = None
-        self._reads_at_last_rate = 0
-        self._rate_t = time.monotonic()
-        self._reads_per_s = 0.0
-        self._messages_out = 0
-        self._unsent: deque[tuple[list[ItemEvent], list[CountDelta]]] = deque()
-        self.dropped_batches = 0
-
-    # ------------------------------------------------------------------ Driver
-
-    async def run(self, ctx: DriverContext) -> None:
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._publish_loop(ctx), name=f"{self.device}-publish")
-                group.create_task(self._connection_loop(ctx), name=f"{self.device}-llrp")
-        except ExceptionGroup as failed:
-            # the runtime shows the error: give it the real one, not "unhandled errors..."
-            raise failed.exceptions[0] from None
-
-    def info(self) -> DeviceInfo:
-        return DeviceInfo(
-            device=self.device,
-            kind=self.kind,
-            driver=self.driver_name,
-            state=DriverState.RUNNING if self.connected.is_set() else DriverState.DEGRADED,
-            model=self.model,
-            firmware=self.firmware,
-        )
-
-    def snapshot(self) -> DriverSnapshot:
-        return DriverSnapshot(shelves=self.engine.shelf_counts())
-
-    def metrics(self) -> dict[str, float]:
-        now = time.monotonic()
-        if now - self._rate_t >= 1.0:
-            self._reads_per_s = (self.engine.reads - self._reads_at_last_rate) / (
-                now - self._rate_t
-            )
-            self._reads_at_last_rate = self.engine.reads
-            self._rate_t = now
-        return {
-            "reads_per_s": round(self._reads_per_s, 1),
-            "reads_total": float(self.engine.reads),
-            "items_present": float(len(self.engine.items())),
-            "tags_tracked": float(self.engine.tracked),
-            "unmapped_reads": float(self.engine.unmapped_reads),
-            "reconnects": float(self.reconnects),
-            "messages_out": float(self._messages_out),
-            "unsent_batches": float(len(self._unsent)),
-            "dropped_batches": float(self.dropped_batches),
-        }
-
-    # ------------------------------------------------------------------ output
-
-    async def _publish_loop(self, ctx: DriverContext) -> None:
-        epoch_s = self.engine.config.epoch_s
-        next_report = time.monotonic() + self.options.report_interval_s
-        next_snapshot = time.monotonic() + self.options.snapshot_interval_s
-        while True:
-            await asyncio.sleep(epoch_s)
-            self.engine.tick(time.time())
-            now = time.monotonic()
-            if now >= next_report:
-                next_report = now + self.options.report_interval_s
-                self.flush(ctx)
-            if now >= next_snapshot:
-                next_snapshot = now + self.options.snapshot_interval_s
-                self._emit_snapshot(ctx)
-
-    def flush(self, ctx: DriverContext) -> None:
-        """Emit the item events and count deltas gathered since the last flush.
-
-        Batches the runtime could not take (ctx.emit raised) stay queued, in order, and go
-        first next time, also after a restart of run(); past MAX_UNSENT the oldest are
-        dropped and counted (the periodic snapshot then repairs the counts)."""
-        items = self.engine.drain_events()
-        counts = self.engine.drain_counts()
-        while items or counts:
-            self._unsent.append((items[:MAX_BATCH], counts[:MAX_BATCH]))
-            items, counts = items[MAX_BATCH:], counts[MAX_BATCH:]
-        while len(self._unsent) > MAX_UNSENT:
-            self._unsent.popleft()
-            self.dropped_batches += 1
-        while self._unsent:
-            batch_items, batch_counts = self._unsent[0]
-            ctx.emit(RfidEvents, reader=self.device, items=batch_items, counts=batch_counts)
-            self._unsent.popleft()
-            self._messages_out += 1
-
-    def _emit_snapshot(self, ctx: DriverContext) -> None:
-        shelves = self.engine.shelf_counts()
-        parts = [shelves[i : i + MAX_BATCH] for i in range(0, len(shelves), MAX_BATCH)] or [[]]
-        for number, part in enumerate(parts, 1):
-            ctx.emit(
-                RfidSnapshot,
-                priority=Priority.SNAPSHOT,
-                reader=self.device,
-                shelves=part,
-                part=number,
-                parts=len(parts),
-            )
-            self._messages_out += 1
 
     # ------------------------------------------------------------------ connection
 
     async def _connection_loop(self, ctx: DriverContext) -> None:
-        backoff = self.options.backoff_initial_s
+        backoff = Backoff(self.options.backoff_initial_s, self.options.backoff_max_s)
         while True:
             try:
                 await self._session(ctx)
                 reason = "reader closed the connection"
             except (OSError, LLRPError, TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-            was_connected = self.connected.is_set()
-            self.connected.clear()
-            self.engine.set_reader_up(False, time.time())
-            if was_connected:
-                backoff = self.options.backoff_initial_s
-                self.reconnects += 1
-            ctx.set_state(DriverState.DEGRADED, f"{self.host}:{self.port}: {reason}")
-            log.warning("LLRP reader %s: %s; reconnecting in %.1f s", self.device, reason, backoff)
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, self.options.backoff_max_s)
+            if self._reader_down(ctx, f"{self.host}:{self.port}: {reason}"):
+                backoff.reset()
+            log.warning(
+                "LLRP reader %s: %s; reconnecting in %.1f s",
+                self.device,
+                reason,
+                backoff.current_s,
+            )
+            await backoff.sleep()
 
     async def _session(self, ctx: DriverContext) -> None:
         reader, writer = await asyncio.wait_for(
@@ -242,9 +127,7 @@ class LlrpDriver(Driver):
             await self._request(reader, out, message("ADD_ROSPEC", 0, self._rospec()))
             await self._request(reader, out, message("ENABLE_ROSPEC", 0, ROSpecID=ROSPEC_ID))
             await self._request(reader, out, message("START_ROSPEC", 0, ROSpecID=ROSPEC_ID))
-            self.connected.set()
-            self.engine.set_reader_up(True, time.time())
-            ctx.set_state(DriverState.RUNNING)
+            self._reader_up(ctx)
             log.info("LLRP reader %s connected at %s:%s", self.device, self.host, self.port)
             timeout = self.options.keepalive_s * 3
             while True:
