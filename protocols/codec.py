@@ -8,6 +8,7 @@ it and carry on. `encode` raises only `EncodeError`.
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from typing import TypeVar, cast
 
@@ -130,12 +131,26 @@ def _decode(
         raise DecodeError(DecodeErrorReason.INVALID, _short(str(exc))) from None
 
 
+@functools.lru_cache(maxsize=16_384)
+def _parse_topic_cached(topic: str) -> NodeTopic | ShopperTopic:
+    # A consumer sees the same few topics over and over (one per stream); parsing is pure.
+    return parse_topic(topic)
+
+
 def check_topic(message: Message, topic: str) -> None:
     """Raise `DecodeError` unless `message` belongs on `topic` (same store, node, stream)."""
     try:
-        parsed = parse_topic(topic)
+        parsed = _parse_topic_cached(topic)
     except TopicError as exc:
         raise DecodeError(DecodeErrorReason.BAD_TOPIC, exc.reason) from None
+    if (
+        isinstance(parsed, NodeTopic)
+        and parsed.channel is message.channel
+        and parsed.store == message.store
+        and parsed.node == message.node
+        and parsed.stream == message.stream
+    ):
+        return  # the common case, without building the expected topic
     expected = message.topic()
     if parsed == expected:
         return
