@@ -25,6 +25,8 @@ from edge.rfid.shelf_reader import (
     MAX_UNSENT,  # noqa: F401
     Backoff,
     ShelfReaderDriver,
+    SimReaderOptions,
+    simulated_world,
 )
 from protocols.ids import Identifier
 from protocols.llrp import (
@@ -302,18 +304,8 @@ register_driver("llrp", DeviceKind.RFID_READER, _llrp_factory)
 # ---------------------------------------------------------------------- simulated twin
 
 
-class SimLlrpOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    antennas: int = Field(default=4, ge=1, le=32)
-    items_per_shelf: int = Field(default=20, ge=0, le=5_000)
-    products_per_shelf: int = Field(default=4, ge=1, le=100)
-    read_rate: float = Field(default=0.7, gt=0, le=1)
-    cross_read_rate: float = Field(default=0.3, ge=0, le=1)
-    seed: int = 1
-    cycle_s: float = Field(default=1.0, gt=0)
-    report_interval_s: float = Field(default=2.0, ge=1.0, le=5.0)
-    presence: dict[str, Any] = Field(default_factory=dict)
+class SimLlrpOptions(SimReaderOptions):
+    """sim-llrp: the simulated reader's tag population."""
 
 
 class SimLlrpDriver(LlrpDriver):
@@ -323,18 +315,8 @@ class SimLlrpDriver(LlrpDriver):
 
     def __init__(self, device: str, options: SimLlrpOptions) -> None:
         from simulators.llrp.reader import SimulatedReader
-        from simulators.llrp.world import World, WorldConfig
 
-        world = World(
-            WorldConfig(
-                antennas=options.antennas,
-                items_per_shelf=options.items_per_shelf,
-                products_per_shelf=options.products_per_shelf,
-                read_rate=options.read_rate,
-                cross_read_rate=options.cross_read_rate,
-                seed=options.seed,
-            )
-        )
+        world = simulated_world(options)
         self.simulator = SimulatedReader(world, cycle_s=options.cycle_s)
         super().__init__(
             device,

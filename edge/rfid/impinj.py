@@ -30,7 +30,14 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge.drivers.base import DeviceConfig, Driver, DriverContext, register_driver
-from edge.rfid.shelf_reader import NO_RSSI_DBM, Backoff, ShelfReaderDriver, epc_hex
+from edge.rfid.shelf_reader import (
+    NO_RSSI_DBM,
+    Backoff,
+    ShelfReaderDriver,
+    SimReaderOptions,
+    epc_hex,
+    simulated_world,
+)
 from protocols.ids import Identifier
 from protocols.messages import DeviceKind
 
@@ -259,18 +266,8 @@ register_driver("impinj-iot", DeviceKind.RFID_READER, _factory)
 # ---------------------------------------------------------------------- simulated twin
 
 
-class SimImpinjIotOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    antennas: int = Field(default=4, ge=1, le=32)
-    items_per_shelf: int = Field(default=20, ge=0, le=5_000)
-    products_per_shelf: int = Field(default=4, ge=1, le=100)
-    read_rate: float = Field(default=0.7, gt=0, le=1)
-    cross_read_rate: float = Field(default=0.3, ge=0, le=1)
-    seed: int = 1
-    cycle_s: float = Field(default=1.0, gt=0)
-    report_interval_s: float = Field(default=2.0, ge=1.0, le=5.0)
-    presence: dict[str, Any] = Field(default_factory=dict)
+class SimImpinjIotOptions(SimReaderOptions):
+    """sim-impinj-iot: the simulated R700's tag population."""
 
 
 class SimImpinjIotDriver(ImpinjIotDriver):
@@ -279,19 +276,9 @@ class SimImpinjIotDriver(ImpinjIotDriver):
     driver_name = "sim-impinj-iot"
 
     def __init__(self, device: str, options: SimImpinjIotOptions) -> None:
-        from simulators.llrp.world import World, WorldConfig
         from simulators.rfid_iot.impinj import SimulatedImpinjReader
 
-        world = World(
-            WorldConfig(
-                antennas=options.antennas,
-                items_per_shelf=options.items_per_shelf,
-                products_per_shelf=options.products_per_shelf,
-                read_rate=options.read_rate,
-                cross_read_rate=options.cross_read_rate,
-                seed=options.seed,
-            )
-        )
+        world = simulated_world(options)
         self.simulator = SimulatedImpinjReader(world, cycle_s=options.cycle_s, credentials=None)
         super().__init__(
             device,

@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from edge.drivers.base import DeviceConfig, Driver, DriverContext, register_driver
-from edge.rfid.shelf_reader import NO_RSSI_DBM, ShelfReaderDriver, epc_hex
+from edge.rfid.shelf_reader import (
+    NO_RSSI_DBM,
+    ShelfReaderDriver,
+    SimReaderOptions,
+    epc_hex,
+    simulated_world,
+)
 from protocols.ids import Identifier
 from protocols.messages import DeviceKind
 from protocols.mqtt import MqttSettings, connect, new_client
@@ -297,22 +303,11 @@ register_driver("zebra-iot", DeviceKind.RFID_READER, _factory)
 # ---------------------------------------------------------------------- simulated twin
 
 
-class SimZebraIotOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SimZebraIotOptions(SimReaderOptions):
     mqtt: MqttSettings = Field(
         default_factory=MqttSettings, description="a broker both sides reach (the node's own)"
     )
-    antennas: int = Field(default=4, ge=1, le=32)
-    items_per_shelf: int = Field(default=20, ge=0, le=5_000)
-    products_per_shelf: int = Field(default=4, ge=1, le=100)
-    read_rate: float = Field(default=0.7, gt=0, le=1)
-    cross_read_rate: float = Field(default=0.3, ge=0, le=1)
-    seed: int = 1
-    cycle_s: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=1, ge=1, le=1_000, description="events per MQTT message")
-    report_interval_s: float = Field(default=2.0, ge=1.0, le=5.0)
-    presence: dict[str, Any] = Field(default_factory=dict)
 
 
 class SimZebraIotDriver(ZebraIotDriver):
@@ -322,19 +317,9 @@ class SimZebraIotDriver(ZebraIotDriver):
     driver_name = "sim-zebra-iot"
 
     def __init__(self, device: str, options: SimZebraIotOptions) -> None:
-        from simulators.llrp.world import World, WorldConfig
         from simulators.rfid_iot.zebra import SimulatedZebraConnector
 
-        world = World(
-            WorldConfig(
-                antennas=options.antennas,
-                items_per_shelf=options.items_per_shelf,
-                products_per_shelf=options.products_per_shelf,
-                read_rate=options.read_rate,
-                cross_read_rate=options.cross_read_rate,
-                seed=options.seed,
-            )
-        )
+        world = simulated_world(options)
         data_topic = f"storegate-sim/zebra/{device}/data"
         management_topic = f"storegate-sim/zebra/{device}/mgmt"
         self.simulator = SimulatedZebraConnector(
