@@ -82,6 +82,12 @@ _CHANNELS: dict[Channel, tuple[str, list[str], str, str]] = {
         "cloud",
         "Proximity offers to one opted-in shopper's app.",
     ),
+    Channel.ORDERS: (
+        "shopper/{shopper}/orders",
+        ["shopper"],
+        "cloud",
+        "BOPIS order updates (ready for pickup, collected, expired, ...) to one shopper's app.",
+    ),
 }
 
 

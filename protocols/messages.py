@@ -441,6 +441,25 @@ class Offer(Message):
         return ShopperTopic(self.shopper)
 
 
+class OrderUpdate(Message):
+    """Cloud -> one shopper's app, on `shopper/{shopper}/orders`: a BOPIS order changed
+    state. `node` is the cloud node. Never carries the pickup code."""
+
+    channel: ClassVar[Channel] = Channel.ORDERS
+    type: Literal["order.update"] = "order.update"
+    shopper: Identifier = Field(description="the shopper's rotating app token")
+    order_id: MessageId
+    state: str = Field(
+        max_length=32, description="created, ..., ready_for_pickup, collected, expired, ..."
+    )
+    bank: Identifier | None = None
+    compartment: Identifier | None = None
+    hold_until: UtcDatetime | None = Field(default=None, description="pickup possible until")
+
+    def topic(self) -> ShopperTopic:
+        return ShopperTopic(self.shopper, Channel.ORDERS)
+
+
 AnyMessage = (
     Status
     | Birth
@@ -454,6 +473,7 @@ AnyMessage = (
     | Command
     | CommandAck
     | Offer
+    | OrderUpdate
 )
 
 MESSAGE_CLASSES: tuple[type[Message], ...] = (
@@ -469,6 +489,7 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     Command,
     CommandAck,
     Offer,
+    OrderUpdate,
 )
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.model_fields["type"].default: cls for cls in MESSAGE_CLASSES

@@ -10,6 +10,7 @@
     storegate/v1/{store}/{node}/cmd/{command}       commands, cloud -> edge
     storegate/v1/{store}/{node}/ack                 command acks, edge -> cloud
     storegate/v1/shopper/{token}/offers             offers to one shopper's app
+    storegate/v1/shopper/{token}/orders             order updates (BOPIS) to one shopper's app
 
 The major version lives in the topic so that a v2 can run beside v1 during a migration;
 the payload carries the same version (`v`) so a message is self-describing in a dead-letter
@@ -29,6 +30,7 @@ TOPIC_VERSION = "v1"
 TOPIC_PREFIX = f"{TOPIC_ROOT}/{TOPIC_VERSION}"
 SHOPPER_LEVEL = "shopper"
 OFFERS_LEVEL = "offers"
+ORDERS_LEVEL = "orders"
 
 
 class Channel(StrEnum):
@@ -42,6 +44,7 @@ class Channel(StrEnum):
     CMD = "cmd"
     ACK = "ack"
     OFFERS = "offers"
+    ORDERS = "orders"
 
     @property
     def has_device(self) -> bool:
@@ -50,11 +53,17 @@ class Channel(StrEnum):
 
     @property
     def from_cloud(self) -> bool:
-        return self in (Channel.CMD, Channel.OFFERS)
+        return self in (Channel.CMD, Channel.OFFERS, Channel.ORDERS)
+
+    @property
+    def to_shopper(self) -> bool:
+        """Published under `shopper/{token}/`, not under a node."""
+        return self in _SHOPPER_CHANNELS
 
 
 _DEVICE_CHANNELS = frozenset({Channel.RFID, Channel.LOCKER, Channel.BLE, Channel.CMD})
-NODE_CHANNELS = tuple(c for c in Channel if c is not Channel.OFFERS)
+_SHOPPER_CHANNELS = frozenset({Channel.OFFERS, Channel.ORDERS})
+NODE_CHANNELS = tuple(c for c in Channel if c not in _SHOPPER_CHANNELS)
 
 
 class TopicError(ValueError):
@@ -80,8 +89,10 @@ class NodeTopic:
         if self.store in RESERVED_STORE_IDS:
             raise TopicError(str(self._unchecked()), f"store id {self.store!r} is reserved")
         _check_level("node", self.node)
-        if self.channel is Channel.OFFERS:
-            raise TopicError(self._unchecked(), "offers are published under shopper/, not a node")
+        if self.channel.to_shopper:
+            raise TopicError(
+                self._unchecked(), f"{self.channel} are published under shopper/, not a node"
+            )
         if self.channel.has_device:
             if self.device is None:
                 raise TopicError(self._unchecked(), f"channel {self.channel} needs a device level")
@@ -103,19 +114,18 @@ class NodeTopic:
 
 @dataclass(frozen=True, slots=True)
 class ShopperTopic:
-    """The offers topic of one shopper app: `storegate/v1/shopper/{token}/offers`."""
+    """A topic of one shopper app: `storegate/v1/shopper/{token}/offers` or `.../orders`."""
 
     token: str
+    channel: Channel = Channel.OFFERS
 
     def __post_init__(self) -> None:
         _check_level("shopper token", self.token)
-
-    @property
-    def channel(self) -> Channel:
-        return Channel.OFFERS
+        if not self.channel.to_shopper:
+            raise TopicError(str(self), f"channel {self.channel} is not a shopper channel")
 
     def __str__(self) -> str:
-        return f"{TOPIC_PREFIX}/{SHOPPER_LEVEL}/{self.token}/{OFFERS_LEVEL}"
+        return f"{TOPIC_PREFIX}/{SHOPPER_LEVEL}/{self.token}/{self.channel}"
 
 
 AnyTopic = NodeTopic | ShopperTopic
@@ -136,10 +146,12 @@ def parse_topic(topic: str) -> AnyTopic:
             raise TopicError(topic, f"unsupported topic version {levels[1]!r}")
         raise TopicError(topic, f"not under {TOPIC_PREFIX}/")
     if levels[2] == SHOPPER_LEVEL:
-        if len(levels) != 5 or levels[4] != OFFERS_LEVEL:
-            raise TopicError(topic, "shopper topics are shopper/{token}/offers")
+        if len(levels) != 5 or levels[4] not in (OFFERS_LEVEL, ORDERS_LEVEL):
+            raise TopicError(
+                topic, "shopper topics are shopper/{token}/offers or shopper/{token}/orders"
+            )
         try:
-            return ShopperTopic(levels[3])
+            return ShopperTopic(levels[3], Channel(levels[4]))
         except TopicError as exc:
             raise TopicError(topic, exc.reason) from None
     if len(levels) < 5:
@@ -180,3 +192,7 @@ def command_topic(store: str, node: str, command: str) -> str:
 
 def offers_topic(token: str) -> str:
     return str(ShopperTopic(token))
+
+
+def orders_topic(token: str) -> str:
+    return str(ShopperTopic(token, Channel.ORDERS))

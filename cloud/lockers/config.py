@@ -1,0 +1,70 @@
+"""The `domains.lockers` section of the cloud config.
+
+```yaml
+domains:
+  lockers:
+    banks:
+      - {store: store-042, node: pi-1, bank: bank-1, codes_key_env: STOREGATE_LOCKER_KEY_042_1}
+    hold_hours: 48
+    webhook: {url: https://shop.example/hooks/orders, max_attempts: 6}
+```
+
+A bank's pickup-code key is named by its environment variable, never written in the file.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from edge.locker.codes import PickupKey
+from protocols.ids import IDENTIFIER_PATTERN
+
+
+class BankConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = Field(pattern=IDENTIFIER_PATTERN)
+    node: str = Field(pattern=IDENTIFIER_PATTERN, description="the edge node driving the bank")
+    bank: str = Field(pattern=IDENTIFIER_PATTERN, description="the locker_bank device id")
+    codes_key_env: str = Field(
+        min_length=1, description="NAME of the env var with the bank's hex key (as at the edge)"
+    )
+    code_digits: int = Field(default=8, ge=6, le=10)
+
+
+class WebhookConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    queue_size: int = Field(
+        default=1000, ge=1, description="deliveries waiting; when full the oldest is dropped"
+    )
+
+
+class LockersOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    banks: list[BankConfig] = Field(default_factory=list)
+    hold_hours: float = Field(default=48, gt=0, le=24 * 14)
+    command_expiry_s: float = Field(default=120, gt=0)
+    expiry_check_s: float = Field(default=30, gt=0)
+    webhook: WebhookConfig | None = None
+    cloud_node: str = Field(
+        default="cloud", pattern=IDENTIFIER_PATTERN, description="`node` of order updates"
+    )
+
+    @model_validator(mode="after")
+    def _unique_banks(self) -> LockersOptions:
+        keys = [(b.store, b.bank) for b in self.banks]
+        twice = sorted({f"{s}/{b}" for s, b in keys if keys.count((s, b)) > 1})
+        if twice:
+            raise ValueError(f"banks listed twice: {', '.join(twice)}")
+        return self
+
+    def load_keys(self) -> dict[tuple[str, str], PickupKey]:
+        """Each bank's key from its environment variable; a missing one is a config error."""
+        return {(b.store, b.bank): PickupKey.from_env(b.codes_key_env) for b in self.banks}

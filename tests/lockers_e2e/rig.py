@@ -1,0 +1,189 @@
+"""The whole BOPIS path in one process: Mosquitto (real, persistent), the cloud runtime
+(temp SQLite, API on a free port) and the edge runtime with a `sim-cu16` locker bank whose
+board and keypad are real ptys."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cloud.config import CloudSettings
+from cloud.runtime import CloudRuntime
+from edge.config import create_drivers, load_edge_settings
+from edge.drivers.registry import load_builtin_drivers
+from edge.locker.driver import SimLockerDriver
+from edge.runtime import EdgeRuntime
+from simulators.locker.people import Person
+from tests.cloud.cloudproc import OPS_KEY, SHOPPER_KEY, STAFF_KEY, cloud_config
+from tests.edge.helpers import edge_config
+from tests.servers import MosquittoBroker
+
+STORE, NODE, BANK = "store-042", "pi-1", "bank-1"  # STAFF_KEY may see store-042
+KEY_ENV = "STOREGATE_TEST_LOCKER_KEY"
+GTIN = "09506000134352"
+TIMEOUT_S = 30.0
+
+__all__ = ["OPS_KEY", "SHOPPER_KEY", "STAFF_KEY", "Rig", "running_rig"]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+class Rig:
+    def __init__(
+        self,
+        broker: MosquittoBroker,
+        cloud: CloudRuntime,
+        edge: EdgeRuntime,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self.broker = broker
+        self.cloud = cloud
+        self.edge = edge
+        self.http = http
+
+    @property
+    def driver(self) -> SimLockerDriver:
+        driver = self.edge.supervisors[BANK].driver
+        assert isinstance(driver, SimLockerDriver)
+        return driver
+
+    def person(self) -> Person:
+        return Person(self.driver.bank, step_s=0.6)
+
+    async def call(
+        self, method: str, path: str, key: str = STAFF_KEY, *, expect: int = 200, **kw: Any
+    ) -> Any:
+        response = await self.http.request(method, path, headers=bearer(key), **kw)
+        assert response.status_code == expect, f"{method} {path}: {response.text}"
+        return response.json() if response.content else None
+
+    async def eventually(
+        self, get: Callable[[], Any], check: Callable[[Any], bool], what: str
+    ) -> Any:
+        deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+        value: Any = None
+        while asyncio.get_running_loop().time() < deadline:
+            value = get()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if check(value):
+                return value
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{what} within {TIMEOUT_S}s; last: {value}")
+
+    async def order(self, order_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = await self.call("GET", f"/api/v1/orders/{order_id}", SHOPPER_KEY)
+        return body
+
+    async def wait_state(self, order_id: str, state: str) -> dict[str, Any]:
+        body: dict[str, Any] = await self.eventually(
+            lambda: self.order(order_id), lambda o: o["state"] == state, f"order {state}"
+        )
+        return body
+
+    async def ready_order(self, lock: int = 0) -> tuple[str, str]:
+        """An order through picking, staging, reservation and loading to ready: (id, code)."""
+        created = await self.call(
+            "POST",
+            f"/api/v1/stores/{STORE}/orders",
+            SHOPPER_KEY,
+            expect=201,
+            json={"items": [{"gtin": GTIN, "quantity": 1}], "shopper": "app-token-1"},
+        )
+        order_id = created["order_id"]
+        for state in ("picking", "staged"):
+            await self.call("POST", f"/api/v1/orders/{order_id}/state", json={"state": state})
+        compartment = f"0-{lock + 1:02d}"
+        assigned = await self.call(
+            "POST",
+            f"/api/v1/orders/{order_id}/assign",
+            expect=202,
+            json={"bank": BANK, "compartment": compartment},
+        )
+        assert (assigned["bank"], assigned["compartment"]) == (BANK, compartment)
+        await self.wait_state(order_id, "assigned")  # the edge acked locker.reserve
+        await self.call(
+            "POST",
+            f"/api/v1/stores/{STORE}/lockers/{BANK}/{compartment}/open-for-loading",
+            expect=202,
+        )
+        await self.person().load(0, lock)  # the courier: parcel in, door shut
+        await self.wait_state(order_id, "ready_for_pickup")  # loaded + code hash acked
+        code = await self.call("POST", f"/api/v1/orders/{order_id}/pickup-code", SHOPPER_KEY)
+        return order_id, code["code"]
+
+
+@asynccontextmanager
+async def running_rig(
+    tmp_path: Path,
+    broker: MosquittoBroker,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    webhook_url: str | None = None,
+    locker_options: dict[str, Any] | None = None,
+) -> AsyncIterator[Rig]:
+    monkeypatch.setenv(KEY_ENV, secrets.token_hex(32))
+    lockers: dict[str, Any] = {
+        "banks": [{"store": STORE, "node": NODE, "bank": BANK, "codes_key_env": KEY_ENV}],
+        "hold_hours": 2,
+    }
+    if webhook_url is not None:
+        lockers["webhook"] = {"url": webhook_url, "backoff_base_s": 0.3, "max_attempts": 4}
+    cloud_dir = tmp_path / "cloud"
+    cloud_dir.mkdir()
+    config = cloud_config(broker.port, cloud_dir, stores={STORE: [NODE]})
+    config["mqtt"] |= {"reconnect_min_s": 0.5, "reconnect_max_s": 1}
+    config["domains"] = {"lockers": lockers}
+    cloud = CloudRuntime(CloudSettings(**config))
+    await cloud.start()
+
+    load_builtin_drivers()
+    edge_dir = tmp_path / "edge"
+    edge_dir.mkdir()
+    device = {
+        "id": BANK,
+        "kind": "locker_bank",
+        "driver": "sim-cu16",
+        "options": {
+            "boards": [0],
+            "locks_per_board": 4,
+            "codes_key_env": KEY_ENV,
+            "poll_interval_s": 0.2,
+            "unlock_window_s": 5,
+            **(locker_options or {}),
+        },
+    }
+    path = edge_config(edge_dir, broker.port, [device], store=STORE, node=NODE)
+    settings = load_edge_settings(path)
+    edge = EdgeRuntime(
+        settings,
+        create_drivers(settings),
+        version="0.0.0-test",
+        config_path=path,
+        handle_signals=False,
+    )
+    edge_task = asyncio.create_task(edge.run())
+    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{cloud.api_port}", timeout=15)
+    rig = Rig(broker, cloud, edge, http)
+    try:
+        # the birth's compartments reach the cloud's mirror
+        await rig.eventually(
+            lambda: rig.call("GET", f"/api/v1/stores/{STORE}/lockers"),
+            lambda rows: len(rows) == 4,
+            "compartments mirrored from the birth",
+        )
+        yield rig
+    finally:
+        await http.aclose()
+        edge.stop()
+        await asyncio.wait_for(edge_task, 30)
+        await cloud.stop()
