@@ -1,0 +1,100 @@
+"""Inventory domain: reorder points → low-stock alerts, planograms → misplaced-item alerts,
+availability for the online channel (docs/inventory.md).
+
+Alerts are evaluated inside the ingest batch transaction, after the core state has written
+the batch's counts (`before_commit`), so an alert commits (or rolls back) with the counts
+that caused it, and its `alert` live change goes out only after the commit. API changes to
+reorder points and planograms re-evaluate the store in their own transaction.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING, Any
+
+from cloud.domains import Domain, DomainTx
+from cloud.inventory.config import InventoryOptions, parse_options
+from cloud.inventory.evaluate import AlertEvaluator, changed_counts
+from protocols.messages import Birth, ItemEventKind, Message, RfidEvents, RfidSnapshot
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from cloud.config import CloudSettings
+
+ALERT = "alert"  # the live-change kind
+RECENT_KEYS = 10_000  # (store, shelf, gtin) keys whose recent EPCs are remembered (LRU)
+
+
+class RecentEpcs:
+    """The last few EPCs that arrived on or moved to each (store, shelf, GTIN), so a
+    misplaced-item alert can say which items to look for. Bounded: LRU over keys."""
+
+    def __init__(self, per_key: int, max_keys: int = RECENT_KEYS) -> None:
+        self.per_key = per_key
+        self.max_keys = max_keys
+        self._epcs: OrderedDict[tuple[str, str, str], deque[str]] = OrderedDict()
+
+    def add(self, store: str, shelf: str, gtin: str, epc: str) -> None:
+        if self.per_key == 0:
+            return
+        key = (store, shelf, gtin)
+        epcs = self._epcs.get(key)
+        if epcs is None:
+            epcs = self._epcs[key] = deque(maxlen=self.per_key)
+            while len(self._epcs) > self.max_keys:
+                self._epcs.popitem(last=False)
+        else:
+            self._epcs.move_to_end(key)
+        if epc in epcs:
+            epcs.remove(epc)
+        epcs.append(epc)
+
+    def get(self, store: str, shelf: str, gtin: str) -> list[str]:
+        return list(self._epcs.get((store, shelf, gtin), ()))
+
+
+class InventoryDomain(Domain):
+    name = "inventory"
+
+    def __init__(self, options: InventoryOptions) -> None:
+        self.options = options
+        self.recent = RecentEpcs(options.recent_epcs)
+        self.evaluator = AlertEvaluator(options, self.recent.get)
+        # stores whose shelves a birth or snapshot replaced in the current batch: rows it
+        # deleted are not in `tx.inventory_changes`, so those stores are evaluated whole
+        self._batch: DomainTx | None = None
+        self._replaced: set[str] = set()
+
+    async def on_message(self, tx: DomainTx, message: Message, *, live: bool) -> None:
+        if not live:
+            return
+        if self._batch is not tx:
+            self._batch, self._replaced = tx, set()
+        if isinstance(message, Birth | RfidSnapshot):
+            self._replaced.add(message.store)
+        elif isinstance(message, RfidEvents):
+            for item in message.items:
+                if (
+                    item.kind in (ItemEventKind.ARRIVED, ItemEventKind.MOVED)
+                    and item.gtin is not None
+                    and item.shelf is not None
+                ):
+                    self.recent.add(message.store, item.shelf, item.gtin, item.epc)
+
+    async def before_commit(self, tx: DomainTx) -> None:
+        replaced = self._replaced if self._batch is tx else set()
+        self._batch, self._replaced = None, set()
+        for store in sorted(replaced | set(tx.inventory_changes)):
+            changed = None if store in replaced else changed_counts(tx.inventory_changes[store])
+            for data in await self.evaluator.evaluate(tx.connection, store, changed):
+                tx.change(ALERT, store, data)
+
+    def router(self) -> APIRouter:
+        from cloud.inventory.api import create_router
+
+        return create_router(self)
+
+
+def create_domain(settings: CloudSettings, options: dict[str, Any]) -> InventoryDomain:
+    return InventoryDomain(parse_options(options))
