@@ -95,7 +95,17 @@ def new_client(settings: MqttSettings, client_id: str, *, clean_start: bool = Fa
     client.reconnect_delay_set(
         min_delay=max(1, int(settings.reconnect_min_s)), max_delay=int(settings.reconnect_max_s)
     )
+    client.on_socket_open = _no_delay
     return client
+
+
+def _no_delay(client: paho.Client, userdata: object, sock: object) -> None:
+    # MQTT is small request/response packets (PUBLISH, PUBACK): with Nagle's algorithm an
+    # offer or a PUBACK waits up to ~40 ms behind the previous unacknowledged segment.
+    import socket
+
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def connect(

@@ -67,3 +67,20 @@ def test_tls_settings_are_checked(tmp_path: Path) -> None:
         TlsSettings(cert_file=tmp_path / "c.pem")
     with pytest.raises(ValidationError, match="does not exist"):
         TlsSettings(ca_file=tmp_path / "missing.pem")
+
+
+def test_mqtt_sockets_disable_nagle(tmp_path: Path) -> None:
+    import socket
+
+    broker = mosquitto(tmp_path)
+    broker.start()
+    try:
+        settings = MqttSettings(host=broker.host, port=broker.port)
+        client = new_client(settings, "nodelay-test", clean_start=True)
+        connect(client, settings, clean_start=True)
+        sock = client.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        client.disconnect()
+    finally:
+        broker.kill()

@@ -319,11 +319,14 @@ def _ble_presence(message: BlePresence) -> list[Point]:
     stamper = _EventStamper(message.seq)
     points = []
     for event in message.events:
-        # The beacon id is per person or per asset: a field, never a tag.
+        # History keeps no beacon id at all: an `app:` token belongs to a person, and most
+        # tokens seen are of shoppers who never opted in (the offers domain keeps the
+        # consented ones, with their own retention). Only the id's class is kept
+        # (`app`, `ibeacon`, ...) so zone traffic can still be counted by kind.
         tags = {"store": message.store, "zone": event.zone, "kind": event.kind.value}
         fields = _without_none(
             {
-                "beacon": event.beacon,
+                "beacon_class": event.beacon.split(":", 1)[0],
                 "scanner": message.scanner,
                 "rssi": event.rssi,
                 "dwell_s": event.dwell_s,
