@@ -38,6 +38,10 @@ class PublishRejectedError(Exception):
     """The broker refused a message (PUBACK reason code >= 0x80)."""
 
 
+# In-flight slots beyond the forwarder's window, for messages published directly.
+LIFECYCLE_HEADROOM = 32
+
+
 class Uplink:
     def __init__(
         self,
@@ -63,7 +67,12 @@ class Uplink:
         self._pubacks_scheduled = False
         self.connects = 0
         self.client = new_client(settings, client_id)
-        self.client.max_inflight_messages_set(inflight)
+        # paho must never hold a data message back in its own queue: its publish() sends a
+        # new message at once whenever an in-flight slot is free, overtaking older queued
+        # ones, which breaks per-stream order (seen around reconnects under load). The
+        # forwarder's window bounds data messages; the headroom covers the lifecycle
+        # messages (status, birth, death, health, acks of commands) published beside them.
+        self.client.max_inflight_messages_set(inflight + LIFECYCLE_HEADROOM)
         self.client.max_queued_messages_set(0)  # bounded by our own in-flight window
         self.client.on_pre_connect = self._pre_connect
         self.client.on_connect = self._connect_cb

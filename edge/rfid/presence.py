@@ -246,7 +246,11 @@ class PresenceEngine:
         elif stat[1] < config.move_min_reads:
             return
         elif current is not None:
-            since = t - current[2]
+            # The offset decays with the time since the current antenna last read the tag,
+            # but an outage is no evidence that the tag left: count from when the reader or
+            # antenna came back, or a first cross-read after a reboot would move it.
+            resumed_at = self._resume_epoch.get(tag.antenna, -1) * self.config.epoch_s
+            since = t - max(current[2], resumed_at)
             if since < config.stale_antenna_s:
                 offset = config.move_offset_db * max(0.0, 1.0 - since / config.move_decay_s)
                 if stat[0] <= current[0] + offset:

@@ -238,3 +238,17 @@ def test_arrival_from_cross_reads_is_corrected_while_settling_not_moved() -> Non
     # ... but one strong read on its own antenna while settling puts it right: no move
     assert kinds(e) == [(ItemEventKind.ARRIVED, "shelf-1", None)]
     assert [(c.shelf, c.delta) for c in e.drain_counts()] == [("shelf-1", 1)]
+
+
+def test_a_cross_read_right_after_a_long_outage_does_not_move_an_item() -> None:
+    e = engine()
+    run(e, range(10), {s: [(1, -55.0), (2, -65.0)] for s in range(10)})
+    assert kinds(e) == [(ItemEventKind.ARRIVED, "shelf-1", None)]
+    e.set_reader_up(False, 10.0)
+    run(e, range(10, 30), {})  # 20 s down: longer than stale_antenna_s
+    e.set_reader_up(True, 30.0)
+    # the neighbour happens to report first, twice, a little stronger than before
+    run(e, range(30, 32), {30: [(2, -60.0)], 31: [(2, -60.0)]})
+    run(e, range(32, 40), {s: [(1, -55.0), (2, -65.0)] for s in range(32, 40)})
+    assert kinds(e) == []
+    assert e.items() == {EPC: "shelf-1"}
