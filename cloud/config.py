@@ -24,7 +24,8 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///storegate-cloud.db"
 
 class Role(StrEnum):
     OPS = "ops"  # everything, every store, registration
-    STAFF = "staff"  # read-only, limited to the stores listed on the key
+    STAFF = "staff"  # its stores only: read, plus store-team writes (reorder points,
+    # planograms, alert acks, locker loading)
     SHOPPER_APP = "shopper_app"  # the online channel: GTIN availability only
 
 
