@@ -1,92 +1,336 @@
-"""`storegate demo`: everything on one machine, on embedded defaults.
+"""`storegate demo`: the whole system on one machine, in one command.
 
-Starts the embedded MQTT broker and shows the traffic on the storegate topic tree until
-Ctrl-C. Later stages add the cloud, simulated stores and the dashboard to the same command.
+    embedded MQTT broker (iotcore, its own child process)
+      <- three simulated stores: the real edge daemon each, with sim-llrp + sim-cu16 +
+         sim-ble and the default scenario's shoppers, staff and online orders
+      -> the cloud (CloudRuntime in this process): ingest, SQLite in a temp dir, history in
+         its SQL table, API + dashboard on http://127.0.0.1:8000
+
+Ctrl-C or SIGTERM stops it in order: the stores send their death and leave, the cloud acks
+its last batch, the broker stops. Exit code 0 when everything stopped cleanly.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import shutil
 import signal
-import threading
+import socket
+import tempfile
 import time
-from collections import Counter
-from types import FrameType
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import func, select
 
-from protocols.topics import TOPIC_PREFIX, TopicError, parse_topic
+from simulators.scenario.fleet import Fleet
+from simulators.scenario.model import BrokerSection, Scenario, default_scenario
+from simulators.scenario.store import SimulatedStore
 
+if TYPE_CHECKING:
+    from iotcore import Broker
 
-def run_demo(*, port: int, duration: float | None, console: Console) -> int:
-    from iotcore import Broker  # the sim extra
+    from cloud.runtime import CloudRuntime
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    broker = Broker(port=port, listen="127.0.0.1", max_payload_size=1024 * 1024)
-    try:
-        with console.status(f"starting the embedded MQTT broker on 127.0.0.1:{port}"):
-            try:
-                broker.start()
-            except OSError as exc:
-                console.print(f"[red]cannot listen on port {port}: {exc}[/] (try --port)")
-                return 1
-        console.print(f"[green]✓[/] MQTT broker on [bold]mqtt://127.0.0.1:{port}[/]")
-        console.print(
-            "  publishing stores connect here; traffic on"
-            f" [bold]{TOPIC_PREFIX}/#[/] is counted below. Ctrl-C stops everything."
-        )
-        counts: Counter[str] = Counter()
-        monitor = _monitor(port, counts)
-        started = time.monotonic()
-        with Live(_table(counts, 0.0), console=console, refresh_per_second=2) as live:
-            while not stop.wait(0.5):
-                elapsed = time.monotonic() - started
-                live.update(_table(counts, elapsed))
-                if duration is not None and elapsed >= duration:
-                    break
-        monitor.disconnect()
-        monitor.loop_stop()
-    finally:
-        broker.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    console.print("[green]✓[/] demo stopped cleanly")
-    return 0
+DEFAULT_HTTP_PORT = 8000
+# The demo keys of examples/cloud.yaml: printed on purpose, they only open this local demo.
+DEMO_KEYS = {"ops": "ops-demo-key", "shopper_app": "shopper-demo-key"}
+STORE_ONLINE_TIMEOUT_S = 30.0
 
 
-def _monitor(port: int, counts: Counter[str]) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="storegate-demo-monitor")
+class StopRequestedError(Exception):
+    """Ctrl-C or SIGTERM arrived while starting: unwind what is already running."""
 
-    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+
+@dataclass(slots=True)
+class StoreRow:
+    status: str = "unknown"
+    items: int = 0
+    rate: float = 0.0
+
+
+def run_demo(
+    *,
+    port: int,
+    duration: float | None,
+    console: Console,
+    http_port: int | None = None,
+    data_dir: Path | None = None,
+) -> int:
+    demo = Demo(port=port, http_port=http_port, duration=duration, console=console)
+    return asyncio.run(demo.run(data_dir))
+
+
+class Demo:
+    def __init__(
+        self, *, port: int, http_port: int | None, duration: float | None, console: Console
+    ) -> None:
+        self.port = port
+        self.http_port = http_port
+        self.duration = duration
+        self.console = console
+        self.stop = asyncio.Event()
+        self.broker: Broker | None = None
+        self.cloud: CloudRuntime | None = None
+        self.fleet: Fleet | None = None
+
+    async def run(self, data_dir: Path | None) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop.set)
+        keep = data_dir is not None
+        work = data_dir or Path(tempfile.mkdtemp(prefix="storegate-demo-"))
+        work.mkdir(parents=True, exist_ok=True)
+        code = 0
         try:
-            counts[parse_topic(msg.topic).channel.value] += 1
-        except TopicError:
-            counts["(not storegate)"] += 1
+            await self._start(work)
+            await self._show()
+        except StopRequestedError:
+            pass
+        except StartError as exc:
+            self.console.print(f"[red]✗ {exc}[/]")
+            code = 1
+        finally:
+            if not await self._shutdown():
+                code = 1
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            if not keep:
+                shutil.rmtree(work, ignore_errors=True)
+        if code == 0:
+            self.console.print("[green]✓[/] demo stopped cleanly")
+        return code
 
-    def on_connect(client: mqtt.Client, *args: object) -> None:
-        client.subscribe([(f"{TOPIC_PREFIX}/#", 1)])
+    # ------------------------------------------------------------------ start
 
-    client.on_message = on_message
-    client.on_connect = on_connect
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    return client
+    async def _start(self, work: Path) -> None:
+        scenario = default_scenario().model_copy(
+            update={"broker": BrokerSection(port=self.port, protocol="3.1.1")}
+        )
+        with Progress(
+            SpinnerColumn(finished_text="[green]✓[/]"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        ) as progress:
+            # Broker and cloud start to the end even when Ctrl-C comes meanwhile (a few
+            # seconds): stopping a half-started part is where leaks hide.
+            step = progress.add_task(f"MQTT broker on 127.0.0.1:{self.port}")
+            await self._start_broker()
+            progress.update(step, completed=1, total=1)
+            self._check_stop()
+
+            http_port = self._pick_http_port()
+            step = progress.add_task(f"cloud (ingest, SQLite, API on port {http_port or 'any'})")
+            await self._start_cloud(scenario, work, http_port)
+            progress.update(step, completed=1, total=1)
+            self._check_stop()
+
+            fleet = self.fleet = Fleet(scenario, state_dir=work)
+            steps: dict[str, TaskID] = {}
+
+            def started(store: SimulatedStore) -> None:
+                steps[store.id] = progress.add_task(
+                    f"store {store.id} ({store.section.name}): edge daemon with"
+                    f" {len(store.settings.devices)} simulated devices"
+                )
+
+            await fleet.start(started)
+            await self._until_stopped(self._stores_online(progress, steps))
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise StopRequestedError
+
+    async def _until_stopped(self, step: object) -> None:
+        """Run a start-up step, or give up on it when Ctrl-C arrives."""
+        assert asyncio.iscoroutine(step)
+        work = asyncio.ensure_future(step)
+        stopping = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work
+            raise StopRequestedError
+        work.result()
+
+    async def _start_broker(self) -> None:
+        from iotcore import Broker  # the sim extra
+
+        broker = Broker(port=self.port, listen="127.0.0.1", max_payload_size=1024 * 1024)
+        try:
+            await asyncio.to_thread(broker.start)
+        except (OSError, RuntimeError) as exc:
+            raise StartError(
+                f"cannot start the MQTT broker on port {self.port}: {exc} (try --port)"
+            ) from None
+        self.broker = broker
+
+    def _pick_http_port(self) -> int:
+        if self.http_port is not None:
+            return self.http_port
+        if _port_free(DEFAULT_HTTP_PORT):
+            return DEFAULT_HTTP_PORT
+        self.console.print(
+            f"[yellow]port {DEFAULT_HTTP_PORT} is taken[/]: the API gets a free port instead"
+            " (or choose one with --http-port)"
+        )
+        return 0
+
+    async def _start_cloud(self, scenario: Scenario, work: Path, http_port: int) -> None:
+        from cloud.config import CloudSettings, hash_key
+        from cloud.runtime import CloudRuntime
+
+        settings = CloudSettings.model_validate(
+            {
+                "mqtt": {"host": "127.0.0.1", "port": self.port, "protocol": "3.1.1"},
+                "ingest": {"client_id": "storegate-demo-cloud", "spool_dir": work / "spool"},
+                "database_url": f"sqlite+aiosqlite:///{work / 'cloud.db'}",
+                "api": {
+                    "host": "127.0.0.1",
+                    "port": http_port,
+                    "keys": [
+                        {"name": f"{role}-demo", "role": role, "sha256": hash_key(key)}
+                        for role, key in DEMO_KEYS.items()
+                    ],
+                },
+                "stores": [
+                    {"id": s.id, "name": s.name, "nodes": [s.node]} for s in scenario.stores
+                ],
+            }
+        )
+        try:
+            cloud = CloudRuntime(settings)
+        except Exception as exc:  # a broken domain or config: say what, stop the rest
+            raise StartError(f"the cloud could not be set up: {exc!r}") from None
+        try:
+            await cloud.start()
+        except (Exception, SystemExit) as exc:  # uvicorn exits when it cannot bind
+            with contextlib.suppress(Exception):
+                await cloud.stop()
+            raise StartError(f"the cloud could not start: {exc!r} (try --http-port)") from None
+        self.cloud = cloud
+
+    async def _stores_online(self, progress: Progress, steps: dict[str, TaskID]) -> None:
+        deadline = time.monotonic() + STORE_ONLINE_TIMEOUT_S
+        waiting = dict(steps)
+        while waiting:
+            rows = await self._rows()
+            for store_id in [s for s in waiting if rows.get(s, StoreRow()).status == "online"]:
+                progress.update(waiting.pop(store_id), completed=1, total=1)
+            if time.monotonic() > deadline:
+                raise StartError(f"store(s) {', '.join(waiting)} did not come online")
+            await asyncio.sleep(0.2)
+
+    # ------------------------------------------------------------------ run
+
+    async def _show(self) -> None:
+        assert self.cloud is not None
+        url = f"http://127.0.0.1:{self.cloud.api_port}"
+        self.console.print(
+            f"[bold]dashboard[/]: {url}/  (API key [bold]{DEMO_KEYS['ops']}[/]; the webshop key"
+            f" is {DEMO_KEYS['shopper_app']})\n"
+            f"[bold]API[/]: curl -H 'X-API-Key: {DEMO_KEYS['ops']}' {url}/api/v1/stores\n"
+            f"[bold]MQTT[/]: mqtt://127.0.0.1:{self.port} (MQTT 3.1.1).  Ctrl-C stops everything."
+        )
+        started = time.monotonic()
+        previous = self._acked()
+        rows = await self._rows()
+        with Live(self._table(rows, 0.0, url), console=self.console, refresh_per_second=1) as live:
+            while not self.stop.is_set():
+                elapsed = time.monotonic() - started
+                if self.duration is not None and elapsed >= self.duration:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self.stop.wait()
+                acked = self._acked()
+                rows = await self._rows()
+                for store_id, row in rows.items():
+                    row.rate = acked.get(store_id, 0) - previous.get(store_id, 0)
+                previous = acked
+                live.update(self._table(rows, time.monotonic() - started, url))
+        self.console.line()
+
+    def _acked(self) -> dict[str, int]:
+        if self.fleet is None:
+            return {}
+        return {s.id: s.stats().messages_sent for s in self.fleet.stores}
+
+    async def _rows(self) -> dict[str, StoreRow]:
+        """Per store, what the cloud knows: node status and items on shelves."""
+        from cloud.state import schema
+
+        assert self.cloud is not None
+        rows: dict[str, StoreRow] = {}
+        async with self.cloud.engine.connect() as connection:
+            for store_id, status in await connection.execute(
+                select(schema.nodes.c.store_id, schema.nodes.c.status)
+            ):
+                rows.setdefault(store_id, StoreRow()).status = status
+            inventory = schema.inventory
+            for store_id, items in await connection.execute(
+                select(inventory.c.store_id, func.sum(inventory.c["count"])).group_by(
+                    inventory.c.store_id
+                )
+            ):
+                rows.setdefault(store_id, StoreRow()).items = int(items or 0)
+        return rows
+
+    def _table(self, rows: dict[str, StoreRow], elapsed: float, url: str) -> Group:
+        table = Table(title=f"storegate demo: {elapsed:5.0f} s", title_justify="left")
+        table.add_column("store")
+        table.add_column("node")
+        table.add_column("items on shelves (cloud)", justify="right")
+        table.add_column("messages/s", justify="right")
+        assert self.fleet is not None
+        for store in self.fleet.stores:
+            row = rows.get(store.id, StoreRow())
+            colour = "green" if row.status == "online" else "yellow"
+            table.add_row(
+                f"{store.id} {store.section.name}",
+                f"{store.node}: [{colour}]{row.status}[/]",
+                str(row.items),
+                f"{row.rate:.0f}",
+            )
+        return Group(table, f"open {url}/ with the key {DEMO_KEYS['ops']}; Ctrl-C stops")
+
+    # ------------------------------------------------------------------ stop
+
+    async def _shutdown(self) -> bool:
+        """Stores first (death message while the broker is up), then cloud, then broker.
+        Every part is stopped even if an earlier one fails; False if any failed."""
+        clean = True
+        with self.console.status("stopping: stores, cloud, broker"):
+            for name, part in (("stores", self.fleet), ("cloud", self.cloud)):
+                if part is None:
+                    continue
+                try:
+                    await part.stop()
+                except Exception as exc:  # report it, and still stop the rest
+                    self.console.print(f"[red]✗ stopping the {name} failed: {exc!r}[/]")
+                    clean = False
+            if self.broker is not None:
+                await asyncio.to_thread(self.broker.stop)
+        return clean
 
 
-def _table(counts: Counter[str], elapsed: float) -> Table:
-    table = Table(title=f"storegate demo: {elapsed:5.0f} s", title_justify="left")
-    table.add_column("channel")
-    table.add_column("messages", justify="right")
-    for channel, count in sorted(counts.items()):
-        table.add_row(channel, str(count))
-    if not counts:
-        table.add_row("(waiting for edge nodes)", "0")
-    return table
+class StartError(Exception):
+    """A part of the demo could not start; the message says which and why."""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -59,8 +59,16 @@ def _root(
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="MQTT port of the embedded broker.")] = 1883,
+    http_port: Annotated[
+        int | None,
+        typer.Option(help="API and dashboard port (default 8000, or a free one if taken)."),
+    ] = None,
     duration: Annotated[
         float | None, typer.Option(help="Stop by itself after this many seconds.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep the cloud database and outboxes here (default: a temp dir)."),
     ] = None,
     log_level: LogLevel = "warning",
 ) -> None:
@@ -68,7 +76,15 @@ def demo(
     _logging(log_level)
     from simulators.demo import run_demo
 
-    raise typer.Exit(run_demo(port=port, duration=duration, console=console))
+    raise typer.Exit(
+        run_demo(
+            port=port,
+            http_port=http_port,
+            duration=duration,
+            data_dir=data_dir,
+            console=console,
+        )
+    )
 
 
 @app.command()
@@ -94,13 +110,42 @@ def sim(
     scenario: Annotated[
         Path | None, typer.Argument(help="Scenario YAML (stores, shelves, shoppers).")
     ] = None,
+    stores: Annotated[
+        int | None,
+        typer.Option(help="Load mode: this many copies of the scenario's first store."),
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="MQTT broker host (overrides the file).")] = None,
+    port: Annotated[int | None, typer.Option(help="MQTT broker port (overrides the file).")] = None,
+    protocol: Annotated[
+        str | None, typer.Option(help='MQTT protocol, "3.1.1" or "5" (overrides the file).')
+    ] = None,
+    truth: Annotated[
+        Path | None, typer.Option(help="Write the ground truth (JSON lines) to this file.")
+    ] = None,
+    per_process: Annotated[
+        int, typer.Option(help="Stores per process; more stores run in child processes.")
+    ] = 25,
+    stats_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
     log_level: LogLevel = "warning",
 ) -> None:
     """Simulate whole stores with the real edge daemon and simulated drivers."""
     _logging(log_level)
-    from simulators.stores import run_sim
+    from simulators.stores import SimOptions, run_sim
 
-    raise typer.Exit(run_sim(scenario, console=console))
+    options = SimOptions(
+        stores=stores,
+        duration=duration,
+        host=host,
+        port=port,
+        protocol=protocol,
+        truth=truth,
+        per_process=per_process,
+        stats_file=stats_file,
+    )
+    raise typer.Exit(run_sim(scenario, console=console, options=options))
 
 
 @app.command()
