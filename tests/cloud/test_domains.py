@@ -84,3 +84,13 @@ async def test_a_failing_domain_rolls_back_only_its_message(harness: StateHarnes
     assert [row.seq for row in await harness.rows(seen)] == [1]
     assert outcome.dead_lettered == 1
     assert await harness.inventory(STORE) == {(SHELF, GTIN): 1}
+
+
+def test_the_example_config_loads_every_domain() -> None:
+    from cloud.config import load_cloud_settings
+    from cloud.domains import BUILTIN_DOMAINS, load_domains
+    from tests.conftest import REPO_ROOT
+
+    settings = load_cloud_settings(REPO_ROOT / "examples" / "cloud.yaml")
+    names = {domain.name for domain in load_domains(settings)}
+    assert names == {module.rsplit(".", 1)[1] for module in BUILTIN_DOMAINS}
