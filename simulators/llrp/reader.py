@@ -209,10 +209,15 @@ class SimulatedReader:
             self._inventory.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._inventory
-        await self.drop_connections()
         if self._server:
             self._server.close()
-            await self._server.wait_closed()
+        await self.drop_connections()
+        if self._server:
+            # Python 3.11's wait_closed waits for every accepted connection, including one
+            # whose handler has not started yet (or a client socket leaked by a cancelled
+            # open_connection): a stopping simulator must not hang on that.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def __aenter__(self) -> SimulatedReader:
         await self.start()
