@@ -19,13 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -36,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bench._support import Mosquitto
 from bench.runner import Benchmark, Result, Row
 from cloud.config import CloudSettings
 from cloud.runtime import CloudRuntime
@@ -70,38 +67,6 @@ class Plan:
 
 QUICK = Plan(8, 40, 6, 7, 3, 2, 1, 0, 16)
 FULL = Plan(8, 60, 10, 24, 5, 3, 2, 1, 30)
-
-
-class _Mosquitto:
-    """A throw-away Mosquitto on a free port (the benchmark needs the real broker)."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(binary).exists():
-            raise RuntimeError("mosquitto is not installed (Debian package mosquitto)")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "log_dest none"]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        config = workdir / "mosquitto.conf"
-        config.write_text("\n".join(lines) + "\n")
-        self.process = subprocess.Popen(
-            [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(10)
 
 
 def count_accuracy(got: Mapping[tuple[str, str], int], truth: Counts) -> float:
@@ -301,7 +266,7 @@ async def _measure(plan: Plan, workdir: Path, port: int) -> dict[str, Any]:
 def run(quick: bool) -> Result:
     plan = QUICK if quick else FULL
     workdir = Path(tempfile.mkdtemp(prefix="bench-accuracy-"))
-    broker = _Mosquitto(workdir)
+    broker = Mosquitto(workdir)
     try:
         got = asyncio.run(_measure(plan, workdir, broker.port))
     finally:

@@ -15,9 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -30,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench._support import Mosquitto
 from bench.runner import Benchmark, Result, Row
 from protocols.codec import encode, topic_for
 from protocols.messages import CountDelta, RfidEvents, utc_now
@@ -39,50 +37,6 @@ from protocols.topics import node_filter
 STORE, NODE, READER = "store-bench", "pi-1", "reader-1"
 DELTAS_PER_MESSAGE = 20
 TARGET_RATIO = 0.7
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _Mosquitto:
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(binary).exists():
-            raise RuntimeError("mosquitto is not installed (Debian package mosquitto)")
-        self.port = _free_port()
-        config = workdir / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence false",
-            "max_queued_messages 0",  # the offline sessions hold the whole run
-            "max_queued_bytes 0",
-            "max_inflight_messages 0",
-            "max_packet_size 1048576",
-            "log_dest none",
-        ]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        config.write_text("\n".join(lines) + "\n")
-        self.process = subprocess.Popen(
-            [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(10)
 
 
 def _messages(count: int) -> list[tuple[str, bytes]]:
@@ -231,7 +185,16 @@ async def _ingest(
 def run(quick: bool) -> Result:
     count = 4_000 if quick else 30_000
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    broker = _Mosquitto(workdir)
+    broker = Mosquitto(
+        workdir,
+        extra=[
+            "persistence false",
+            "max_queued_messages 0",  # the offline sessions hold the whole run
+            "max_queued_bytes 0",
+            "max_inflight_messages 0",
+            "max_packet_size 1048576",
+        ],
+    )
     # Pin this process (both consumers, run one after the other) to one core; the broker
     # was started before and keeps the others.
     cpu = sorted(os.sched_getaffinity(0))[-1]

@@ -35,7 +35,7 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.ingest import _free_port, _Mosquitto
+from bench._support import Mosquitto, free_port
 from bench.runner import Benchmark, Result, Row
 from cloud.config import hash_key
 from protocols.codec import encode, topic_for
@@ -122,7 +122,7 @@ async def _seed(database_url: str) -> None:
 class _Cloud:
     def __init__(self, workdir: Path, broker_port: int) -> None:
         self.workdir = workdir
-        self.api_port = _free_port()
+        self.api_port = free_port()
         self.database_url = f"sqlite+aiosqlite:///{workdir}/state.db"
         config = {
             "mqtt": {"host": "127.0.0.1", "port": broker_port},
@@ -394,7 +394,7 @@ def _collect(
 def run(quick: bool) -> Result:
     seconds = 20.0 if quick else 60.0
     workdir = Path(tempfile.mkdtemp(prefix="bench-offers-"))
-    broker = _Mosquitto(workdir)
+    broker = Mosquitto(workdir, extra=["max_queued_messages 0", "max_inflight_messages 0"])
     cloud: _Cloud | None = None
     clients: list[paho.Client] = []
     receiver: _Receiver | None = None

@@ -8,8 +8,6 @@ measured, and the RSS/CPU of the real daemon (`storegate edge`) at idle and unde
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +23,7 @@ import psutil
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench._support import Mosquitto
 from bench.runner import Benchmark, Result, Row
 from edge.drivers.base import Priority
 from edge.forwarder import Forwarder
@@ -47,31 +46,6 @@ def _payload() -> tuple[str, bytes]:
         counts=[CountDelta(shelf="aisle1-shelf1", gtin="80614141123458", delta=1, count=42)],
     )
     return topic_for(message), encode(message)
-
-
-class _Mosquitto:
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        with socket_port() as port:
-            self.port = port
-        conf = workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "log_dest none"]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        conf.write_text("\n".join(lines) + "\n")
-        self.process = subprocess.Popen([binary, "-c", str(conf)])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
 
 
 class socket_port:  # noqa: N801 - a tiny context manager, named like one
@@ -200,7 +174,7 @@ def run(quick: bool) -> Result:
     seconds = 2.0 if quick else 10.0
     with tempfile.TemporaryDirectory(prefix="bench-outbox-") as tmp:
         workdir = Path(tmp)
-        broker = _Mosquitto(workdir)
+        broker = Mosquitto(workdir)
         try:
             baseline = bare_paho(broker.port, count)
             normal_persisted, normal_delivered = through_outbox(
@@ -210,7 +184,7 @@ def run(quick: bool) -> Result:
             idle_rss, idle_cpu = daemon_footprint(broker.port, workdir, 0.2, seconds)
             load_rss, load_cpu = daemon_footprint(broker.port, workdir, 500, seconds)
         finally:
-            broker.close()
+            broker.stop()
     bare = "bare paho QoS 1"
     return Result(
         rows=[
