@@ -58,7 +58,8 @@ def run(quick: bool) -> Result:
                 "% of a core",
                 baseline=base_per_store,
                 baseline_name=f"at {int(first['stores'])} stores",
-                target="~1.0x (linear)",
+                target="<= 1.0x (no worse than linear)",
+                passed=per_store <= base_per_store * 1.2,
             ),
             Row(f"cloud RSS at {stores} stores", point["cloud_rss_mib"], "MiB"),
             Row(
