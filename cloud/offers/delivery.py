@@ -251,8 +251,8 @@ class WebhookSender:
             response = await client.post(self.url, content=body, headers=headers)
             if 200 <= response.status_code < 300:
                 await self._finish(row.offer_id, "done", None, row.webhook_attempts + 1)
-                self.sent += 1
                 await advance(self.engine, [row.offer_id], "delivered", utc_now(), self.bus)
+                self.sent += 1
                 return
             error = f"HTTP {response.status_code}"
             permanent = response.status_code in PERMANENT_HTTP
@@ -260,9 +260,10 @@ class WebhookSender:
             error = f"{type(exc).__name__}: {exc}"[:500]
         attempts = row.webhook_attempts + 1
         if permanent or attempts >= self.options.max_attempts:
-            self.failed += 1
             log.warning("webhook for offer %s failed for good: %s", row.offer_id, error)
             await self._finish(row.offer_id, "failed", error, attempts)
+            # Counted only once the row says so: readers of the counter may act on the row.
+            self.failed += 1
             return
         delay = min(self.options.backoff_max_s, self.options.backoff_min_s * 2 ** (attempts - 1))
         delay *= random.uniform(0.8, 1.2)
