@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from cloud.timeseries import Spool, SpoolFull, points_for
+from cloud.timeseries import Spool, SpoolFull, message_lines
 from protocols.messages import Message
 
 
@@ -31,7 +31,7 @@ class SpoolHistory:
         self.spool = spool
 
     def lines(self, message: Message) -> list[str]:
-        return [point.to_line() for point in points_for(message)]
+        return message_lines(message)
 
     async def append(self, lines: Sequence[str]) -> None:
         if not lines:

@@ -28,7 +28,7 @@ from cloud.timeseries.reader import (
     quote_ident,
     quote_literal,
 )
-from cloud.timeseries.schema import MEASUREMENTS, lines_for, points_for, time_ns
+from cloud.timeseries.schema import MEASUREMENTS, lines_for, message_lines, points_for, time_ns
 from cloud.timeseries.sinks import (
     InfluxConfig,
     InfluxSink,
@@ -71,6 +71,7 @@ __all__ = [
     "encode",
     "history_table",
     "lines_for",
+    "message_lines",
     "open_pump",
     "open_sink",
     "parse",
