@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -193,36 +192,55 @@ def _record_store_traffic(stores: int, seconds: float) -> Messages:
     return list(recorded)
 
 
+_LIFECYCLE = frozenset({"status", "birth", "death"})
+
+
 def _store_traffic(recorded: Messages, count: int) -> Workload:
-    """`recorded` copied onto enough store ids (`{store}-c{k}`) to reach `count` messages,
-    copies interleaved so that every store's streams advance together, as in a fleet."""
-    if not recorded:
-        raise RuntimeError("the simulated stores published nothing")
-    copies = math.ceil(count / len(recorded))
+    """`recorded` played on in time until there are `count` messages: each further round
+    is the recording's steady traffic again with every stream's sequence numbers carried on
+    (and fresh message ids), so the same stores' streams simply go on, as in a running
+    fleet. Status, birth and death happen once per connection, so only in the first round."""
     parsed = []
-    events_per_round = 0
+    low: dict[tuple[str, str, str], int] = {}
+    high: dict[tuple[str, str, str], int] = {}
     for topic, payload in recorded:
         data = json.loads(payload)
-        store = data.get("store")
-        if store is None or topic.split("/")[2] != store:
+        if "store" not in data or topic.split("/")[2] != data["store"]:
             continue  # not a store's own stream
-        events_per_round += sum(len(data.get(key) or ()) for key in _EVENT_LISTS)
-        parsed.append((topic.split("/"), data, store))
-    messages: Messages = []
+        key = (data["store"], data["node"], data["stream"])
+        low[key] = min(low.get(key, data["seq"]), data["seq"])
+        high[key] = max(high.get(key, data["seq"]), data["seq"])
+        parsed.append((topic, payload, data, key))
+    if not parsed:
+        raise RuntimeError("the simulated stores published nothing")
+    steady = [entry for entry in parsed if entry[2]["type"] not in _LIFECYCLE]
+    messages: Messages = [(topic, payload) for topic, payload, _, _ in parsed]
+    events = sum(_events(data) for _, _, data, _ in parsed)
+    rounds = 1
+    while len(messages) < count:
+        for topic, _, data, key in steady:
+            shift = rounds * (high[key] - low[key] + 1)
+            again = {
+                **data,
+                "seq": data["seq"] + shift,
+                "msg_id": f"r{rounds}{data['msg_id']}"[:64],
+            }
+            messages.append((topic, json.dumps(again, separators=(",", ":")).encode()))
+            events += _events(data)
+        rounds += 1
     stores: dict[str, set[str]] = {}
-    for k in range(copies):
-        for levels, data, store in parsed:
-            clone = f"{store}-c{k}"
-            stores.setdefault(clone, set()).add(data["node"])
-            topic = "/".join([*levels[:2], clone, *levels[3:]])
-            payload = json.dumps({**data, "store": clone}, separators=(",", ":")).encode()
-            messages.append((topic, payload))
+    for _, _, data, _ in parsed:
+        stores.setdefault(data["store"], set()).add(data["node"])
     return Workload(
-        f"store traffic ({len(recorded)} messages recorded, {copies} copies)",
+        f"store traffic ({len(stores)} stores, {len(parsed)} messages recorded, {rounds} rounds)",
         messages,
         stores,
-        events_per_round * copies,
+        events,
     )
+
+
+def _events(data: dict[str, object]) -> int:
+    return sum(len(value) for key in _EVENT_LISTS if isinstance(value := data.get(key), list))
 
 
 # --------------------------------------------------------------------------- the runs

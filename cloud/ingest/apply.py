@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -232,6 +232,7 @@ class _Batch:
         self._inventory: dict[tuple[str, str, str], tuple[str, int, datetime]] = {}
         self._inventory_changes: dict[str, list[dict[str, Any]]] = {}
         self._dead: list[dict[str, Any]] = []
+        self._health_rows: dict[NodeKey, dict[str, Any]] = {}  # the latest per node
         self._ingested: dict[str, int] = {}
         self._dead_reasons: dict[str, int] = {}
         self._ignored: dict[str, int] = {}
@@ -409,26 +410,26 @@ class _Batch:
             on_birth(position, announced.seq)
 
     async def _health(self, message: Health) -> None:
-        await self.connection.execute(
-            update(schema.nodes)
-            .where(_node_row(message))
-            .values(
-                health=message.model_dump(
-                    mode="json",
-                    include={
-                        "uptime_s",
-                        "cpu_percent",
-                        "rss_bytes",
-                        "disk_free_bytes",
-                        "outbox",
-                        "drivers",
-                        "version",
-                    },
-                ),
-                health_at=message.event_time,
-                last_seen=message.sent_time,
-            )
-        )
+        # Written once per node at the end of the batch: a statement per heartbeat was a
+        # round trip to the database thread for every sixth message of a store's traffic.
+        self._health_rows[(message.store, message.node)] = {
+            "b_store": message.store,
+            "b_node": message.node,
+            "health": message.model_dump(
+                mode="json",
+                include={
+                    "uptime_s",
+                    "cpu_percent",
+                    "rss_bytes",
+                    "disk_free_bytes",
+                    "outbox",
+                    "drivers",
+                    "version",
+                },
+            ),
+            "health_at": message.event_time,
+            "last_seen": message.sent_time,
+        }
 
     async def _ack(self, message: CommandAck) -> None:
         t = schema.commands
@@ -590,6 +591,18 @@ class _Batch:
                 connection, schema.stream_positions, rows, keys=("store_id", "node_id", "stream")
             )
             await self._flush_marks()
+        if self._health_rows:
+            t = schema.nodes
+            await connection.execute(
+                update(t)
+                .where(t.c.store_id == bindparam("b_store"), t.c.node_id == bindparam("b_node"))
+                .values(
+                    health=bindparam("health"),
+                    health_at=bindparam("health_at"),
+                    last_seen=bindparam("last_seen"),
+                ),
+                list(self._health_rows.values()),
+            )
         if self._dead:
             await connection.execute(schema.dead_letters.insert(), self._dead)
 

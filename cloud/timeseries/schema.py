@@ -16,6 +16,7 @@ Two rules shape every point (docs/timeseries.md has the full table and the cardi
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -82,6 +83,7 @@ _NS_PER_US = 1_000
 _UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+@functools.lru_cache(maxsize=4_096)  # drivers repeat the same metric names every heartbeat
 def _field_key(prefix: str, name: str) -> str:
     """A field key from a free-form name the edge chose (drop reason, driver metric)."""
     return prefix + _UNSAFE_KEY.sub("_", name)[:64]
