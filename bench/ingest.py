@@ -11,7 +11,7 @@ Three workloads, each against its own broker:
 
 - store traffic: what the real edge daemon publishes for simulated stores, recorded at the
   start of the run (`storegate sim --stores N`: shelves, lockers, beacons, health,
-  lifecycle), copied onto as many store ids as it takes to reach the message count;
+  lifecycle), played on in time (sequence numbers carried on) up to the message count;
 - one count delta per message: the smallest useful message;
 - 20 count deltas per message: a heavy batch, where per-event work dominates.
 """

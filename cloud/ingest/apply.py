@@ -57,6 +57,16 @@ PAYLOAD_EXCERPT_BYTES = 1024
 RESYNC_CHANNELS = frozenset({Channel.RFID, Channel.LOCKER, Channel.BLE})
 RESYNC = "resync"
 FINAL_ACKS = tuple(status.value for status in AckStatus if status.final)
+# What of a heartbeat the node row keeps (the rest is envelope).
+HEALTH_FIELDS = {
+    "uptime_s",
+    "cpu_percent",
+    "rss_bytes",
+    "disk_free_bytes",
+    "outbox",
+    "drivers",
+    "version",
+}
 
 StreamKey = tuple[str, str, str]
 NodeKey = tuple[str, str]
@@ -415,18 +425,7 @@ class _Batch:
         self._health_rows[(message.store, message.node)] = {
             "b_store": message.store,
             "b_node": message.node,
-            "health": message.model_dump(
-                mode="json",
-                include={
-                    "uptime_s",
-                    "cpu_percent",
-                    "rss_bytes",
-                    "disk_free_bytes",
-                    "outbox",
-                    "drivers",
-                    "version",
-                },
-            ),
+            "health": message.model_dump(mode="json", include=HEALTH_FIELDS),
             "health_at": message.event_time,
             "last_seen": message.sent_time,
         }

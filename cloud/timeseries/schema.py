@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import singledispatch
 from typing import Any
@@ -100,12 +100,31 @@ def time_ns(moment: datetime) -> int:
     return (moment - epoch) // _ONE_US * _NS_PER_US
 
 
-class _EventStamper:
-    """Distinct nanosecond timestamps for events of one message that share a series."""
+class _Stamps:
+    """Distinct nanosecond timestamps for events of one message that share a series.
+
+    `series` is anything that names the series: the reference path passes measurement and
+    sorted tags, the fast path the series text. Either way the same rule spreads them."""
+
+    __slots__ = ("_base", "_seen")
 
     def __init__(self, seq: int) -> None:
         self._base = seq % 1000
-        self._seen: dict[tuple[str, tuple[tuple[str, str], ...], int], int] = {}
+        self._seen: dict[tuple[Hashable, int], int] = {}
+
+    def at(self, series: Hashable, at_ns: int) -> int:
+        key = (series, at_ns)
+        j = self._seen.get(key, 0)
+        self._seen[key] = j + 1
+        # j < 1000 stays inside the microsecond; beyond, it spills into the next ones.
+        return at_ns + (self._base + j) % 1000 + (j // 1000) * 1000
+
+
+class _EventStamper:
+    """Points for events of one message, stamped by `_Stamps`."""
+
+    def __init__(self, seq: int) -> None:
+        self._stamps = _Stamps(seq)
 
     def point(
         self,
@@ -114,13 +133,8 @@ class _EventStamper:
         fields: dict[str, FieldValue],
         at: datetime,
     ) -> Point:
-        at_ns = time_ns(at)
-        key = (measurement, tuple(sorted(tags.items())), at_ns)
-        j = self._seen.get(key, 0)
-        self._seen[key] = j + 1
-        # j < 1000 stays inside the microsecond; beyond, it spills into the next ones.
-        offset = (self._base + j) % 1000 + (j // 1000) * 1000
-        return Point(measurement, tags, fields, at_ns + offset)
+        series = (measurement, tuple(sorted(tags.items())))
+        return Point(measurement, tags, fields, self._stamps.at(series, time_ns(at)))
 
 
 def _without_none(fields: Mapping[str, FieldValue | None]) -> dict[str, FieldValue]:
@@ -383,24 +397,8 @@ def _offer(message: Offer) -> list[Point]:
 # `points_for` above is the definition of the schema. The types that arrive by the thousand
 # per second (RFID, BLE and locker events, shelf snapshots) also get their lines built
 # directly below: cached series text, no Point objects, no tag sorting. That cut the cost of
-# history on the ingest hot path several times over. tests/timeseries/test_schema.py checks,
+# history on the ingest hot path several times over. tests/timeseries/test_fast_lines.py checks,
 # on generated messages, that both produce exactly the same lines.
-
-
-class _Stamps:
-    """`_EventStamper` keyed on the series text, which names the same series."""
-
-    __slots__ = ("_base", "_seen")
-
-    def __init__(self, seq: int) -> None:
-        self._base = seq % 1000
-        self._seen: dict[tuple[str, int], int] = {}
-
-    def at(self, series: str, at_ns: int) -> int:
-        key = (series, at_ns)
-        j = self._seen.get(key, 0)
-        self._seen[key] = j + 1
-        return at_ns + (self._base + j) % 1000 + (j // 1000) * 1000
 
 
 def _optional_float(key: str, value: float | None) -> str:

@@ -34,7 +34,8 @@ epcs = st.sampled_from(["30340242201D8C0000000001", "E2801160600002040D9B4A21"])
 moments = st.integers(0, 3).map(lambda us: T0 + timedelta(microseconds=us))
 floats = st.none() | st.floats(-120, 0, allow_nan=False) | st.just(-40.0)
 free_text = st.text(alphabet='ab "\\,= \n\r\t=é', max_size=12)
-seqs = st.integers(0, 10**6)
+# The envelope every generated message shares.
+envelope = {"store": st.just(STORE), "node": st.just(NODE), "seq": st.integers(0, 10**6)}
 
 item_events = st.builds(
     ItemEvent,
@@ -51,9 +52,7 @@ count_deltas = st.builds(
 )
 rfid_events = st.builds(
     RfidEvents,
-    store=st.just(STORE),
-    node=st.just(NODE),
-    seq=seqs,
+    **envelope,
     reader=identifiers,
     event_time=moments,
     items=st.lists(item_events, max_size=8),
@@ -61,9 +60,7 @@ rfid_events = st.builds(
 )
 rfid_snapshots = st.builds(
     RfidSnapshot,
-    store=st.just(STORE),
-    node=st.just(NODE),
-    seq=seqs,
+    **envelope,
     reader=identifiers,
     event_time=moments,
     shelves=st.lists(
@@ -73,9 +70,7 @@ rfid_snapshots = st.builds(
 )
 ble_presence = st.builds(
     BlePresence,
-    store=st.just(STORE),
-    node=st.just(NODE),
-    seq=seqs,
+    **envelope,
     scanner=identifiers,
     events=st.lists(
         st.builds(
@@ -92,9 +87,7 @@ ble_presence = st.builds(
 )
 locker_events = st.builds(
     LockerEvents,
-    store=st.just(STORE),
-    node=st.just(NODE),
-    seq=seqs,
+    **envelope,
     bank=identifiers,
     events=st.lists(
         st.builds(

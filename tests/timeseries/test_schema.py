@@ -104,3 +104,18 @@ def test_events_in_other_microseconds_keep_their_own_time() -> None:
     message = BlePresence(store=STORE, node=NODE, seq=2_000, scanner="s", events=events)
     stamps = [p.time_ns for p in points_for(message)]
     assert stamps == [time_ns(T0 + timedelta(seconds=i)) for i in range(3)]
+
+
+def test_same_microsecond_events_of_different_messages_start_at_different_offsets() -> None:
+    # The stamping rule (module docstring): event j of a group gets (seq + j) mod 1000 ns.
+    def stamps(seq: int) -> list[int]:
+        events = [
+            PresenceEvent(kind=PresenceKind.ENTER, beacon=f"app:{i}", zone="z", at=T0)
+            for i in range(2)
+        ]
+        message = BlePresence(store=STORE, node=NODE, seq=seq, scanner="s", events=events)
+        return [p.time_ns for p in points_for(message)]
+
+    base = time_ns(T0)
+    assert stamps(7) == [base + 7, base + 8]
+    assert stamps(999) == [base + 999, base]  # wraps inside the microsecond
