@@ -197,7 +197,8 @@ async def _measure(plan: Plan, workdir: Path, port: int) -> dict[str, Any]:
     edge_task = asyncio.create_task(edge.run())
     rng = random.Random(7)
     try:
-        await asyncio.wait_for(driver.connected.wait(), 20)
+        async with asyncio.timeout(20):
+            await driver.connected.wait()
         await asyncio.sleep(plan.warmup_s)
         for _ in range(plan.rounds):
             now = time.time()
@@ -255,7 +256,8 @@ async def _measure(plan: Plan, workdir: Path, port: int) -> dict[str, Any]:
     finally:
         edge.stop()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(edge_task, 30)
+            async with asyncio.timeout(30):
+                await edge_task
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher

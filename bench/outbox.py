@@ -110,7 +110,8 @@ def through_outbox(
         )
         forwarder = Forwarder(box, uplink, rate=1e9, window=WINDOW)
         uplink.start()
-        await asyncio.wait_for(uplink.connected.wait(), 10)
+        async with asyncio.timeout(10):
+            await uplink.connected.wait()
         task = asyncio.create_task(forwarder.run())
         started = time.perf_counter()
         # Persist the way drivers do (one committed transaction per message), yielding to

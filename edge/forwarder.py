@@ -80,7 +80,8 @@ class Forwarder:
             self._progress.clear()
             # Woken by every batch of PUBACKs; the timeout also covers drops by expiry.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), min(remaining, 0.5))
+                async with asyncio.timeout(min(remaining, 0.5)):
+                    await self._progress.wait()
         return True
 
     async def _pace(self) -> None:

@@ -136,9 +136,8 @@ def build_router(
                 deadline = time.monotonic() + stream_max_age_s
                 while True:
                     try:
-                        change = await asyncio.wait_for(
-                            subscription.get(), deadline - time.monotonic()
-                        )
+                        async with asyncio.timeout(deadline - time.monotonic()):
+                            change = await subscription.get()
                     except TimeoutError:
                         return  # ends the response; the page comes back with a new token
                     if not visible(principal, change):

@@ -171,7 +171,8 @@ class Consumer:
             self._worker_waiting = True
             if self.queue.empty():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wakeup.wait()
             self._worker_waiting = False
             if not batch and self.queue.empty():
                 return batch

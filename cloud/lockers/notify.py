@@ -145,7 +145,8 @@ class Notifier:
                 if sent == 0:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), _IDLE_S)
+                        async with asyncio.timeout(_IDLE_S):
+                            await self._wake.wait()
 
     async def _deliver_due(
         self, engine: AsyncEngine, client: httpx.AsyncClient, webhook: WebhookConfig

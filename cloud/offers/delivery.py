@@ -210,7 +210,8 @@ class WebhookSender:
                         continue  # more are waiting in the table
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.options.poll_s)
+                    async with asyncio.timeout(self.options.poll_s):
+                        await self._wake.wait()
 
     async def _deliver_all(self, client: httpx.AsyncClient, due: list[Any]) -> None:
         limit = asyncio.Semaphore(self.options.concurrency)

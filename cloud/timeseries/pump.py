@@ -83,7 +83,8 @@ class Pump:
         task, wait = self._task, wait_s if wait_s is not None else self.config.shutdown_timeout_s
         if task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), wait)
+                async with asyncio.timeout(wait):
+                    await asyncio.shield(task)
             except TimeoutError:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -164,7 +165,8 @@ class Pump:
             return
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._wake.wait()
 
     async def _backoff(self, seconds: float) -> None:
         """Wait before retrying a down sink. New lines do not shorten it; a stop does, once
@@ -173,7 +175,8 @@ class Pump:
             await asyncio.sleep(seconds)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop_requested.wait()
 
     def _note_error(self, message: str) -> None:
         self._last_error = message[:500]

@@ -105,7 +105,8 @@ class BtmgmtResetter:
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
         try:
-            output, _ = await asyncio.wait_for(process.communicate(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                output, _ = await process.communicate()
         except TimeoutError:
             process.kill()
             raise RuntimeError(f"{' '.join(argv)} timed out after {self.timeout_s} s") from None
@@ -173,14 +174,16 @@ class ManagedScanner:
         self._scanner = self._scanner_class(
             self._callback, None, self.mode, bluez=bluez_args(self.adapter, self.mode)
         )
-        await asyncio.wait_for(self._scanner.start(), self.timings.start_timeout_s)
+        async with asyncio.timeout(self.timings.start_timeout_s):
+            await self._scanner.start()
         self.last_advert = self._since = t
 
     async def stop(self) -> None:
         scanner, self._scanner = self._scanner, None
         if scanner is not None:
             try:
-                await asyncio.wait_for(scanner.stop(), self.timings.start_timeout_s)
+                async with asyncio.timeout(self.timings.start_timeout_s):
+                    await scanner.stop()
             except Exception as error:  # stopping a broken scanner is best effort
                 log.warning("scanner %s: stop failed: %s", self.scanner_id, error)
 
@@ -227,7 +230,8 @@ class ManagedScanner:
             scanner = self._scanner_class(
                 self._callback, None, self.mode, bluez=bluez_args(self.adapter, self.mode)
             )
-            await asyncio.wait_for(scanner.start(), self.timings.start_timeout_s)
+            async with asyncio.timeout(self.timings.start_timeout_s):
+                await scanner.start()
             self._scanner = scanner
         except Exception as error:
             # Keep the daemon up: the next period escalates again. Say why in health.

@@ -140,7 +140,8 @@ class BusMaster:
     async def _await_reply(self, board: int, deadline: float) -> cu16.StateReply | None:
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                reply = await asyncio.wait_for(self._replies.get(), remaining)
+                async with asyncio.timeout(remaining):
+                    reply = await self._replies.get()
             except TimeoutError:
                 return None
             if reply.board == board:

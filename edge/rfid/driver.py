@@ -112,9 +112,8 @@ class LlrpDriver(ShelfReaderDriver):
             await backoff.sleep()
 
     async def _session(self, ctx: DriverContext) -> None:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), self.options.connect_timeout_s
-        )
+        async with asyncio.timeout(self.options.connect_timeout_s):
+            reader, writer = await asyncio.open_connection(self.host, self.port)
         out = MessageWriter(writer)
         try:
             await self._expect_connection_event(reader)
@@ -133,7 +132,8 @@ class LlrpDriver(ShelfReaderDriver):
             log.info("LLRP reader %s connected at %s:%s", self.device, self.host, self.port)
             timeout = self.options.keepalive_s * 3
             while True:
-                msg = await asyncio.wait_for(read_message(reader), timeout)
+                async with asyncio.timeout(timeout):
+                    msg = await read_message(reader)
                 if msg is None:
                     return
                 await self._dispatch(msg, out)
@@ -145,7 +145,8 @@ class LlrpDriver(ShelfReaderDriver):
             await out.close()
 
     async def _expect_connection_event(self, reader: asyncio.StreamReader) -> None:
-        msg = await asyncio.wait_for(read_message(reader), self.options.connect_timeout_s)
+        async with asyncio.timeout(self.options.connect_timeout_s):
+            msg = await read_message(reader)
         if msg is None:
             raise LlrpSessionError("reader closed the connection before greeting")
         data = (
@@ -172,7 +173,8 @@ class LlrpDriver(ShelfReaderDriver):
         """Send a request and wait for its response, handling anything that comes between."""
         msg_id = await out.send(msg)
         while True:
-            reply = await asyncio.wait_for(read_message(reader), self.options.connect_timeout_s)
+            async with asyncio.timeout(self.options.connect_timeout_s):
+                reply = await read_message(reader)
             if reply is None:
                 raise LlrpSessionError(
                     f"connection closed while waiting for the answer to {msg.name}"

@@ -173,7 +173,8 @@ class ZebraIotDriver(ShelfReaderDriver):
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
                 self._wake.clear()
                 self._drain(ctx)
                 self._check_heartbeat(ctx)

@@ -217,7 +217,8 @@ class SimulatedReader:
             # whose handler has not started yet (or a client socket leaked by a cancelled
             # open_connection): a stopping simulator must not hang on that.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await self._server.wait_closed()
 
     async def __aenter__(self) -> SimulatedReader:
         await self.start()

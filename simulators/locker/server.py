@@ -165,5 +165,6 @@ class LockerSimulator:
                 client.close()
             # bounded: 3.11's wait_closed also waits for connections not yet handed to us
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await self._server.wait_closed()
             self._server = None

@@ -108,7 +108,8 @@ class SimulatedImpinjReader:
         await self.drop_connections()
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await self._server.wait_closed()
 
     async def __aenter__(self) -> SimulatedImpinjReader:
         await self.start()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -135,6 +137,28 @@ async def test_silent_reader_goes_degraded_and_comes_back(
         sim.publishing = True
         await wait_for(driver.connected.is_set, 10, "back")
         assert len(ctx.items()) == events_before  # the silence made nothing depart
+
+
+async def test_a_stop_that_lands_with_a_wake_up_still_stops_the_driver(
+    mosquitto_broker: MosquittoBroker,
+) -> None:
+    # Python 3.11's asyncio.wait_for drops a cancellation that arrives in the same loop
+    # tick as the awaited event (cpython gh-86296): the driver then never stopped and a CI
+    # run hung here. The wake-up and the cancel are delivered together on purpose.
+    world = World(WorldConfig(antennas=2, items_per_shelf=3, read_rate=1.0))
+    driver = ZebraIotDriver("fx9600-4", driver_options(mosquitto_broker, world))
+    task = asyncio.create_task(driver.run(RecordingContext()))
+    try:
+        await wait_for(driver.connected.is_set, 10, "connected")
+        driver._wake.set()
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert done, "the driver ignored its cancellation"
+        assert task.cancelled()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def test_parse_tag_events_reads_zebra_fields() -> None:
