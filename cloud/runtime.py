@@ -139,7 +139,7 @@ class CloudRuntime:
             await self._worker
         for domain in reversed(self.domains):
             await domain.stop()
-        self.consumer.close()
+        await self.consumer.close()
         if self.pump is not None:
             await self.pump.stop()  # flushes what it can; the rest waits on disk
             await self.pump.sink.close()
