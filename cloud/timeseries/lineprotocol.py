@@ -48,7 +48,8 @@ class Point:
         return encode(self)
 
 
-def _field_value(value: FieldValue) -> str | None:
+def field_value(value: FieldValue) -> str | None:
+    """A field value as line protocol; None for NaN and infinities (left out)."""
     # bool before int: bool is a subclass of int.
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -115,7 +116,7 @@ def encode(point: Point) -> str:
     series = _series(measurement, tuple(sorted(point.tags.items())))
     fields = []
     for key, raw in point.fields.items():
-        encoded = _field_value(raw)
+        encoded = field_value(raw)
         if encoded is not None:
             fields.append(f"{_field_key(key, measurement)}={encoded}")
     if not fields:

@@ -27,6 +27,7 @@ from cloud.timeseries.lineprotocol import (
     FieldValue,
     Point,
     encode,
+    field_value,
     float_field,
     series_text,
     string_field,
@@ -430,23 +431,94 @@ def _rfid_events_lines(message: RfidEvents) -> list[str]:
     if message.items:
         stamps = _Stamps(message.seq)
         reader = f",reader={string_field(message.reader)}"
+        series_of: dict[tuple[str, str | None], str] = {}
+        last_at: datetime | None = None
+        at_ns = 0
         for item in message.items:
-            series = series_text(
-                ITEM_EVENT, "kind", item.kind.value, "shelf", item.shelf or "", "store", store
-            )
-            fields = (
-                f"epc={string_field(item.epc)}"
-                f"{_optional_string('gtin', item.gtin)}"
-                f"{_optional_string('from_shelf', item.from_shelf)}"
-                f"{reader}{_optional_float('rssi', item.rssi)}"
-            )
-            lines.append(f"{series} {fields} {stamps.at(series, time_ns(item.at))}")
+            # kind is a StrEnum (a str of its value). EPC, GTIN and shelf match the
+            # contract's patterns (hex, digits, identifiers), which need no escaping.
+            key = (item.kind, item.shelf)
+            series = series_of.get(key)
+            if series is None:
+                series = series_of[key] = series_text(
+                    ITEM_EVENT, "kind", item.kind, "shelf", item.shelf or "", "store", store
+                )
+            if item.at != last_at:  # a read cycle's items share their moment
+                last_at, at_ns = item.at, time_ns(item.at)
+            fields = f'epc="{item.epc}"'
+            if item.gtin is not None:
+                fields += f',gtin="{item.gtin}"'
+            if item.from_shelf is not None:
+                fields += f',from_shelf="{item.from_shelf}"'
+            if item.rssi is not None:
+                fields += f"{reader}{_optional_float('rssi', item.rssi)}"
+            else:
+                fields += reader
+            lines.append(f"{series} {fields} {stamps.at(series, at_ns)}")
     at = time_ns(message.event_time)
     lines += [
         f"{series_text(SHELF_COUNT, 'gtin', c.gtin, 'shelf', c.shelf, 'store', store)}"
         f" count={c.count}i,delta={c.delta}i {at}"
         for c in message.counts
     ]
+    return lines
+
+
+def _fields_text(fields: Iterable[tuple[str, FieldValue | None]]) -> str:
+    """`k=v,...` for keys that need no escaping; None and non-finite values are left out."""
+    parts = []
+    for key, value in fields:
+        if value is not None and (encoded := field_value(value)) is not None:
+            parts.append(f"{key}={encoded}")
+    return ",".join(parts)
+
+
+def _health_lines(message: Health) -> list[str]:
+    # Heartbeats carry a few dozen driver metrics each; the reference path built a Point,
+    # sorted its tags and looked up every field key for each of them.
+    at = time_ns(message.event_time)
+    store, node = message.store, message.node
+    outbox = message.outbox
+    dropped = outbox.dropped
+    node_fields = _fields_text(
+        (
+            ("uptime_s", message.uptime_s),
+            ("cpu_percent", message.cpu_percent),
+            ("rss_bytes", message.rss_bytes),
+            ("disk_free_bytes", message.disk_free_bytes),
+            ("bd_seq", message.bd_seq),
+            ("version", message.version),
+            ("outbox_depth", outbox.depth),
+            ("outbox_bytes", outbox.bytes),
+            ("outbox_capacity_bytes", outbox.capacity_bytes),
+            ("outbox_oldest_age_s", outbox.oldest_age_s),
+            ("outbox_dropped", sum(dropped.values())),
+            *[(_field_key("dropped_", reason), n) for reason, n in dropped.items()],
+        )
+    )
+    lines = [f"{series_text(NODE_HEALTH, 'node', node, 'store', store)} {node_fields} {at}"]
+    for driver in message.drivers:
+        driver_fields = _fields_text(
+            (
+                ("state", driver.state.value),
+                ("events_per_s", driver.events_per_s),
+                ("restarts", driver.restarts),
+                ("last_error", driver.last_error),
+                *[(_field_key("m_", name), v) for name, v in driver.metrics.items()],
+            )
+        )
+        series = series_text(
+            DRIVER_HEALTH,
+            "device",
+            driver.device,
+            "kind",
+            driver.kind.value,
+            "node",
+            node,
+            "store",
+            store,
+        )
+        lines.append(f"{series} {driver_fields} {at}")
     return lines
 
 
@@ -493,6 +565,7 @@ def _locker_events_lines(message: LockerEvents) -> list[str]:
 
 
 _FAST_LINES: dict[type[Message], Callable[[Any], list[str]]] = {
+    Health: _health_lines,
     RfidEvents: _rfid_events_lines,
     RfidSnapshot: _rfid_snapshot_lines,
     BlePresence: _ble_presence_lines,

@@ -15,10 +15,15 @@ from protocols.messages import (
     CompartmentFlag,
     CompartmentState,
     CountDelta,
+    DeviceKind,
+    DriverHealth,
+    DriverState,
+    Health,
     ItemEvent,
     ItemEventKind,
     LockerEvents,
     Message,
+    OutboxHealth,
     PresenceEvent,
     PresenceKind,
     RfidEvents,
@@ -106,13 +111,49 @@ locker_events = st.builds(
     ),
 )
 
+# Metric names and drop reasons are chosen by the edge: some need the key cleaning.
+metric_names = st.sampled_from(["reads_per_s", "poll latency", "a=b,c", "x" * 70, "é"])
+numbers = st.integers(0, 10**9) | st.floats(0, 1e9, allow_nan=False)
+health = st.builds(
+    Health,
+    **envelope,
+    event_time=moments,
+    version=free_text,
+    bd_seq=st.integers(0, 99),
+    uptime_s=numbers,
+    cpu_percent=st.floats(0, 400, allow_nan=False),
+    rss_bytes=st.integers(0, 10**9),
+    disk_free_bytes=st.integers(0, 10**12),
+    outbox=st.builds(
+        OutboxHealth,
+        depth=st.integers(0, 99),
+        bytes=st.integers(0, 10**6),
+        capacity_bytes=st.integers(0, 10**8),
+        oldest_age_s=st.none() | st.floats(0, 1e5, allow_nan=False),
+        dropped=st.dictionaries(metric_names, st.integers(0, 99), max_size=3),
+    ),
+    drivers=st.lists(
+        st.builds(
+            DriverHealth,
+            device=identifiers,
+            kind=st.sampled_from(DeviceKind),
+            state=st.sampled_from(DriverState),
+            events_per_s=numbers,
+            restarts=st.integers(0, 9),
+            last_error=st.none() | free_text,
+            metrics=st.dictionaries(metric_names, st.floats(-1e6, 1e6, allow_nan=False)),
+        ),
+        max_size=3,
+    ),
+)
+
 
 def _reference(message: Message) -> list[str]:
     return [encode(point) for point in points_for(message)]
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(rfid_events, rfid_snapshots, ble_presence, locker_events))
+@given(st.one_of(rfid_events, rfid_snapshots, ble_presence, locker_events, health))
 def test_fast_lines_equal_the_reference(message: Message) -> None:
     assert message_lines(message) == _reference(message)
 
