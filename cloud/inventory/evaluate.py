@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import BindParameter
 
 from cloud.inventory import rules
 from cloud.inventory.config import InventoryOptions
@@ -26,6 +27,28 @@ from cloud.state.db import insert_for
 from protocols.messages import utc_now
 
 IN_CHUNK = 500  # values per IN (...) list: far below SQLite's and asyncpg's limits
+
+# The reads run for every store in every ingest batch, so they are built once, with bound
+# parameters: building a SQLAlchemy statement (and its cache key) per call cost more than
+# running it.
+_STORE: BindParameter[str] = bindparam("store")
+_KEYS: BindParameter[list[str]] = bindparam("keys", expanding=True)
+_inv = schema.inventory
+_COUNTS = select(_inv.c.shelf, _inv.c.gtin, _inv.c["count"]).where(_inv.c.store_id == _STORE)
+_TOTALS = (
+    select(_inv.c.gtin, func.sum(_inv.c["count"]).label("total"))
+    .where(_inv.c.store_id == _STORE, _inv.c.gtin.in_(_KEYS))
+    .group_by(_inv.c.gtin)
+)
+_rp = reorder_points
+_POINTS = select(_rp.c.shelf, _rp.c.gtin, _rp.c.reorder_point).where(_rp.c.store_id == _STORE)
+_POINTS_OF_GTINS = _POINTS.where(_rp.c.gtin.in_(_KEYS))
+_PLANS = select(planograms.c.shelf, planograms.c.gtins).where(planograms.c.store_id == _STORE)
+_PLANS_OF_SHELVES = _PLANS.where(planograms.c.shelf.in_(_KEYS))
+_OPEN_ALERTS = select(inventory_alerts).where(
+    inventory_alerts.c.store_id == _STORE,
+    inventory_alerts.c.state == AlertState.RAISED.value,
+)
 
 Scope = set[tuple[str, str]]  # (shelf, gtin)
 AlertKey = tuple[AlertType, str | None, str]  # (type, shelf or None = store-wide, gtin)
@@ -71,6 +94,17 @@ def _iso(value: datetime | None) -> str | None:
     if value.tzinfo is None:  # SQLite hands back naive UTC
         return value.isoformat() + "Z"
     return value.isoformat().replace("+00:00", "Z")
+
+
+def _reads(
+    whole: Any, of_keys: Any, store: str, keys: set[str] | None
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """The statement and parameters that read a store's rows: all, or those of `keys`."""
+    if keys is None:
+        yield whole, {"store": store}
+    else:
+        for chunk in _chunks(keys):
+            yield of_keys, {"store": store, "keys": chunk}
 
 
 class AlertEvaluator:
@@ -147,24 +181,15 @@ class AlertEvaluator:
     # ------------------------------------------------------------------ reads
 
     async def _counts(self, connection: AsyncConnection, store: str) -> dict[tuple[str, str], int]:
-        t = schema.inventory
-        query = select(t.c.shelf, t.c.gtin, t.c["count"]).where(t.c.store_id == store)
-        return {
-            (row.shelf, row.gtin): row._mapping["count"] for row in await connection.execute(query)
-        }
+        rows = await connection.execute(_COUNTS, {"store": store})
+        return {(row.shelf, row.gtin): row._mapping["count"] for row in rows}
 
     async def _totals(
         self, connection: AsyncConnection, store: str, gtins: set[str]
     ) -> dict[str, int]:
-        t = schema.inventory
         totals: dict[str, int] = {}
         for chunk in _chunks(gtins):
-            query = (
-                select(t.c.gtin, func.sum(t.c["count"]).label("total"))
-                .where(t.c.store_id == store, t.c.gtin.in_(chunk))
-                .group_by(t.c.gtin)
-            )
-            for row in await connection.execute(query):
+            for row in await connection.execute(_TOTALS, {"store": store, "keys": chunk}):
                 totals[row.gtin] = int(row.total or 0)
         return totals
 
@@ -179,29 +204,17 @@ class AlertEvaluator:
                 point = options.configured_point(store, entry.gtin, entry.shelf)
                 if point is not None:
                     points[(entry.shelf, entry.gtin)] = point
-        t = reorder_points
-        query = select(t.c.shelf, t.c.gtin, t.c.reorder_point).where(t.c.store_id == store)
-        batches = (
-            [query] if gtins is None else [query.where(t.c.gtin.in_(c)) for c in _chunks(gtins)]
-        )
-        for batch in batches:
-            for row in await connection.execute(batch):
+        for query, params in _reads(_POINTS, _POINTS_OF_GTINS, store, gtins):
+            for row in await connection.execute(query, params):
                 points[(row.shelf or None, row.gtin)] = row.reorder_point
         return points
 
     async def _planograms(
         self, connection: AsyncConnection, store: str, shelves: set[str] | None
     ) -> dict[str, frozenset[str]]:
-        t = planograms
-        query = select(t.c.shelf, t.c.gtins).where(t.c.store_id == store)
-        batches = (
-            [query]
-            if shelves is None
-            else [query.where(t.c.shelf.in_(c)) for c in _chunks(shelves)]
-        )
         plans: dict[str, frozenset[str]] = {}
-        for batch in batches:
-            for row in await connection.execute(batch):
+        for query, params in _reads(_PLANS, _PLANS_OF_SHELVES, store, shelves):
+            for row in await connection.execute(query, params):
                 plans[row.shelf] = frozenset(row.gtins)
         return plans
 
@@ -210,11 +223,9 @@ class AlertEvaluator:
     ) -> dict[AlertKey, Any]:
         """The store's open alerts (few: one query on the store/state index), those that
         concern `scope` only unless None."""
-        t = inventory_alerts
-        query = select(t).where(t.c.store_id == store, t.c.state == AlertState.RAISED.value)
         gtins = None if scope is None else {gtin for _shelf, gtin in scope}
         found: dict[AlertKey, Any] = {}
-        for row in await connection.execute(query):
+        for row in await connection.execute(_OPEN_ALERTS, {"store": store}):
             if scope is not None and gtins is not None:
                 pair = (row.shelf, row.gtin)
                 if row.shelf is None and row.gtin not in gtins:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud.domains import DomainTx
@@ -42,6 +42,52 @@ APP_PREFIX = "app:"
 TRIGGERED, SUPPRESSED = "triggered", "suppressed"
 CAMPAIGN_CACHE_S = 1.0
 EXPOSURE_LOOKBACK = timedelta(hours=48)  # covers a local day and any visit
+
+# The loads run in every ingest batch with presence events, on the offer's latency path, so
+# the statements are built once with bound parameters: building a SQLAlchemy statement and
+# its cache key per batch cost more than running it.
+_tok, _shop, _pres, _inv, _off = (
+    tables.shopper_tokens,
+    tables.shoppers,
+    tables.presence,
+    schema.inventory,
+    tables.offers,
+)
+_TOKENS = (
+    select(
+        _tok.c.token,
+        _tok.c.valid_from,
+        _tok.c.expires_at,
+        _shop.c.shopper_id,
+        _shop.c.segment,
+        _shop.c.consent,
+    )
+    .select_from(_tok.join(_shop, _shop.c.shopper_id == _tok.c.shopper_id))
+    .where(_tok.c.token.in_(bindparam("tokens", expanding=True)))
+)
+_VISITS = select(_pres).where(_pres.c.shopper_id.in_(bindparam("shoppers", expanding=True)))
+_STOCKED = (
+    select(_inv.c.store_id, _inv.c.gtin)
+    .where(
+        _inv.c.store_id.in_(bindparam("stores", expanding=True)),
+        _inv.c.gtin.in_(bindparam("gtins", expanding=True)),
+    )
+    .group_by(_inv.c.store_id, _inv.c.gtin)
+    .having(func.sum(_inv.c["count"]) > 0)
+)
+_EXPOSURES = select(
+    _off.c.shopper_id,
+    _off.c.campaign_id,
+    _off.c.store_id,
+    _off.c.zone,
+    _off.c.local_day,
+    _off.c.visit_id,
+    _off.c.decided_at,
+).where(
+    _off.c.shopper_id.in_(bindparam("shoppers", expanding=True)),
+    _off.c.counts_toward_caps.is_(True),
+    _off.c.decided_at >= bindparam("since"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,14 +213,7 @@ class OfferEngine:
     async def _load_tokens(
         self, connection: AsyncConnection, state: _BatchState, tokens: set[str]
     ) -> None:
-        t, s = tables.shopper_tokens, tables.shoppers
-        rows = await connection.execute(
-            select(
-                t.c.token, t.c.valid_from, t.c.expires_at, s.c.shopper_id, s.c.segment, s.c.consent
-            )
-            .select_from(t.join(s, s.c.shopper_id == t.c.shopper_id))
-            .where(t.c.token.in_(tokens))
-        )
+        rows = await connection.execute(_TOKENS, {"tokens": sorted(tokens)})
         for row in rows:
             state.tokens.setdefault(row.token, []).append(
                 (
@@ -189,8 +228,7 @@ class OfferEngine:
     ) -> None:
         if not shoppers:
             return
-        p = tables.presence
-        for row in await connection.execute(select(p).where(p.c.shopper_id.in_(shoppers))):
+        for row in await connection.execute(_VISITS, {"shoppers": sorted(shoppers)}):
             placement = Placement(
                 row.zone,
                 row.token,
@@ -205,12 +243,8 @@ class OfferEngine:
     ) -> None:
         if not gtins:
             return
-        inv = schema.inventory
         rows = await connection.execute(
-            select(inv.c.store_id, inv.c.gtin)
-            .where(inv.c.store_id.in_(stores), inv.c.gtin.in_(gtins))
-            .group_by(inv.c.store_id, inv.c.gtin)
-            .having(func.sum(inv.c["count"]) > 0)
+            _STOCKED, {"stores": sorted(stores), "gtins": sorted(gtins)}
         )
         state.stock = {(row.store_id, row.gtin) for row in rows}
 
@@ -219,21 +253,8 @@ class OfferEngine:
     ) -> None:
         if not shoppers:
             return
-        o = tables.offers
         rows = await connection.execute(
-            select(
-                o.c.shopper_id,
-                o.c.campaign_id,
-                o.c.store_id,
-                o.c.zone,
-                o.c.local_day,
-                o.c.visit_id,
-                o.c.decided_at,
-            ).where(
-                o.c.shopper_id.in_(shoppers),
-                o.c.counts_toward_caps.is_(True),
-                o.c.decided_at >= since - EXPOSURE_LOOKBACK,
-            )
+            _EXPOSURES, {"shoppers": sorted(shoppers), "since": since - EXPOSURE_LOOKBACK}
         )
         for row in rows:
             state.exposures.setdefault(row.shopper_id, []).append(
