@@ -456,7 +456,7 @@ def run(quick: bool) -> Result:
             f" cloud: ble.presence every {PRESENCE_EVERY_S:g} s (a shopper who did not opt in"
             f" + a fixed beacon), rfid.events every {RFID_EVERY_S:g} s, a probe enter of an"
             f" opted-in shopper every {PROBE_EVERY_S:g} s per store; {seconds:g} s measured",
-            "cloud: `storegate cloud` in its own process, SQLite (WAL), ingest batch_wait_ms 20"
+            "cloud: `storegate cloud` in its own process, SQLite (WAL), ingest batch_wait_ms 0"
             " (default), offers domain with the delivery listener; every probe passes all gates"
             " (consent, window, stock query, caps, cooldown, holdout) and is recorded",
             "where the time goes (medians, wall clock, split at the engine's decision):"

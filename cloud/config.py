@@ -84,10 +84,20 @@ class IngestSettings(BaseModel):
         default="", description="MQTT 5 shared subscription group for ingestor replicas"
     )
     queue_size: int = Field(
-        default=2000, ge=10, description="messages between paho and the worker; full = no acks"
+        default=2000,
+        ge=10,
+        description="un-acked messages held at most; at the bound the socket is not read",
     )
     batch_max: int = Field(default=500, ge=1, le=10_000)
-    batch_wait_ms: float = Field(default=20.0, ge=0, le=5_000)
+    batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=5_000,
+        description=(
+            "extra wait to fill a batch; 0 = take what has arrived: messages that arrive while"
+            " a batch commits form the next one, so batches grow with the load on their own"
+        ),
+    )
     dedup_window: int = Field(
         default=1024, ge=16, description="out-of-order seqs remembered per stream above its mark"
     )
