@@ -39,6 +39,7 @@ from protocols.messages import (
     CommandAck,
     CompartmentStatus,
     Death,
+    DriverHealth,
     Health,
     LockerEvents,
     LockerSnapshot,
@@ -245,9 +246,7 @@ def _birth(message: Birth) -> list[Point]:
     return points
 
 
-@points_for.register
-def _health(message: Health) -> list[Point]:
-    at = time_ns(message.event_time)
+def _node_health_fields(message: Health) -> dict[str, FieldValue | None]:
     outbox = message.outbox
     fields: dict[str, FieldValue | None] = {
         "uptime_s": message.uptime_s,
@@ -263,20 +262,30 @@ def _health(message: Health) -> list[Point]:
         "outbox_dropped": sum(outbox.dropped.values()),
     }
     # Drop reasons are a small set chosen by the edge code; each is a field, not a tag.
+    # Names that clean to the same key keep one field (the last value), as a dict does.
     fields.update({_field_key("dropped_", reason): n for reason, n in outbox.dropped.items()})
-    points = [Point(NODE_HEALTH, _node_tags(message), _without_none(fields), at)]
+    return fields
+
+
+def _driver_health_fields(driver: DriverHealth) -> dict[str, FieldValue | None]:
+    fields: dict[str, FieldValue | None] = {
+        "state": driver.state.value,
+        "events_per_s": driver.events_per_s,
+        "restarts": driver.restarts,
+        "last_error": driver.last_error,
+    }
+    fields.update({_field_key("m_", name): value for name, value in driver.metrics.items()})
+    return fields
+
+
+@points_for.register
+def _health(message: Health) -> list[Point]:
+    at = time_ns(message.event_time)
+    fields = _without_none(_node_health_fields(message))
+    points = [Point(NODE_HEALTH, _node_tags(message), fields, at)]
     for driver in message.drivers:
-        driver_fields: dict[str, FieldValue | None] = {
-            "state": driver.state.value,
-            "events_per_s": driver.events_per_s,
-            "restarts": driver.restarts,
-            "last_error": driver.last_error,
-        }
-        driver_fields.update(
-            {_field_key("m_", name): value for name, value in driver.metrics.items()}
-        )
         tags = {**_node_tags(message), "device": driver.device, "kind": driver.kind.value}
-        points.append(Point(DRIVER_HEALTH, tags, _without_none(driver_fields), at))
+        points.append(Point(DRIVER_HEALTH, tags, _without_none(_driver_health_fields(driver)), at))
     return points
 
 
@@ -450,10 +459,7 @@ def _rfid_events_lines(message: RfidEvents) -> list[str]:
                 fields += f',gtin="{item.gtin}"'
             if item.from_shelf is not None:
                 fields += f',from_shelf="{item.from_shelf}"'
-            if item.rssi is not None:
-                fields += f"{reader}{_optional_float('rssi', item.rssi)}"
-            else:
-                fields += reader
+            fields += f"{reader}{_optional_float('rssi', item.rssi)}"
             lines.append(f"{series} {fields} {stamps.at(series, at_ns)}")
     at = time_ns(message.event_time)
     lines += [
@@ -464,49 +470,23 @@ def _rfid_events_lines(message: RfidEvents) -> list[str]:
     return lines
 
 
-def _fields_text(fields: Iterable[tuple[str, FieldValue | None]]) -> str:
+def _fields_text(fields: Mapping[str, FieldValue | None]) -> str:
     """`k=v,...` for keys that need no escaping; None and non-finite values are left out."""
     parts = []
-    for key, value in fields:
+    for key, value in fields.items():
         if value is not None and (encoded := field_value(value)) is not None:
             parts.append(f"{key}={encoded}")
     return ",".join(parts)
 
 
 def _health_lines(message: Health) -> list[str]:
-    # Heartbeats carry a few dozen driver metrics each; the reference path built a Point,
-    # sorted its tags and looked up every field key for each of them.
+    # The same fields as `_health`, without a Point, tag sorting and a key lookup for each
+    # of the few dozen driver metrics a heartbeat carries.
     at = time_ns(message.event_time)
     store, node = message.store, message.node
-    outbox = message.outbox
-    dropped = outbox.dropped
-    node_fields = _fields_text(
-        (
-            ("uptime_s", message.uptime_s),
-            ("cpu_percent", message.cpu_percent),
-            ("rss_bytes", message.rss_bytes),
-            ("disk_free_bytes", message.disk_free_bytes),
-            ("bd_seq", message.bd_seq),
-            ("version", message.version),
-            ("outbox_depth", outbox.depth),
-            ("outbox_bytes", outbox.bytes),
-            ("outbox_capacity_bytes", outbox.capacity_bytes),
-            ("outbox_oldest_age_s", outbox.oldest_age_s),
-            ("outbox_dropped", sum(dropped.values())),
-            *[(_field_key("dropped_", reason), n) for reason, n in dropped.items()],
-        )
-    )
+    node_fields = _fields_text(_node_health_fields(message))
     lines = [f"{series_text(NODE_HEALTH, 'node', node, 'store', store)} {node_fields} {at}"]
     for driver in message.drivers:
-        driver_fields = _fields_text(
-            (
-                ("state", driver.state.value),
-                ("events_per_s", driver.events_per_s),
-                ("restarts", driver.restarts),
-                ("last_error", driver.last_error),
-                *[(_field_key("m_", name), v) for name, v in driver.metrics.items()],
-            )
-        )
         series = series_text(
             DRIVER_HEALTH,
             "device",
@@ -518,7 +498,7 @@ def _health_lines(message: Health) -> list[str]:
             "store",
             store,
         )
-        lines.append(f"{series} {driver_fields} {at}")
+        lines.append(f"{series} {_fields_text(_driver_health_fields(driver))} {at}")
     return lines
 
 

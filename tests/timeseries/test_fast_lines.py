@@ -112,7 +112,9 @@ locker_events = st.builds(
 )
 
 # Metric names and drop reasons are chosen by the edge: some need the key cleaning.
-metric_names = st.sampled_from(["reads_per_s", "poll latency", "a=b,c", "x" * 70, "é"])
+metric_names = st.sampled_from(
+    ["reads_per_s", "poll latency", "poll_latency", "a=b,c", "x" * 70, "é"]
+)
 numbers = st.integers(0, 10**9) | st.floats(0, 1e9, allow_nan=False)
 health = st.builds(
     Health,
