@@ -218,6 +218,12 @@ class Consumer:
         self._paused = False
         self._start_reading()
 
+    def _next_reconnect_delay(self) -> float:
+        """The delay before this attempt; doubles up to the maximum until a CONNACK."""
+        delay = self._reconnect_delay
+        self._reconnect_delay = min(delay * 2, self.settings.mqtt.reconnect_max_s)
+        return delay
+
     async def _keep_connected(self) -> None:
         """Connect, reconnect with backoff after a loss, and drive keepalive."""
         assert self._loop is not None
@@ -229,8 +235,7 @@ class Consumer:
                 try:
                     await self._loop.run_in_executor(None, self.client.reconnect)
                 except (OSError, ValueError) as exc:
-                    delay = self._reconnect_delay
-                    self._reconnect_delay = min(delay * 2, mqtt.reconnect_max_s)
+                    delay = self._next_reconnect_delay()
                     log.warning(
                         "cannot reach the broker at %s: %s; retrying in %.1fs",
                         mqtt.describe(),
@@ -246,9 +251,7 @@ class Consumer:
                     await self._socket_closed.wait()
             if self._sock is None and not self._stopping.is_set():
                 # Lost (or refused): back off before the next attempt; a CONNACK resets it.
-                delay = self._reconnect_delay
-                self._reconnect_delay = min(delay * 2, mqtt.reconnect_max_s)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._next_reconnect_delay())
 
     def start(self) -> None:
         """Set the connection up (persistent session, Receive Maximum = the un-acked bound);
