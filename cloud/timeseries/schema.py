@@ -17,10 +17,12 @@ Two rules shape every point (docs/timeseries.md has the full table and the cardi
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import singledispatch
+from math import isfinite
 from typing import Any
 
 from cloud.timeseries.lineprotocol import (
@@ -498,8 +500,37 @@ def _health_lines(message: Health) -> list[str]:
             "store",
             store,
         )
-        lines.append(f"{series} {_fields_text(_driver_health_fields(driver))} {at}")
+        lines.append(f"{series} {_driver_fields_text(driver)} {at}")
     return lines
+
+
+def _driver_fields_text(driver: DriverHealth) -> str:
+    # `_fields_text(_driver_health_fields(driver))` without a type dispatch and a key lookup
+    # per metric: metrics are floats by the contract, a heartbeat carries a few dozen of
+    # them, and a driver sends the same names every time.
+    text = f"state={string_field(driver.state.value)},events_per_s={driver.events_per_s!r}"
+    text += f",restarts={driver.restarts}i"
+    if driver.last_error is not None:
+        text += f",last_error={string_field(driver.last_error)}"
+    metrics = driver.metrics
+    if not metrics:
+        return text
+    keys, unique = _metric_keys(tuple(metrics))
+    values = metrics.values()
+    if unique and all(map(isfinite, values)):
+        return text + "," + ",".join(map(operator.add, keys, map(repr, values)))
+    # names that clean to the same key keep the last value, as in the reference
+    fields = dict(zip(keys, values, strict=True))
+    return ",".join(
+        [text, *(key + repr(value) for key, value in fields.items() if isfinite(value))]
+    )
+
+
+@functools.lru_cache(maxsize=1_024)
+def _metric_keys(names: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+    """(`m_<name>=` per metric, whether no two names clean to the same key)."""
+    keys = tuple(_field_key("m_", name) + "=" for name in names)
+    return keys, len(set(keys)) == len(keys)
 
 
 def _rfid_snapshot_lines(message: RfidSnapshot) -> list[str]:
