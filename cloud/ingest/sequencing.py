@@ -33,19 +33,27 @@ class Admission:
     gave_up: bool = False  # the window overflowed and hw jumped past a gap
 
 
+# The common outcomes, built once: `admit` runs for every message on the ingest hot path.
+_DUPLICATE = Admission(duplicate=True)
+_LIVE = Admission(duplicate=False, live=True)
+_HISTORY_ONLY = Admission(duplicate=False, live=False)
+
+
 def admit(position: StreamPosition, seq: int, *, window: int) -> Admission:
     """Decide what to do with `seq` and advance `position` (mutated in place)."""
     hw = position.hw
-    if (hw is not None and seq <= hw) or seq in position.marks:
-        return Admission(duplicate=True)
+    marks = position.marks
+    if (hw is not None and seq <= hw) or seq in marks:
+        return _DUPLICATE
     birth_seq = position.birth_seq
     live = birth_seq is None or seq > birth_seq
     if hw is None or seq == hw + 1 or (birth_seq is not None and seq - 1 <= birth_seq):
         # In order, the first we see, or after a gap the birth's snapshot already covers.
         position.hw = seq
-        position.marks = {m for m in position.marks if m > seq}
-        _absorb(position)
-        return Admission(duplicate=False, live=live)
+        if marks:
+            position.marks = {m for m in marks if m > seq}
+            _absorb(position)
+        return _LIVE if live else _HISTORY_ONLY
     position.marks.add(seq)
     gap = (hw + 1, seq - 1)
     if len(position.marks) > window:
