@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,10 +57,29 @@ class DomainTx:
     publishes: list[tuple[str, bytes]] = field(default_factory=list)
     # store -> [{"shelf", "gtin", "count"}] written by this batch (set before before_commit)
     inventory_changes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # (kind, key) -> (store, data): live changes of which only the batch's last counts
+    latest: dict[tuple[str, Hashable], tuple[str | None, Callable[[], dict[str, Any]]]] = field(
+        default_factory=dict
+    )
 
     def change(self, kind: str, store: str | None, data: dict[str, Any]) -> None:
         """A live change for SSE subscribers, sent after the commit."""
         self.changes.append(Change(kind, store, data))
+
+    def change_latest(
+        self, kind: str, store: str | None, key: Hashable, data: Callable[[], dict[str, Any]]
+    ) -> None:
+        """A live change that supersedes the batch's earlier one of the same kind and key
+        (a node's heartbeat, say): subscribers get the newest state once per batch, and
+        `data` is only called for that one."""
+        self.latest[(kind, key)] = (store, data)
+
+    def collect_latest(self) -> None:
+        """Turn the superseding changes into changes (the batch calls it after the hooks)."""
+        self.changes += [
+            Change(kind, store, data()) for (kind, _), (store, data) in self.latest.items()
+        ]
+        self.latest.clear()
 
     def command(self, command: Command) -> None:
         """A command to an edge node, published after the commit."""

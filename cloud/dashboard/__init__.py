@@ -10,6 +10,7 @@ It has no tables. Config (`domains.dashboard`): see `DashboardOptions`.
 from __future__ import annotations
 
 import secrets
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
@@ -74,7 +75,9 @@ class DashboardDomain(Domain):
 
     async def on_message(self, tx: DomainTx, message: Message, *, live: bool) -> None:
         if isinstance(message, Health):
-            tx.change("node_health", message.store, health_change(message))
+            # A live view needs the node's newest heartbeat, not each one of a backlog.
+            key = (message.store, message.node)
+            tx.change_latest("node_health", message.store, key, partial(health_change, message))
 
     def router(self) -> APIRouter:
         return build_router(

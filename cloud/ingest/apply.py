@@ -242,7 +242,7 @@ class _Batch:
         self._inventory: dict[tuple[str, str, str], tuple[str, int, datetime]] = {}
         self._inventory_changes: dict[str, list[dict[str, Any]]] = {}
         self._dead: list[dict[str, Any]] = []
-        self._health_rows: dict[NodeKey, dict[str, Any]] = {}  # the latest per node
+        self._health_rows: dict[NodeKey, Health] = {}  # the latest per node
         self._ingested: dict[str, int] = {}
         self._dead_reasons: dict[str, int] = {}
         self._ignored: dict[str, int] = {}
@@ -422,13 +422,9 @@ class _Batch:
     async def _health(self, message: Health) -> None:
         # Written once per node at the end of the batch: a statement per heartbeat was a
         # round trip to the database thread for every sixth message of a store's traffic.
-        self._health_rows[(message.store, message.node)] = {
-            "b_store": message.store,
-            "b_node": message.node,
-            "health": message.model_dump(mode="json", include=HEALTH_FIELDS),
-            "health_at": message.event_time,
-            "last_seen": message.sent_time,
-        }
+        # A backlog brings several heartbeats of a node per batch; only the last is kept,
+        # so it is the only one turned into a row.
+        self._health_rows[(message.store, message.node)] = message
 
     async def _ack(self, message: CommandAck) -> None:
         t = schema.commands
@@ -600,7 +596,16 @@ class _Batch:
                     health_at=bindparam("health_at"),
                     last_seen=bindparam("last_seen"),
                 ),
-                list(self._health_rows.values()),
+                [
+                    {
+                        "b_store": message.store,
+                        "b_node": message.node,
+                        "health": message.model_dump(mode="json", include=HEALTH_FIELDS),
+                        "health_at": message.event_time,
+                        "last_seen": message.sent_time,
+                    }
+                    for message in self._health_rows.values()
+                ],
             )
         if self._dead:
             await connection.execute(schema.dead_letters.insert(), self._dead)
@@ -611,6 +616,7 @@ class _Batch:
         tx.inventory_changes = self._inventory_changes
         for domain in self.applier.domains:
             await domain.before_commit(tx)
+        tx.collect_latest()
         self.outcome.changes += tx.changes
         self.outcome.commands += tx.commands
         self.outcome.publishes += tx.publishes

@@ -94,3 +94,47 @@ def test_the_example_config_loads_every_domain() -> None:
     settings = load_cloud_settings(REPO_ROOT / "examples" / "cloud.yaml")
     names = {domain.name for domain in load_domains(settings)}
     assert names == {module.rsplit(".", 1)[1] for module in BUILTIN_DOMAINS}
+
+
+async def test_a_backlog_of_heartbeats_shows_each_node_once_with_its_newest(
+    database_url: str,
+) -> None:
+    from cloud.dashboard import DashboardDomain, DashboardOptions
+    from protocols.messages import DeviceKind, DriverHealth, DriverState, Health, OutboxHealth
+
+    def heartbeat(seq: int, uptime_s: float) -> Health:
+        return Health(
+            store=STORE,
+            node=NODE,
+            seq=seq,
+            version="1.0",
+            bd_seq=1,
+            uptime_s=uptime_s,
+            cpu_percent=2.0,
+            rss_bytes=1,
+            disk_free_bytes=1,
+            outbox=OutboxHealth(depth=0, bytes=0, capacity_bytes=1),
+            drivers=[
+                DriverHealth(
+                    device="reader-1",
+                    kind=DeviceKind.RFID_READER,
+                    state=DriverState.RUNNING,
+                    events_per_s=1.0,
+                    metrics={"reads_per_s": uptime_s},
+                )
+            ],
+        )
+
+    h = StateHarness(database_url, {STORE: [NODE]}, domains=[DashboardDomain(DashboardOptions())])
+    await h.start()
+    try:
+        outcome = await h.feed(heartbeat(1, 10.0), heartbeat(2, 20.0), heartbeat(3, 30.0))
+        shown = [c for c in outcome.changes if c.kind == "node_health"]
+        assert [(c.store, c.data["node"], c.data["uptime_s"]) for c in shown] == [
+            (STORE, NODE, 30.0)
+        ]
+        assert (await h.node(STORE, NODE)).health["uptime_s"] == 30.0
+        outcome = await h.feed(heartbeat(4, 40.0))  # the next batch shows its own
+        assert [c.data["uptime_s"] for c in outcome.changes if c.kind == "node_health"] == [40.0]
+    finally:
+        await h.close()
