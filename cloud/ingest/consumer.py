@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -49,6 +50,25 @@ RETRY_MIN_S, RETRY_MAX_S = 0.2, 10.0
 READS_PER_WAKEUP = 64
 MISC_INTERVAL_S = 1.0  # keepalive pings and their timeout (paho's loop_misc)
 CLOSE_TIMEOUT_S = 2.0
+
+
+@contextlib.contextmanager
+def _corked(sock: Any) -> Iterator[None]:
+    """Hold partial TCP segments while writing a burst (Linux TCP_CORK; elsewhere a no-op)."""
+    cork = getattr(socket, "TCP_CORK", None)
+    if cork is None or not isinstance(sock, socket.socket) or sock.family == socket.AF_UNIX:
+        yield
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
+    except OSError:
+        yield  # closing under us: paho reports the loss
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, cork, 0)  # pushes what is held, at once
 
 
 class Consumer:
@@ -346,7 +366,11 @@ class Consumer:
         for topic, payload in outcome.publishes:
             self.client.publish(topic, payload, qos=1)
         if self._sock is not None:
-            self.client.loop_write()  # the acks and publishes go now, not on the next turn
+            # The acks and publishes go now, not on the next turn. paho sends each packet
+            # on its own; corked, the kernel packs a batch's PUBACKs into full segments
+            # instead of pushing one tiny segment per ack through the TCP stack.
+            with _corked(self._sock):
+                self.client.loop_write()
         for change in outcome.changes:
             self.bus.publish(change)
         self.metrics.sse_dropped.set(self.bus.dropped_total)
