@@ -85,9 +85,13 @@ class InventoryDomain(Domain):
     async def before_commit(self, tx: DomainTx) -> None:
         replaced = self._replaced if self._batch is tx else set()
         self._batch, self._replaced = None, set()
-        for store in sorted(replaced | set(tx.inventory_changes)):
-            changed = None if store in replaced else changed_counts(tx.inventory_changes[store])
-            for data in await self.evaluator.evaluate(tx.connection, store, changed):
+        changed_by_store = {
+            store: None if store in replaced else changed_counts(tx.inventory_changes[store])
+            for store in replaced | set(tx.inventory_changes)
+        }
+        evaluated = await self.evaluator.evaluate_batch(tx.connection, changed_by_store)
+        for store, changes in evaluated.items():
+            for data in changes:
                 tx.change(ALERT, store, data)
 
     def router(self) -> APIRouter:

@@ -4,7 +4,7 @@ database (SQLite and PostgreSQL), and the API on that same state through ASGI.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,14 +50,18 @@ class Rig:
                 return out
 
 
-async def make_rig(url: str, options: dict[str, Any] | None = None) -> AsyncIterator[Rig]:
+async def make_rig(
+    url: str,
+    options: dict[str, Any] | None = None,
+    stores: Sequence[str] = (STORE, OTHER_STORE),
+) -> AsyncIterator[Rig]:
     settings = CloudSettings(
         api={"keys": KEYS},
-        stores=[{"id": STORE, "nodes": [NODE]}, {"id": OTHER_STORE, "nodes": [NODE]}],
+        stores=[{"id": store, "nodes": [NODE]} for store in stores],
         domains={"inventory": options or {}},
     )
     domain = create_domain(settings, dict(settings.domains["inventory"]))
-    harness = StateHarness(url, {STORE: [NODE], OTHER_STORE: [NODE]}, domains=[domain])
+    harness = StateHarness(url, {store: [NODE] for store in stores}, domains=[domain])
     await harness.start()
     bus = LiveBus(1000)
     context = CloudContext(

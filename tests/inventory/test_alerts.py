@@ -8,8 +8,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from cloud.ingest.apply import BatchOutcome
-from cloud.inventory.tables import inventory_alerts, planograms
-from protocols.messages import CountDelta, ItemEvent, ItemEventKind, RfidEvents, utc_now
+from cloud.inventory.tables import inventory_alerts, planograms, reorder_points
+from protocols.messages import (
+    CountDelta,
+    ItemEvent,
+    ItemEventKind,
+    Message,
+    RfidEvents,
+    utc_now,
+)
 from tests.cloud.streams import NODE, READER, STORE, birth, rfid
 from tests.inventory.conftest import Rig, make_rig
 from tests.samples import T0
@@ -117,3 +124,73 @@ async def test_default_reorder_point_and_per_shelf_points(database_url: str) -> 
         got = sorted((a["gtin"], a["shelf"], a["state"]) for a in alerts(outcome))
         # GTIN_A: 0 on hand <= default 0; GTIN_B on shelf-2: 2 <= its shelf point 2
         assert got == [(GTIN_A, None, "raised"), (GTIN_B, "shelf-2", "raised")]
+
+
+RULE_TABLES = ("reorder_points", "planograms", "inventory_alerts")
+
+
+async def feed_counting_rule_reads(rig: Rig, *messages: Message) -> tuple[list[Any], int]:
+    """The batch's alerts as (store, type, state, shelf, count), and how many SELECTs it
+    ran on the inventory domain's tables."""
+    reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and any(
+            table in statement for table in RULE_TABLES
+        ):
+            reads.append(statement)
+
+    engine = rig.harness.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        outcome = await rig.harness.feed(*messages)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    got = [(a["store"], a["type"], a["state"], a["shelf"], a["count"]) for a in alerts(outcome)]
+    return got, len(reads)
+
+
+async def test_a_batch_reads_the_rules_of_all_its_stores_at_once(database_url: str) -> None:
+    stores = [f"store-{i:03d}" for i in range(10)]
+    low, planned = stores[1], stores[2]  # one store with a reorder point, one with a planogram
+    async for rig in make_rig(database_url, {"hysteresis": 1}, stores=stores):
+        set_by = {"updated_at": utc_now(), "updated_by": "test"}
+        async with rig.harness.engine.begin() as connection:
+            point = {"store_id": low, "gtin": GTIN_A, "shelf": "", "reorder_point": 3}
+            await connection.execute(reorder_points.insert(), [{**point, **set_by}])
+            plan = {"store_id": planned, "shelf": "shelf-1", "gtins": [GTIN_A]}
+            await connection.execute(planograms.insert(), [{**plan, **set_by}])
+
+        counts = {("shelf-1", GTIN_A): 2, ("shelf-1", GTIN_B): 1}
+        got, reads_of_three = await feed_counting_rule_reads(
+            rig, *(rfid(1, counts, store=store) for store in stores[:3])
+        )
+        assert got == [
+            (low, "low_stock", "raised", None, 2),
+            (planned, "misplaced", "raised", "shelf-1", 1),
+        ]
+        counts = {("shelf-1", GTIN_A): 5, ("shelf-1", GTIN_B): 0}
+        got, reads_of_ten = await feed_counting_rule_reads(
+            rig, *(rfid(2, counts, store=store) for store in stores)
+        )
+        assert got == [
+            (low, "low_stock", "cleared", None, 5),
+            (planned, "misplaced", "cleared", "shelf-1", 0),
+        ]
+        # one read per table for the batch, whatever its number of stores (three reads per
+        # store before: 9 and 30)
+        assert reads_of_three == reads_of_ten == 3
+        # a store whose shelves a birth replaced is evaluated whole, in the same batch
+        got, _ = await feed_counting_rule_reads(
+            rig,
+            birth(1, shelves={("shelf-1", GTIN_B): 2}, store=planned),
+            *(
+                rfid(3, {("shelf-1", GTIN_A): 1}, store=store)
+                for store in stores
+                if store != planned
+            ),
+        )
+        assert got == [
+            (low, "low_stock", "raised", None, 1),
+            (planned, "misplaced", "raised", "shelf-1", 2),
+        ]
