@@ -59,21 +59,29 @@ class MqttSettings(BaseModel):
         return f"{scheme}://{auth}{self.host}:{self.port} (MQTT {self.protocol})"
 
 
-def new_client(settings: MqttSettings, client_id: str, *, clean_start: bool = False) -> paho.Client:
-    """A paho client with the settings applied; persistent session unless `clean_start`."""
+def new_client(
+    settings: MqttSettings,
+    client_id: str,
+    *,
+    clean_start: bool = False,
+    client_class: type[paho.Client] | None = None,
+) -> paho.Client:
+    """A paho client (or one of `client_class`, a subclass) with the settings applied;
+    persistent session unless `clean_start`."""
     import ssl
 
     import paho.mqtt.client as paho_client
     from paho.mqtt.enums import CallbackAPIVersion
 
+    cls = client_class or paho_client.Client
     if settings.protocol == "5":
-        client = paho_client.Client(
+        client = cls(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id or client_id,
             protocol=paho_client.MQTTv5,
         )
     else:
-        client = paho_client.Client(
+        client = cls(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id or client_id,
             protocol=paho_client.MQTTv311,

@@ -120,3 +120,38 @@ def test_the_client_checks_the_broker_against_its_ca(tls_port: int, pki: Path) -
     )
     port = tls_port
     assert _connack(MqttSettings(host="127.0.0.1", port=port, tls=tls)).startswith("refused")
+
+
+async def test_the_ingest_consumer_reads_a_backlog_to_the_end_over_tls(
+    tls_port: int, pki: Path
+) -> None:
+    # Over TLS the ingest client's read-ahead sits on top of the SSL object's own buffer
+    # (whose bytes the selector cannot see either): a backlog is still read to its end.
+    from protocols.topics import TOPIC_PREFIX
+    from tests.cloud.recording import running_consumer, until_acked
+
+    tls = {
+        "ca_file": str(pki / "ca.pem"),
+        "cert_file": str(pki / "client.pem"),
+        "key_file": str(pki / "client.key"),
+    }
+    mqtt = {"host": "127.0.0.1", "port": tls_port, "protocol": "5", "tls": tls}
+    async with running_consumer(mqtt, "tls-ingest", queue_size=5000):
+        pass  # the persistent session now exists
+    settings = MqttSettings(host="127.0.0.1", port=tls_port, tls=TlsSettings(**tls))
+    publisher = new_client(settings, "tls-publisher", clean_start=True)
+    connect(publisher, settings, clean_start=True)
+    publisher.loop_start()
+    payloads = [f"{i:06d}".encode() for i in range(2_000)]
+    try:
+        infos = [
+            publisher.publish(f"{TOPIC_PREFIX}/store-042/pi-1/rfid/r1", p, qos=1) for p in payloads
+        ]
+        for info in infos:
+            info.wait_for_publish(30)
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+    async with running_consumer(mqtt, "tls-ingest", queue_size=5000) as (applier, consumer):
+        await until_acked(consumer, len(payloads), 20)
+    assert [payload for _, payload, _ in applier.received] == payloads

@@ -36,6 +36,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from cloud.bus import LiveBus
 from cloud.config import CloudSettings
 from cloud.ingest.apply import BatchOutcome, Incoming, InfrastructureError, StateApplier
+from cloud.ingest.mqtt_client import IngestClient
 from cloud.metrics import CloudMetrics
 from protocols.codec import encode, topic_for
 from protocols.mqtt import new_client
@@ -110,16 +111,18 @@ class Consumer:
         self._generation = 0
         self.acked_total = 0  # for benchmarks and tests: messages acknowledged after commit
         self.first_message_at: float | None = None  # perf_counter of the first delivery
-        self.client = self._make_client()
+        self.client: IngestClient = self._make_client()
 
     # ------------------------------------------------------------------ paho callbacks
 
-    def _make_client(self) -> paho.Client:
-        client = new_client(self.settings.mqtt, self.ingest.client_id)
+    def _make_client(self) -> IngestClient:
+        client = new_client(self.settings.mqtt, self.ingest.client_id, client_class=IngestClient)
+        assert isinstance(client, IngestClient)
         client.manual_ack_set(True)  # PUBACK only after our commit
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        client.deliver = self._deliver  # PUBLISHes without properties: the fast path
+        client.on_message = self._on_message  # the others
         socket_options = client.on_socket_open  # TCP_NODELAY from new_client
 
         def on_socket_open(client: paho.Client, userdata: Any, sock: Any) -> None:
@@ -152,18 +155,19 @@ class Consumer:
             log.warning("lost the broker; reconnecting, unacked messages come again")
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = repr(message._topic)  # MQTT requires UTF-8 topics; keep it for the record
+        self._deliver(topic, bytes(message.payload), message.mid, message.qos)
+
+    def _deliver(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         self._received += 1
         if self.first_message_at is None:
             self.first_message_at = time.perf_counter()
         if self._stopping.is_set():
             return  # not acked: the broker keeps it in our session for the next start
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            topic = repr(message._topic)  # MQTT requires UTF-8 topics; keep it for the record
-        self._pending.append(
-            Incoming(topic, bytes(message.payload), message.mid, message.qos, self._generation)
-        )
+        self._pending.append(Incoming(topic, payload, mid, qos, self._generation))
         if len(self._pending) + self._in_batch >= self.ingest.queue_size:
             self._pause()
         if self._arrived is not None:
@@ -221,7 +225,19 @@ class Consumer:
             if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or self._sock is None:
                 return  # connection lost: paho closed the socket and said so in on_disconnect
             if self._received == before or self._paused:
-                return  # nothing more waiting (or not a message: the selector calls again)
+                break  # nothing more waiting (or not a message: the selector calls again)
+        self._read_buffered_soon()
+
+    def _read_buffered_soon(self) -> None:
+        # Bytes read ahead of paho (or held by TLS) do not make the socket readable again:
+        # come back for them by ourselves.
+        if (
+            not self._paused
+            and self._sock is not None
+            and self._loop is not None
+            and self.client.has_buffered_input()
+        ):
+            self._loop.call_soon(self._readable)
 
     def _start_reading(self) -> None:
         if self._sock is not None and not self._reading and self._loop is not None:
@@ -237,6 +253,7 @@ class Consumer:
     def _resume(self) -> None:
         self._paused = False
         self._start_reading()
+        self._read_buffered_soon()
 
     def _next_reconnect_delay(self) -> float:
         """The delay before this attempt; doubles up to the maximum until a CONNACK."""
