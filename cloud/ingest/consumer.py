@@ -5,6 +5,8 @@ put its socket on our selector). One thread does everything from the socket to t
 a message is never handed between threads: no queue locks, no GIL hand-offs, no wake-up
 writes. A thread for paho cost about a tenth of the ingest core in those hand-offs alone.
 Only the TCP connect runs in an executor, so a slow broker address never blocks the loop.
+The client is `IngestClient` (cloud/ingest/mqtt_client.py): paho with a leaner receive path
+for a flood of PUBLISHes.
 
 Backpressure policy: at most `ingest.queue_size` messages are un-acked here (waiting for a
 batch, or in the batch being committed). At that bound the ingestor stops reading its
