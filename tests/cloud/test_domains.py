@@ -100,30 +100,14 @@ async def test_a_backlog_of_heartbeats_shows_each_node_once_with_its_newest(
     database_url: str,
 ) -> None:
     from cloud.dashboard import DashboardDomain, DashboardOptions
-    from protocols.messages import DeviceKind, DriverHealth, DriverState, Health, OutboxHealth
+    from protocols.messages import Health
+    from tests.samples import all_samples
+
+    sample = next(m for m in all_samples() if isinstance(m, Health))
+    assert (sample.store, sample.node) == (STORE, NODE)
 
     def heartbeat(seq: int, uptime_s: float) -> Health:
-        return Health(
-            store=STORE,
-            node=NODE,
-            seq=seq,
-            version="1.0",
-            bd_seq=1,
-            uptime_s=uptime_s,
-            cpu_percent=2.0,
-            rss_bytes=1,
-            disk_free_bytes=1,
-            outbox=OutboxHealth(depth=0, bytes=0, capacity_bytes=1),
-            drivers=[
-                DriverHealth(
-                    device="reader-1",
-                    kind=DeviceKind.RFID_READER,
-                    state=DriverState.RUNNING,
-                    events_per_s=1.0,
-                    metrics={"reads_per_s": uptime_s},
-                )
-            ],
-        )
+        return sample.model_copy(update={"seq": seq, "uptime_s": uptime_s})
 
     h = StateHarness(database_url, {STORE: [NODE]}, domains=[DashboardDomain(DashboardOptions())])
     await h.start()
