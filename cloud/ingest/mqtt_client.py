@@ -16,9 +16,10 @@ more than everything else it does per message, and the ingestor does not need th
 
 Both reach into paho internals (`_sock_recv`, `_handle_publish`, `_in_packet`), as Home
 Assistant's own paho subclass does for its locks. They are switched on only for the paho
-releases they were written against (`TESTED_PAHO`); with any other paho the client is stock
-paho. tests/cloud/test_mqtt_client.py checks that the fast path is taken and delivers what
-stock paho delivers, so an upgrade that changes these internals fails there, not in a store.
+releases they were written against (`TESTED_PAHO`: 2.1.0 and 2.2.0 passed the tests); with
+any other paho the client is stock paho. tests/cloud/test_mqtt_client.py checks that the
+fast path is taken and delivers what stock paho delivers, so an upgrade that changes these
+internals fails there, not in a store.
 
 Buffering policy: at most `READ_AHEAD_BYTES` read ahead of paho, on top of the consumer's
 bound; `has_buffered_input()` tells the consumer to keep reading although the socket is no
