@@ -508,8 +508,8 @@ def _driver_fields_text(driver: DriverHealth) -> str:
     # `_fields_text(_driver_health_fields(driver))` without a type dispatch and a key lookup
     # per metric: metrics are floats by the contract, a heartbeat carries a few dozen of
     # them, and a driver sends the same names every time.
-    text = f"state={string_field(driver.state.value)},events_per_s={driver.events_per_s!r}"
-    text += f",restarts={driver.restarts}i"
+    text = f"state={string_field(driver.state.value)}"
+    text += f"{_optional_float('events_per_s', driver.events_per_s)},restarts={driver.restarts}i"
     if driver.last_error is not None:
         text += f",last_error={string_field(driver.last_error)}"
     metrics = driver.metrics
