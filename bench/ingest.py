@@ -47,6 +47,7 @@ from protocols.topics import node_filter
 
 if TYPE_CHECKING:
     from cloud.ingest.apply import BatchOutcome
+    from cloud.ingest.consumer import Consumer
 
 STORE, NODE, READER = "store-bench", "pi-1", "reader-1"
 TARGET_RATIO = 0.7
@@ -277,18 +278,22 @@ async def _ingest(
             await asyncio.to_thread(consumer.connected.wait, 10)
             await asyncio.sleep(0.2)
             return 0.0
-        count = len(workload.messages)
-        deadline = time.monotonic() + 900
-        while consumer.acked_total < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"ingestor acked {consumer.acked_total} of {count}")
-            await asyncio.sleep(0.005)
-        done = time.perf_counter()
-        assert consumer.first_message_at is not None
-        return done - consumer.first_message_at
+        return await _drained(consumer, len(workload.messages), "ingestor", timeout_s=900)
     finally:
         await runtime.stop()
         spool.close()
+
+
+async def _drained(consumer: Consumer, count: int, who: str, *, timeout_s: float) -> float:
+    """Seconds from the consumer's first delivery until it has acked `count` messages."""
+    deadline = time.monotonic() + timeout_s
+    while consumer.acked_total < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{who} acked {consumer.acked_total} of {count}")
+        await asyncio.sleep(0.005)
+    done = time.perf_counter()
+    assert consumer.first_message_at is not None
+    return done - consumer.first_message_at
 
 
 class _NoState:
@@ -321,13 +326,7 @@ async def _mqtt_side(port: int, client_id: str, count: int, *, warm: bool) -> fl
         if warm:  # only creates the session
             await asyncio.sleep(0.2)
             return 0.0
-        deadline = time.monotonic() + 300
-        while consumer.acked_total < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"MQTT-side consumer acked {consumer.acked_total} of {count}")
-            await asyncio.sleep(0.005)
-        assert consumer.first_message_at is not None
-        return time.perf_counter() - consumer.first_message_at
+        return await _drained(consumer, count, "MQTT-side consumer", timeout_s=300)
     finally:
         consumer.stop()
         await worker
