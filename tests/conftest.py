@@ -8,7 +8,7 @@ import pytest
 from tests.servers import BrokerProcess, EmbeddedBroker, MosquittoBroker, mosquitto
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ import httpx
 import yaml
 
 from cloud.config import hash_key
+from tests.conftest import REPO_ROOT
 from tests.servers import free_port, wait_for_port
 
 OPS_KEY, STAFF_KEY, SHOPPER_KEY = "ops-test-key", "staff-test-key", "shopper-test-key"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def cloud_config(

@@ -9,8 +9,9 @@ import pytest
 from cloud.config import CloudSettings, Role, hash_key, load_cloud_settings
 from cloud.ingest.sequencing import StreamPosition, admit, on_birth
 from protocols.settings import ConfigError
+from tests.conftest import REPO_ROOT
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cloud.yaml"
+EXAMPLE = REPO_ROOT / "examples" / "cloud.yaml"
 
 
 def test_in_order_then_duplicates() -> None:

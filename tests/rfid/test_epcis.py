@@ -13,9 +13,9 @@ from referencing.jsonschema import DRAFT7
 
 from edge.rfid.epcis import document
 from protocols.messages import ItemEvent, ItemEventKind
-from tests.conftest import SHARED_FIXTURES
+from tests.conftest import FIXTURES
 
-EPCIS = SHARED_FIXTURES / "epcis"
+EPCIS = FIXTURES / "epcis"
 BASE = "https://gs1.github.io/EPCIS/JSON-Schema/"
 
 

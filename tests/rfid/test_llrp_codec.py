@@ -23,9 +23,9 @@ from protocols.llrp import (
     view,
 )
 from protocols.llrp.spec import MESSAGE_NAMES
-from tests.conftest import SHARED_FIXTURES
+from tests.conftest import FIXTURES as FIXTURE_ROOT
 
-LLRP_FIXTURES = SHARED_FIXTURES / "llrp"
+LLRP_FIXTURES = FIXTURE_ROOT / "llrp"
 # fixture file stem -> LLRP message name (the .bytes hold the body only, no header)
 FIXTURE_MESSAGES = {
     "CloseConnectionResponse": "CLOSE_CONNECTION_RESPONSE",

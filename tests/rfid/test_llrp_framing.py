@@ -8,11 +8,11 @@ import struct
 import pytest
 
 from protocols.llrp import FrameBuffer, LLRPFrameError, encode_message, message, param, read_message
-from tests.conftest import SHARED_FIXTURES
+from tests.conftest import FIXTURES
 
 
 def _stream() -> tuple[bytes, list[int]]:
-    report_body = (SHARED_FIXTURES / "llrp" / "ROAccessReport-001.bytes").read_bytes()
+    report_body = (FIXTURES / "llrp" / "ROAccessReport-001.bytes").read_bytes()
     report = struct.pack(">HII", (1 << 10) | 61, 10 + len(report_body), 7) + report_body
     msgs = [
         encode_message(message("KEEPALIVE", 1)),
