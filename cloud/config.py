@@ -8,6 +8,7 @@ hashes so that the config file (often in a repository or a config map) never hol
 from __future__ import annotations
 
 import hashlib
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,18 @@ from protocols.ids import IDENTIFIER_PATTERN
 from protocols.mqtt import MqttSettings
 from protocols.settings import FileSettings, load_settings
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///storegate-cloud.db"
+DATA_DIR_ENV = "STOREGATE_CLOUD_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """Where `storegate cloud` keeps its files unless told otherwise.
+
+    `$XDG_STATE_HOME/storegate` when the user has a state home (the XDG rule for data that
+    should survive a restart but is not worth a backup), else `./.storegate`: never loose
+    files in the working folder.
+    """
+    state_home = os.environ.get("XDG_STATE_HOME")
+    return Path(state_home) / "storegate" if state_home else Path(".storegate")
 
 
 class Role(StrEnum):
@@ -103,7 +115,9 @@ class IngestSettings(BaseModel):
     )
     resync_min_interval_s: float = Field(default=30.0, ge=0)
     resync_expiry_s: float = Field(default=60.0, gt=0)
-    spool_dir: Path = Field(default=Path("storegate-spool"), description="time-series spool")
+    spool_dir: Path | None = Field(
+        default=None, description="time-series spool; default: `spool/` in the data dir"
+    )
     spool_capacity_bytes: int = Field(
         default=256 * 1024 * 1024,
         gt=0,
@@ -125,9 +139,14 @@ class CloudSettings(FileSettings):
         env_prefix="STOREGATE_CLOUD_", env_nested_delimiter="__", extra="forbid"
     )
 
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="the cloud's own files (SQLite database, time-series spool);"
+        " `--data-dir` or STOREGATE_CLOUD_DATA_DIR override it",
+    )
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str = Field(default="", description="default: SQLite `cloud.db` in the data dir")
     influxdb: InfluxSettings | None = None
     api: ApiSettings = Field(default_factory=ApiSettings)
     stores: list[StoreConfig] = Field(default_factory=list)
@@ -136,6 +155,19 @@ class CloudSettings(FileSettings):
         description="per-domain settings (inventory, lockers, offers, dashboard); each"
         " domain validates its own section",
     )
+
+    @model_validator(mode="after")
+    def _files_in_data_dir(self) -> CloudSettings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'cloud.db'}"
+        if self.ingest.spool_dir is None:
+            self.ingest.spool_dir = self.data_dir / "spool"
+        return self
+
+    @property
+    def spool_dir(self) -> Path:
+        assert self.ingest.spool_dir is not None  # set by the validator
+        return self.ingest.spool_dir
 
     @model_validator(mode="after")
     def _unique_stores(self) -> CloudSettings:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 
 from rich.console import Console
 
-from cloud.config import load_cloud_settings
+from cloud.config import DATA_DIR_ENV, load_cloud_settings
 from protocols.settings import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def run_cloud(config: Path | None, *, console: Console) -> int:
+def run_cloud(config: Path | None, *, console: Console, data_dir: Path | None = None) -> int:
+    if data_dir is not None:
+        # The command line wins over the environment, which wins over the file.
+        os.environ[DATA_DIR_ENV] = str(data_dir)
     try:
         settings = load_cloud_settings(config)
     except ConfigError as exc:
@@ -32,7 +36,7 @@ def run_cloud(config: Path | None, *, console: Console) -> int:
         await runtime.start()
         console.print(
             f"storegate cloud: MQTT {settings.mqtt.describe()}, API on"
-            f" http://{settings.api.host}:{runtime.api_port}"
+            f" http://{settings.api.host}:{runtime.api_port}, data in {settings.data_dir}"
         )
         await stop.wait()
         log.info("stopping: finishing the batch in progress")

@@ -21,7 +21,7 @@ from cloud.ingest.consumer import Consumer
 from cloud.ingest.history import History, SpoolHistory
 from cloud.ingest.registry import Registry
 from cloud.metrics import CloudMetrics
-from cloud.state.db import create_engine, migrate
+from cloud.state.db import create_engine, migrate, sqlite_path
 from cloud.timeseries import InfluxConfig, InfluxSink, LineSink, Pump, Spool, SqlSink
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ class _Server(uvicorn.Server):
 class CloudRuntime:
     def __init__(self, settings: CloudSettings, *, history: History | None = None) -> None:
         self.settings = settings
+        sqlite_file = sqlite_path(settings.database_url)
+        if sqlite_file is not None:
+            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(settings.database_url)
         self.metrics = CloudMetrics()
         self.bus = LiveBus(settings.api.sse_queue_size)
@@ -56,9 +59,9 @@ class CloudRuntime:
         self.spool: Spool | None = None
         self.pump: Pump | None = None
         if history is None:
-            settings.ingest.spool_dir.mkdir(parents=True, exist_ok=True)
+            settings.spool_dir.mkdir(parents=True, exist_ok=True)
             self.spool = Spool(
-                settings.ingest.spool_dir / "spool.db",
+                settings.spool_dir / "spool.db",
                 capacity_bytes=settings.ingest.spool_capacity_bytes,
             )
             self.pump = Pump(self.spool, history_sink(settings, self.engine))

@@ -37,11 +37,35 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True)
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for PostgreSQL or an in-memory SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def _alembic_config(connection: Connection) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
     return config
+
+
+class _AlembicInfoAtDebug(logging.Filter):
+    """alembic says "Context impl SQLiteImpl", "Running upgrade ..." at INFO on every start:
+    routine for us, so those lines show only when the log level is debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger("alembic").isEnabledFor(logging.DEBUG)
+
+
+_ALEMBIC_INFO_AT_DEBUG = _AlembicInfoAtDebug()
+for _name in ("alembic.runtime.migration", "alembic.runtime.plugins"):
+    logging.getLogger(_name).addFilter(_ALEMBIC_INFO_AT_DEBUG)
 
 
 async def migrate(engine: AsyncEngine) -> None:
