@@ -11,9 +11,28 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 from rich.console import Console
 
 from storegate import __version__
+
+
+def _show_flags_as_flags() -> None:
+    """typer 0.29 prints a type after every option, flags included (`--write <bool>`), which
+    reads as if the flag took a value. A flag takes none: show no type for it."""
+    option = typer.core.TyperOption
+    display = getattr(option, "display_type_rich", None)
+    if display is None or getattr(display, "storegate_flags", False):
+        return
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+        return None if self.is_flag else display(self, ctx)
+
+    display_type_rich.storegate_flags = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich  # type: ignore[method-assign,assignment]
+
+
+_show_flags_as_flags()
 
 app = typer.Typer(
     name="storegate",
@@ -97,12 +116,22 @@ def edge(config: ConfigOption = None, log_level: LogLevel = "info") -> None:
 
 
 @app.command()
-def cloud(config: ConfigOption = None, log_level: LogLevel = "info") -> None:
+def cloud(
+    config: ConfigOption = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="The cloud's database and spool (default: $XDG_STATE_HOME/storegate, else"
+            " ./.storegate). Wins over `data_dir` in the file and STOREGATE_CLOUD_DATA_DIR."
+        ),
+    ] = None,
+    log_level: LogLevel = "info",
+) -> None:
     """Run the cloud: ingestor, state store, time series, API and dashboard."""
     _logging(log_level)
     from cloud.main import run_cloud
 
-    raise typer.Exit(run_cloud(config, console=console))
+    raise typer.Exit(run_cloud(config, console=console, data_dir=data_dir))
 
 
 @app.command()
@@ -148,15 +177,36 @@ def sim(
     raise typer.Exit(run_sim(scenario, console=console, options=options))
 
 
+def _benchmark_names() -> list[str]:
+    # Module names, without importing the benchmarks (they pull in every role's packages).
+    import pkgutil
+
+    import bench as bench_package
+
+    skip = {"runner"}
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(bench_package.__path__)
+        if not info.name.startswith("_") and info.name not in skip
+    )
+
+
 @app.command()
 def bench(
     only: Annotated[
-        list[str] | None, typer.Option("--only", help="Run only these benchmarks.")
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help=f"Run only this benchmark (repeatable): {', '.join(_benchmark_names())}.",
+        ),
     ] = None,
-    write: Annotated[bool, typer.Option(help="Update BENCHMARKS.md with the results.")] = True,
-    quick: Annotated[bool, typer.Option(help="Smaller runs, for a smoke test.")] = False,
+    write: Annotated[
+        bool, typer.Option("--write", help="Update BENCHMARKS.md with the results.")
+    ] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Smaller runs, for a smoke test.")] = False,
 ) -> None:
-    """Run the benchmarks against baselines measured in the same run; update BENCHMARKS.md."""
+    """Run the benchmarks against baselines measured in the same run; print them, and with
+    --write update BENCHMARKS.md."""
     _logging("warning")
     from bench.runner import run_benchmarks
 
