@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
-from fastapi import Path as PathParam
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, text
 from sse_starlette.sse import EventSourceResponse
 
-from cloud.api.deps import Ops, Reader, Shopping
+from cloud.api.deps import Ops, Reader
 from cloud.api.errors import ApiError, error_response, install_error_handlers
+from cloud.api.timestamps import ApiTimestamp, iso_utc
 from cloud.config import Role
 from cloud.context import CloudContext
 from cloud.state import schema
@@ -41,10 +40,10 @@ class NodeOut(BaseModel):
     bd_seq: int | None
     version: str | None
     devices: list[dict[str, Any]] | None
-    last_birth_at: datetime | None
-    last_seen: datetime | None
+    last_birth_at: ApiTimestamp | None
+    last_seen: ApiTimestamp | None
     health: dict[str, Any] | None
-    health_at: datetime | None
+    health_at: ApiTimestamp | None
 
 
 class ShelfItem(BaseModel):
@@ -52,19 +51,7 @@ class ShelfItem(BaseModel):
     gtin: str
     count: int
     node: str
-    updated_at: datetime
-
-
-class StoreAvailability(BaseModel):
-    store: str
-    count: int
-    shelves: int
-
-
-class Availability(BaseModel):
-    gtin: str
-    total: int
-    stores: list[StoreAvailability]
+    updated_at: ApiTimestamp
 
 
 class DeadLetterOut(BaseModel):
@@ -75,7 +62,7 @@ class DeadLetterOut(BaseModel):
     payload_excerpt: str
     payload_bytes: int
     store: str | None
-    received_at: datetime
+    received_at: ApiTimestamp
 
 
 class DeadLetterPage(BaseModel):
@@ -191,31 +178,6 @@ def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAP
             for row in rows
         ]
 
-    @app.get("/api/v1/availability/{gtin}", tags=["inventory"])
-    async def availability(
-        gtin: Annotated[str, PathParam(pattern=r"^[0-9]{14}$")], principal: Shopping
-    ) -> Availability:
-        """How many of a GTIN each store has on its shelves right now (the online channel)."""
-        t = schema.inventory
-        query = (
-            select(
-                t.c.store_id,
-                func.sum(t.c.count).label("total"),
-                func.count(t.c.shelf).label("shelves"),
-            )
-            .where(t.c.gtin == gtin, t.c.count > 0)
-            .group_by(t.c.store_id)
-            .order_by(t.c.store_id)
-        )
-        async with cloud.engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        stores = [
-            StoreAvailability(store=row.store_id, count=int(row.total), shelves=row.shelves)
-            for row in rows
-            if principal.may_see(row.store_id)
-        ]
-        return Availability(gtin=gtin, total=sum(s.count for s in stores), stores=stores)
-
     @app.get("/api/v1/dead-letters", tags=["ops"])
     async def dead_letters(
         principal: Reader,
@@ -266,7 +228,7 @@ def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAP
                         continue
                     body = {
                         "store": change.store,
-                        "at": change.at.isoformat(),
+                        "at": iso_utc(change.at),
                         "dropped": subscription.dropped,
                         **change.data,
                     }

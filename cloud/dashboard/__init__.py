@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from cloud.api.timestamps import iso_utc
 from cloud.config import CloudSettings
 from cloud.dashboard.history import open_reader
 from cloud.dashboard.routes import build_router
@@ -48,7 +49,7 @@ def health_change(message: Health) -> dict[str, Any]:
     """What the dashboard shows of a heartbeat (never anything identifying a shopper)."""
     return {
         "node": message.node,
-        "health_at": message.event_time.isoformat(),
+        "health_at": iso_utc(message.event_time),
         "version": message.version,
         "uptime_s": message.uptime_s,
         "cpu_percent": message.cpu_percent,

@@ -19,6 +19,7 @@ from sse_starlette.sse import EventSourceResponse
 from cloud.api.auth import Principal
 from cloud.api.deps import Cloud, Reader
 from cloud.api.errors import ApiError
+from cloud.api.timestamps import ApiTimestamp, iso_utc
 from cloud.bus import Change
 from cloud.config import Role
 from cloud.dashboard.history import stock_over_time
@@ -48,7 +49,7 @@ _SECURITY_HEADERS = {
 
 class SessionOut(BaseModel):
     token: str
-    expires_at: datetime
+    expires_at: ApiTimestamp
     name: str
     role: str
     stores: list[str]
@@ -58,7 +59,7 @@ class HistoryOut(BaseModel):
     store: str
     gtin: str
     every_s: float
-    times: list[datetime]
+    times: list[ApiTimestamp]
     total: list[int | None]
     shelves: dict[str, list[int | None]]
 
@@ -145,7 +146,7 @@ def build_router(
                     body: dict[str, Any] = {
                         "kind": change.kind,
                         "store": change.store,
-                        "at": change.at.isoformat(),
+                        "at": iso_utc(change.at),
                         "dropped": subscription.dropped,
                         "data": change.data,
                     }

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloud.api.auth import Principal
 from cloud.api.deps import Cloud, Reader, Shopping
 from cloud.api.errors import ApiError
+from cloud.api.timestamps import ApiTimestamp
 from cloud.bus import Change
 from cloud.config import Role
 from cloud.context import CloudContext
@@ -63,7 +64,7 @@ class ReorderPointOut(BaseModel):
     shelf: str | None
     reorder_point: int
     source: str = Field(description="api (set here) or config (domains.inventory)")
-    updated_at: datetime | None = None
+    updated_at: ApiTimestamp | None = None
     updated_by: str | None = None
 
 
@@ -107,12 +108,18 @@ class AlertPage(BaseModel):
     next_before: int | None = Field(description="pass as `before` for the next (older) page")
 
 
+def available_to_sell(on_hand: int, safety_stock: int) -> int:
+    """What the online channel may promise: on hand minus the safety stock, never below 0."""
+    return max(0, on_hand - safety_stock)
+
+
 class StoreStock(BaseModel):
     store: str
-    on_hand: int
+    on_hand: int = Field(description="items on the store's shelves, as RFID counts them")
     safety_stock: int
     available: int = Field(description="what the webshop may sell: on hand - safety stock")
-    updated_at: datetime | None
+    shelves: int = Field(description="shelves holding the GTIN")
+    updated_at: ApiTimestamp | None
 
 
 class GtinAvailability(BaseModel):
@@ -387,6 +394,57 @@ def create_router(domain: InventoryDomain) -> APIRouter:
 
     # ------------------------------------------------------------------ availability
 
+    async def stock(
+        cloud: CloudContext, principal: Principal, gtins: list[str], stores: list[str] | None
+    ) -> list[GtinAvailability]:
+        """The one definition of what the online channel may sell, for every availability
+        route: per store, on hand minus the store's safety stock, never below 0."""
+        t = schema.inventory
+        query = (
+            select(
+                t.c.gtin,
+                t.c.store_id,
+                func.sum(t.c["count"]).label("on_hand"),
+                func.count(t.c.shelf).label("shelves"),
+                func.max(t.c.updated_at).label("updated_at"),
+            )
+            .where(t.c.gtin.in_(sorted(set(gtins))), t.c["count"] > 0)
+            .group_by(t.c.gtin, t.c.store_id)
+            .order_by(t.c.gtin, t.c.store_id)
+        )
+        if stores is not None:
+            query = query.where(t.c.store_id.in_(stores))
+        async with cloud.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        per_gtin: dict[str, list[StoreStock]] = {g: [] for g in gtins}
+        for row in rows:
+            if not principal.may_see(row.store_id):
+                continue
+            on_hand = int(row.on_hand)
+            safety = options.availability.safety_for(row.store_id)
+            per_gtin[row.gtin].append(
+                StoreStock(
+                    store=row.store_id,
+                    on_hand=on_hand,
+                    safety_stock=safety,
+                    available=available_to_sell(on_hand, safety),
+                    shelves=int(row.shelves),
+                    updated_at=row.updated_at,
+                )
+            )
+        return [
+            GtinAvailability(gtin=g, available=sum(s.available for s in per), stores=per)
+            for g, per in per_gtin.items()
+        ]
+
+    @router.get("/availability/{gtin}")
+    async def availability(
+        gtin: Annotated[str, GTIN_PATH], principal: Shopping, cloud: Cloud
+    ) -> GtinAvailability:
+        """What the online channel may sell of one GTIN, per store (the stores the key may
+        see): the same figures as one item of the bulk `GET /availability`."""
+        return (await stock(cloud, principal, [gtin], None))[0]
+
     @router.get("/availability")
     async def bulk_availability(
         principal: Shopping,
@@ -396,10 +454,10 @@ def create_router(domain: InventoryDomain) -> APIRouter:
     ) -> BulkAvailability:
         """What the webshop may sell per GTIN and store: on hand minus a safety stock, so
         it never sells the last unit the shelf cannot find."""
-        wanted = [g.strip() for g in gtins.split(",") if g.strip()]
+        wanted = list(dict.fromkeys(g.strip() for g in gtins.split(",") if g.strip()))
         if not wanted:
             raise ApiError(422, "invalid_request", "gtins: give at least one GTIN")
-        if len(set(wanted)) > options.availability.max_gtins:
+        if len(wanted) > options.availability.max_gtins:
             raise ApiError(
                 422,
                 "invalid_request",
@@ -413,43 +471,7 @@ def create_router(domain: InventoryDomain) -> APIRouter:
             store_filter = sorted({s.strip() for s in stores.split(",") if s.strip()})
             for s in store_filter:
                 principal.check_store(s)
-        t = schema.inventory
-        query = (
-            select(
-                t.c.gtin,
-                t.c.store_id,
-                func.sum(t.c["count"]).label("on_hand"),
-                func.max(t.c.updated_at).label("updated_at"),
-            )
-            .where(t.c.gtin.in_(sorted(set(wanted))), t.c["count"] > 0)
-            .group_by(t.c.gtin, t.c.store_id)
-            .order_by(t.c.gtin, t.c.store_id)
-        )
-        if store_filter is not None:
-            query = query.where(t.c.store_id.in_(store_filter))
-        async with cloud.engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        per_gtin: dict[str, list[StoreStock]] = {g: [] for g in wanted}
-        for row in rows:
-            if not principal.may_see(row.store_id):
-                continue
-            on_hand = int(row.on_hand)
-            safety = options.availability.safety_for(row.store_id)
-            per_gtin[row.gtin].append(
-                StoreStock(
-                    store=row.store_id,
-                    on_hand=on_hand,
-                    safety_stock=safety,
-                    available=max(0, on_hand - safety),
-                    updated_at=row.updated_at,
-                )
-            )
-        return BulkAvailability(
-            items=[
-                GtinAvailability(gtin=g, available=sum(s.available for s in per), stores=per)
-                for g, per in per_gtin.items()
-            ]
-        )
+        return BulkAvailability(items=await stock(cloud, principal, wanted, store_filter))
 
     return router
 

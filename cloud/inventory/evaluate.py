@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, String, and_, bindparam, cast, func, literal_column, select, update
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.elements import BindParameter
 
+from cloud.api.timestamps import iso_utc
 from cloud.inventory import rules
 from cloud.inventory.config import InventoryOptions
 from cloud.inventory.rules import Action, AlertState, AlertType
@@ -192,12 +192,7 @@ def alert_data(row: Any) -> dict[str, Any]:
     }
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands back naive UTC
-        return value.isoformat() + "Z"
-    return value.isoformat().replace("+00:00", "Z")
+_iso = iso_utc
 
 
 class AlertEvaluator:

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloud.api.timestamps import iso_utc
 from cloud.lockers import tables
 from cloud.lockers.machine import OrderState
 from cloud.lockers.views import as_utc
@@ -106,8 +107,8 @@ async def compute(
     ended = collected + expired
     return {
         "store": store,
-        "since": since.isoformat(),
-        "until": until.isoformat(),
+        "since": iso_utc(since),
+        "until": iso_utc(until),
         "order_to_ready_s": _summary(to_ready),
         "pickup_rate": round(collected / ended, 4) if ended else None,
         "collected": collected,

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from cloud.api.timestamps import as_utc, iso_utc
 
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands timestamps back naive (they are stored in UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+__all__ = ["as_utc", "iso", "order_view"]
 
 
 def iso(value: datetime | None) -> str | None:
-    return as_utc(value).isoformat() if value is not None else None
+    return iso_utc(value)
 
 
 def order_view(order: dict[str, Any], state: str, at: datetime) -> dict[str, Any]:

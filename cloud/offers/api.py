@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path
@@ -11,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from cloud.api.deps import Cloud, Ops, Reader, ShopperApp
 from cloud.api.errors import ApiError
+from cloud.api.timestamps import ApiTimestamp
 from cloud.offers import registry
 from cloud.offers.campaigns import CampaignSpec
 from cloud.offers.delivery import advance
@@ -33,8 +33,8 @@ class ShopperOut(BaseModel):
     shopper_id: str
     consent: bool
     segment: str | None
-    consent_at: datetime | None
-    withdrawn_at: datetime | None
+    consent_at: ApiTimestamp | None
+    withdrawn_at: ApiTimestamp | None
 
 
 class TokenIn(BaseModel):
@@ -49,16 +49,16 @@ class TokenIn(BaseModel):
 
 class TokenOut(BaseModel):
     token: str
-    valid_from: datetime
-    expires_at: datetime
+    valid_from: ApiTimestamp
+    expires_at: ApiTimestamp
 
 
 class CampaignOut(BaseModel):
     campaign_id: str
     active: bool
     definition: CampaignSpec
-    created_at: datetime
-    updated_at: datetime
+    created_at: ApiTimestamp
+    updated_at: ApiTimestamp
 
 
 class CampaignCounts(BaseModel):

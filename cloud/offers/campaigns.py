@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from cloud.api.timestamps import ApiTimestamp
 from protocols.ids import Gtin, Identifier
 from protocols.messages import OfferTrigger
 
@@ -28,8 +29,8 @@ class Schedule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    starts_at: ApiTimestamp | None = Field(default=None, description="naive means UTC")
+    ends_at: ApiTimestamp | None = Field(default=None, description="naive means UTC")
     days: list[int] = Field(
         default_factory=lambda: list(range(7)), description="0 = Monday ... 6 = Sunday"
     )

@@ -118,14 +118,15 @@ async def test_inventory_nodes_availability_and_dead_letters(
     assert nodes[0]["status"] == "online"
     assert nodes[0]["bd_seq"] == 3
     availability = await eventually(
-        http, f"/api/v1/availability/{GTIN}", SHOPPER_KEY, lambda body: body["total"] == 11
+        http, f"/api/v1/availability/{GTIN}", SHOPPER_KEY, lambda body: len(body["stores"]) == 2
     )
-    assert availability["stores"] == [
-        {"store": OTHER_STORE, "count": 5, "shelves": 1},
-        {"store": STORE, "count": 6, "shelves": 2},
-    ]
+    # The default safety stock (1 per store) is kept back from what the webshop may sell.
+    assert [
+        (s["store"], s["on_hand"], s["shelves"], s["available"]) for s in availability["stores"]
+    ] == [(OTHER_STORE, 5, 1, 4), (STORE, 6, 2, 5)]
+    assert availability["available"] == 9
     staff_view = (await http.get(f"/api/v1/availability/{GTIN}", headers=bearer(STAFF_KEY))).json()
-    assert staff_view["total"] == 6
+    assert staff_view["available"] == 5
     bad_gtin = await http.get("/api/v1/availability/123", headers=bearer(SHOPPER_KEY))
     assert bad_gtin.status_code == 422
     assert bad_gtin.json()["error"] == "invalid_request"
@@ -174,3 +175,78 @@ async def test_sse_delivers_a_live_change(
                 break
         assert data["store"] == STORE
         assert data["items"] == [{"shelf": "shelf-z", "gtin": GTIN, "count": 7}]
+
+
+def _timestamps(body: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every string under a timestamp-named key (`*_at`, `at`, `last_seen`, since/until)."""
+    found: list[tuple[str, str]] = []
+    if isinstance(body, dict):
+        for key, value in body.items():
+            where = f"{path}.{key}"
+            timestamp_key = key.endswith("_at") or key in {"at", "last_seen", "since", "until"}
+            if timestamp_key and isinstance(value, str):
+                found.append((where, value))
+            else:
+                found += _timestamps(value, where)
+    elif isinstance(body, list):
+        for index, value in enumerate(body):
+            found += _timestamps(value, f"{path}[{index}]")
+    return found
+
+
+async def test_every_timestamp_is_utc_with_z(
+    http: httpx.AsyncClient, mosquitto_broker: MosquittoBroker
+) -> None:
+    await publish(
+        mosquitto_broker,
+        birth(3, shelves={("shelf-a", GTIN): 4}, rfid_seq=0),
+        rfid(1, {("shelf-b", GTIN): 2}),
+        rfid(1, {("s1", GTIN): 1}, store="store-555"),  # a dead letter
+    )
+    await eventually(
+        http, "/api/v1/dead-letters?limit=1", OPS_KEY, lambda body: len(body["items"]) == 1
+    )
+    await eventually(
+        http, f"/api/v1/stores/{STORE}/nodes", OPS_KEY, lambda b: b and b[0]["health_at"] is None
+    )
+    seen: list[tuple[str, str]] = []
+    for path in (
+        f"/api/v1/stores/{STORE}/nodes",
+        f"/api/v1/stores/{STORE}/inventory",
+        f"/api/v1/availability/{GTIN}",
+        "/api/v1/dead-letters",
+    ):
+        seen += _timestamps((await http.get(path, headers=bearer(OPS_KEY))).json(), path)
+    assert {where.split(".")[-1] for where, _ in seen} >= {
+        "last_birth_at",
+        "last_seen",
+        "updated_at",
+        "received_at",
+    }
+    assert [(where, value) for where, value in seen if not value.endswith("Z")] == []
+
+    # The published schema says so: every date-time a response carries is UTC with Z.
+    spec = (await http.get("/openapi.json")).json()
+    date_times = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if node.get("format") == "date-time":
+                date_times.append((where, node))
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{where}/{index}")
+
+    walk(spec["components"]["schemas"], "#/components/schemas")
+    # Request bodies (`...In`) may send any offset; what the API answers is UTC.
+    response_side = [
+        (w, n) for w, n in date_times if not w.split("/")[3].endswith(("In", "-Input"))
+    ]
+    assert response_side, "no date-time in the published schemas"
+    assert [
+        w
+        for w, n in response_side
+        if n.get("pattern") != "Z$" or "UTC" not in n.get("description", "")
+    ] == []

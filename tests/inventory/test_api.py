@@ -145,3 +145,30 @@ async def test_bulk_availability_keeps_a_safety_stock(rig: Rig) -> None:
     assert (
         await http.get(f"/api/v1/availability?gtins={too_many}", headers=SHOP)
     ).status_code == 422
+
+
+async def test_single_and_bulk_availability_agree(rig: Rig) -> None:
+    """One definition of "available": `/availability/{gtin}` is exactly the bulk item."""
+    http = rig.http
+    await rig.harness.feed(rfid(1, {("shelf-1", GTIN_A): 3, ("shelf-2", GTIN_A): 2}))
+    await rig.harness.feed(
+        rfid(1, {("shelf-4", GTIN_A): 1, ("shelf-4", GTIN_B): 4}, store=OTHER_STORE)
+    )
+    for headers in (SHOP, STAFF, OPS):
+        bulk = (
+            await http.get(
+                f"/api/v1/availability?gtins={GTIN_A},{GTIN_B},{GTIN_C}", headers=headers
+            )
+        ).json()
+        for item in bulk["items"]:
+            single = (
+                await http.get(f"/api/v1/availability/{item['gtin']}", headers=headers)
+            ).json()
+            assert single == item
+    one = (await http.get(f"/api/v1/availability/{GTIN_A}", headers=SHOP)).json()
+    assert [(s["store"], s["on_hand"], s["shelves"], s["available"]) for s in one["stores"]] == [
+        (OTHER_STORE, 1, 1, 0),
+        (STORE, 5, 2, 4),
+    ]
+    assert one["available"] == 4
+    assert all(s["updated_at"].endswith("Z") for s in one["stores"])
