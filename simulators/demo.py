@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 
 DEFAULT_HTTP_PORT = 8000
 # The demo keys of examples/cloud.yaml: printed on purpose, they only open this local demo.
-DEMO_KEYS = {"ops": "ops-demo-key", "shopper_app": "shopper-demo-key"}
+DEMO_KEYS = {"ops": "ops-demo-key", "staff": "staff-demo-key", "shopper_app": "shopper-demo-key"}
+# The staff key sees one store, as a store manager's would.
+DEMO_STAFF_STORES = ["store-042"]
 STORE_ONLINE_TIMEOUT_S = 30.0
 
 
@@ -198,7 +200,12 @@ class Demo:
                     "host": "127.0.0.1",
                     "port": http_port,
                     "keys": [
-                        {"name": f"{role}-demo", "role": role, "sha256": hash_key(key)}
+                        {
+                            "name": f"{role}-demo",
+                            "role": role,
+                            "sha256": hash_key(key),
+                            **({"stores": DEMO_STAFF_STORES} if role == "staff" else {}),
+                        }
                         for role, key in DEMO_KEYS.items()
                     ],
                 },
@@ -236,7 +243,8 @@ class Demo:
         assert self.cloud is not None
         url = f"http://127.0.0.1:{self.cloud.api_port}"
         self.console.print(
-            f"[bold]dashboard[/]: {url}/  (API key [bold]{DEMO_KEYS['ops']}[/]; the webshop key"
+            f"[bold]dashboard[/]: {url}/  (API key [bold]{DEMO_KEYS['ops']}[/], or"
+            f" {DEMO_KEYS['staff']} for {', '.join(DEMO_STAFF_STORES)} only; the webshop key"
             f" is {DEMO_KEYS['shopper_app']})\n"
             f"[bold]API[/]: curl -H 'X-API-Key: {DEMO_KEYS['ops']}' {url}/api/v1/stores\n"
             f"[bold]MQTT[/]: mqtt://127.0.0.1:{self.port} (MQTT 3.1.1).  Ctrl-C stops everything."
