@@ -29,6 +29,7 @@ from cloud.domains import Domain, DomainTx
 from cloud.ingest.history import History, HistoryFullError
 from cloud.ingest.registry import Registry
 from cloud.ingest.sequencing import Admission, StreamPosition, admit, on_birth
+from cloud.ingest.unknown import UnknownSources
 from cloud.metrics import CloudMetrics
 from cloud.state import schema
 from cloud.state.db import upsert
@@ -122,6 +123,7 @@ class StateApplier:
         self.settings = settings
         self._positions: dict[StreamKey, StreamPosition] = {}
         self._nodes: dict[NodeKey, NodeLiveness] = {}
+        self.unknown_sources = UnknownSources()
 
     async def apply(self, batch: Sequence[Incoming]) -> BatchOutcome:
         """Apply and commit `batch`; raises `InfrastructureError` if it must be retried.
@@ -171,6 +173,9 @@ class StateApplier:
         self._positions.update(work.positions)
         self._nodes.update(work.nodes)
         work.count_metrics()
+        for reason, store, node in work.unknown:
+            self.unknown_sources.note(reason, store, node)
+        self.unknown_sources.flush_due()
         return work.outcome
 
     async def _dead_letter_alone(self, item: Incoming) -> BatchOutcome:
@@ -242,6 +247,7 @@ class _Batch:
         self._inventory: dict[tuple[str, str, str], tuple[str, int, datetime]] = {}
         self._inventory_changes: dict[str, list[dict[str, Any]]] = {}
         self._dead: list[dict[str, Any]] = []
+        self.unknown: list[tuple[str, str, str]] = []  # (reason, store, node), for the log
         self._health_rows: dict[NodeKey, Health] = {}  # the latest per node
         self._ingested: dict[str, int] = {}
         self._dead_reasons: dict[str, int] = {}
@@ -265,8 +271,10 @@ class _Batch:
         registry = self.applier.registry
         if not registry.knows_store(topic.store):
             self.dead_letter(item, "unknown_store", f"store {topic.store!r} is not registered")
+            self.unknown.append(("unknown_store", topic.store, topic.node))
             return
         if not registry.knows_node(topic.store, topic.node):
+            self.unknown.append(("unknown_node", topic.store, topic.node))
             self.dead_letter(
                 item,
                 "unknown_node",
