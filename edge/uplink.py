@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from protocols.mqtt import MqttSettings, connect, new_client
@@ -40,6 +41,49 @@ class PublishRejectedError(Exception):
 
 # In-flight slots beyond the forwarder's window, for messages published directly.
 LIFECYCLE_HEADROOM = 32
+
+# MQTT 5 DISCONNECT reason "Session taken over": another client connected with our id.
+SESSION_TAKEN_OVER = 142
+
+
+class _Client(paho.Client):
+    """paho's client, saying why a connection attempt failed and when the next one is.
+
+    paho's network loop swallows the OSError of a failed (re)connect and only logs
+    "Connection failed, retrying" at debug level, so an edge with a wrong broker address
+    would look idle for as long as it retries.
+    """
+
+    describe: str = "the broker"
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            log.warning(
+                "cannot connect to %s: %s; next attempt in %s",
+                self.describe,
+                exc.strerror or exc,
+                _seconds(self.next_reconnect_delay()),
+            )
+            raise
+
+    def next_reconnect_delay(self) -> float:
+        """The wait before paho's next attempt: its backoff doubles up to the maximum.
+
+        Right after the very first attempt (no delay taken yet) paho waits twice, once in
+        its first-connection loop and once in its main loop, so that gap is min + 2 x min.
+        """
+        current = getattr(self, "_reconnect_delay", None)
+        low = float(getattr(self, "_reconnect_min_delay", 1))
+        high = float(getattr(self, "_reconnect_max_delay", 120))
+        if current is None:
+            return low + min(low * 2.0, high)
+        return min(float(current) * 2.0, high)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
 
 
 class Uplink:
@@ -66,7 +110,11 @@ class Uplink:
         self._pubacks: deque[tuple[int, ReasonCode]] = deque()  # appended by paho's thread
         self._pubacks_scheduled = False
         self.connects = 0
-        self.client = new_client(settings, client_id)
+        self.client = new_client(settings, client_id, client_class=_Client)
+        assert isinstance(self.client, _Client)
+        self.client.describe = settings.describe()
+        self.client_id = settings.client_id or client_id
+        self.taken_over = asyncio.Event()
         # paho must never hold a data message back in its own queue: its publish() sends a
         # new message at once whenever an in-flight slot is free, overtaking older queued
         # ones, which breaks per-stream order (seen around reconnects under load). The
@@ -151,7 +199,13 @@ class Uplink:
 
     def _connected(self, session_present: bool, reason: ReasonCode) -> None:
         if reason.is_failure:
-            log.warning("broker refused the connection: %s", reason)
+            assert isinstance(self.client, _Client)
+            log.warning(
+                "%s refused the connection: %s; next attempt in %s",
+                self._settings.describe(),
+                reason,
+                _seconds(self.client.next_reconnect_delay()),
+            )
             return
         self.connects += 1
         log.info("connected (session present: %s)", session_present)
@@ -159,6 +213,15 @@ class Uplink:
         self._on_connected(session_present)
 
     def _disconnected(self, reason: ReasonCode) -> None:
+        if reason.value == SESSION_TAKEN_OVER:
+            log.error(
+                "another client connected with our client id %r and took the session over:"
+                " two processes run as this node (a second edge daemon with the same store"
+                " and node, or `storegate sim` beside `storegate demo`). Give each node its"
+                " own identity; the broker should bind client ids to logins (docs/edge.md)",
+                self.client_id,
+            )
+            self.taken_over.set()
         if self.connected.is_set():
             # a clean disconnect is ours (shutdown); anything else is worth a warning
             level = logging.WARNING if reason.is_failure else logging.INFO

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from simulators.preflight import describe_conflict, nodes_in_use
 from simulators.scenario.fleet import Fleet, FleetStats
 from simulators.scenario.model import (
     BrokerSection,
@@ -103,6 +104,13 @@ async def _simulate(scenario: Scenario, console: Console) -> tuple[int, FleetSta
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     broker = scenario.broker
+    settings = broker.settings()
+    nodes = [(store.id, store.node) for store in scenario.stores]
+    with console.status("checking that no other process runs these stores on the broker"):
+        in_use = await asyncio.to_thread(nodes_in_use, settings, nodes)
+    if in_use:
+        console.print(f"[red]cannot simulate[/]: {describe_conflict(settings, in_use)}")
+        return 1, FleetStats(stores=[], rss_bytes=0, cpu_percent=0.0)
     with tempfile.TemporaryDirectory(prefix="storegate-sim-") as state_dir:
         fleet = Fleet(scenario, state_dir=Path(state_dir))
         console.print(
@@ -110,6 +118,7 @@ async def _simulate(scenario: Scenario, console: Console) -> tuple[int, FleetSta
             f" mqtt://{broker.host}:{broker.port} (MQTT {broker.protocol}); Ctrl-C stops"
         )
         started = time.monotonic()
+        taken_over = False
         try:
             await fleet.start()
             with Live(_table(fleet.stats(), 0.0), console=console, refresh_per_second=1) as live:
@@ -121,6 +130,13 @@ async def _simulate(scenario: Scenario, console: Console) -> tuple[int, FleetSta
                         for store, exc in failures.items():
                             console.print(f"[red]store {store} stopped[/]: {exc}")
                         break
+                    if taken := fleet.taken_over():
+                        console.print(
+                            f"[red]stopping[/]: {describe_conflict(settings, taken)}"
+                            " (the broker handed our session to the other client)"
+                        )
+                        taken_over = True
+                        break
                     live.update(_table(fleet.stats(), elapsed))
                     await _wait(stop, 1.0)
             console.line()
@@ -130,7 +146,7 @@ async def _simulate(scenario: Scenario, console: Console) -> tuple[int, FleetSta
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
     _summary(console, last, time.monotonic() - started, scenario)
-    return (1 if fleet.failures() else 0), last
+    return (1 if fleet.failures() or taken_over else 0), last
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -70,6 +70,11 @@ class Fleet:
         if self.truth is not None:
             self.truth.close()
 
+    def taken_over(self) -> list[tuple[str, str]]:
+        """Stores whose session another client with the same client id took over (MQTT 5
+        says so in its DISCONNECT; 3.1.1 does not, see simulators/preflight.py)."""
+        return [(s.id, s.node) for s in self.stores if s.taken_over]
+
     def failures(self) -> dict[str, BaseException]:
         return {s.id: exc for s in self.stores if (exc := s.failed) is not None}
 

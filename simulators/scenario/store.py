@@ -167,6 +167,11 @@ class SimulatedStore:
             return None
         return task.exception()
 
+    @property
+    def taken_over(self) -> bool:
+        uplink = getattr(self.runtime, "uplink", None)  # exists once run() started
+        return bool(uplink is not None and uplink.taken_over.is_set())
+
     async def _drain_truth(self) -> None:
         while True:
             await asyncio.sleep(TRUTH_DRAIN_S)

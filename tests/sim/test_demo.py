@@ -82,11 +82,38 @@ def test_demo_runs_three_stores_into_the_cloud_and_stops_by_itself() -> None:
         wait_for_port(http_port, timeout=60)
         _wait_until_stores_are_live(process, http_port)
         assert httpx.get(f"http://127.0.0.1:{http_port}/", timeout=5).status_code == 200
+        # A newcomer's mistake: `storegate sim` (the demo's stores by default) beside it.
+        # It must stop with the reason, not take the demo's sessions over in a loop.
+        started = time.monotonic()
+        sim = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "storegate",
+                "sim",
+                "--port",
+                str(mqtt_port),
+                "--duration",
+                "20",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "200"},
+            cwd=REPO_ROOT,
+        )
+        assert sim.returncode == 1, sim.stdout + sim.stderr
+        said = " ".join((sim.stdout + sim.stderr).split())
+        assert "store-042/pi-front" in said
+        assert "a client with the same client id is connected" in said
+        assert "storegate demo" in said
+        assert time.monotonic() - started < 15  # the demo's traffic proves it is live
         output, _ = process.communicate(timeout=120)
     finally:
         _stop(process)
     assert process.returncode == 0, output
     assert "demo stopped cleanly" in output
+    assert "disconnected from the broker" not in output  # the sim took nothing over
     assert f"http://127.0.0.1:{http_port}/" in output
     assert DEMO_KEY in output
     wait_port_closed(mqtt_port, timeout=5)
