@@ -69,9 +69,9 @@ def test_birth_covers_a_pending_gap() -> None:
 
 def test_example_config_parses() -> None:
     settings = load_cloud_settings(EXAMPLE)
-    assert [store.id for store in settings.stores] == ["store-042", "store-007"]
+    assert [store.id for store in settings.stores] == ["store-201", "store-202", "store-203"]
     roles = {key.name: key.role for key in settings.api.keys}
-    assert roles["staff-store-042"] is Role.STAFF
+    assert roles["staff-store-201"] is Role.STAFF
     assert settings.api.keys[0].sha256 == hash_key("ops-demo-key")
 
 

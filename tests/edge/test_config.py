@@ -20,7 +20,7 @@ EXAMPLE = REPO_ROOT / "examples" / "edge.yaml"
 def test_example_config_parses_and_its_drivers_build() -> None:
     load_builtin_drivers()
     settings = load_edge_settings(EXAMPLE)
-    assert (settings.store, settings.node) == ("store-042", "pi-front")
+    assert (settings.store, settings.node) == ("store-201", "pi-front")
     assert settings.outbox.synchronous == "normal"
     drivers = create_drivers(settings)
     assert list(drivers) == ["reader-1"]

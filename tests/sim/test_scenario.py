@@ -12,12 +12,12 @@ from tests.conftest import REPO_ROOT
 
 def test_the_example_scenario_loads() -> None:
     scenario = load_scenario(REPO_ROOT / "examples" / "scenario.yaml")
-    assert [s.id for s in scenario.stores] == ["store-042", "store-007", "store-101"]
-    paris = scenario.stores[1]
-    assert scenario.behaviour_of(paris).shoppers_per_minute == 20
+    assert [s.id for s in scenario.stores] == ["store-201", "store-202", "store-203"]
+    nantes = scenario.stores[1]
+    assert scenario.behaviour_of(nantes).shoppers_per_minute == 20
     assert scenario.behaviour_of(scenario.stores[0]).shoppers_per_minute == 6
     assert scenario.stores[2].lockers is None
-    assert scenario.broker.protocol == "3.1.1"
+    assert scenario.broker.protocol == "5"
 
 
 def test_the_smallest_scenario_is_one_store_id() -> None:
