@@ -34,6 +34,11 @@ class CloudMetrics:
         self.queue_depth = Gauge(
             "storegate_ingest_queue_depth", "messages waiting for the worker", registry=r
         )
+        self.shed = Counter(
+            "storegate_ingest_shed",
+            "messages acked unapplied: their store held over twice its share of a full queue",
+            registry=r,
+        )
         self.resyncs = Counter("storegate_resync_commands", "resync commands sent", registry=r)
         self.gaps_given_up = Counter(
             "storegate_gaps_given_up", "gaps abandoned after the dedup window filled", registry=r

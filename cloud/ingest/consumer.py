@@ -25,7 +25,6 @@ import logging
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,6 +37,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from cloud.bus import LiveBus
 from cloud.config import CloudSettings
 from cloud.ingest.apply import BatchOutcome, Incoming, InfrastructureError, StateApplier
+from cloud.ingest.fairness import FairQueue, store_of
 from cloud.ingest.mqtt_client import IngestClient
 from cloud.metrics import CloudMetrics
 from protocols.codec import encode, topic_for
@@ -92,7 +92,11 @@ class Consumer:
         self.on_batch = on_batch
         self.connected = threading.Event()  # a threading.Event: readiness probes may block on it
         self._stopping = threading.Event()
-        self._pending: deque[Incoming] = deque()  # received, not yet in a batch
+        # Received, not yet in a batch; fair between stores (cloud/ingest/fairness.py).
+        # From half the un-acked bound on, a store holding twice its share is shed, so a
+        # flood is cut before reading stops (at the bound), which would make every store
+        # wait in the broker's queue behind it.
+        self._pending: FairQueue[Incoming] = FairQueue(max(1, self.ingest.queue_size // 2))
         self._in_batch = 0  # taken into the batch being applied, not yet acked
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -169,7 +173,15 @@ class Consumer:
             self.first_message_at = time.perf_counter()
         if self._stopping.is_set():
             return  # not acked: the broker keeps it in our session for the next start
-        self._pending.append(Incoming(topic, payload, mid, qos, self._generation))
+        if not self._pending.push(
+            store_of(topic), Incoming(topic, payload, mid, qos, self._generation)
+        ):
+            # Shed: its store floods a full queue. Acked now so the broker's queue keeps
+            # moving for every other store; the edge sends it again until committed.
+            if qos > 0:
+                self.client.ack(mid, qos)
+            self.metrics.shed.inc()
+            return
         if len(self._pending) + self._in_batch >= self.ingest.queue_size:
             self._pause()
         if self._arrived is not None:
@@ -347,7 +359,8 @@ class Consumer:
                         await arrived.wait()
         if self._stopping.is_set():
             return []
-        batch = [pending.popleft() for _ in range(min(limit, len(pending)))]
+        batch = pending.take(limit)
+        pending.report()
         self._in_batch = len(batch)
         self.metrics.queue_depth.set(len(pending))
         return batch
@@ -371,7 +384,7 @@ class Consumer:
                 log.warning(
                     "stopping with %d uncommitted messages; the broker keeps them", len(batch)
                 )
-                self._in_batch = 0
+                self._in_batch = self._pending.in_flight = 0
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
@@ -404,7 +417,7 @@ class Consumer:
                 ack(item.mid, item.qos)
         self.metrics.acks.inc(len(batch))
         self.acked_total += len(batch)
-        self._in_batch = 0
+        self._in_batch = self._pending.in_flight = 0
         if self._paused and len(self._pending) < self.ingest.queue_size:
             self._resume()
 

@@ -47,7 +47,14 @@ def _inventory(cloud: CloudProcess) -> dict[tuple[str, str], int]:
 @pytest.fixture
 def cloud_proc(mosquitto_broker: MosquittoBroker, tmp_path: Path):
     config = cloud_config(
-        mosquitto_broker.port, tmp_path, stores={STORE: [NODE, "pi-back"]}, batch_max=200
+        mosquitto_broker.port,
+        tmp_path,
+        stores={STORE: [NODE, "pi-back"]},
+        batch_max=200,
+        # These publishers are not edges (they never resend), so the flood of the fuzz test
+        # must not be shed for fairness (tests/cloud/test_flood.py covers that): the queue
+        # is large enough for the whole run.
+        queue_size=30_000,
     )
     cloud = CloudProcess(tmp_path, config)
     cloud.start()
