@@ -109,7 +109,7 @@ def _decode(
         # `v` has a default for building messages in code, but the wire must carry it.
         if "v" in message.model_fields_set:
             return message
-    except (ValueError, TypeError, RecursionError):
+    except (ValueError, TypeError, ArithmeticError, RecursionError):
         pass  # ValidationError is a ValueError; say why, the slow way
     return _diagnose(data, expect=expect)
 
@@ -151,7 +151,7 @@ def _diagnose(payload: bytes, *, expect: type[Message] | None) -> AnyMessage:
         return cast(AnyMessage, cls.model_validate(data))
     except ValidationError as exc:
         raise DecodeError(DecodeErrorReason.INVALID, describe_validation_error(exc)) from None
-    except (ValueError, TypeError, RecursionError) as exc:  # belt and braces: never escape
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:  # never escape
         raise DecodeError(DecodeErrorReason.INVALID, _short(str(exc))) from None
 
 
