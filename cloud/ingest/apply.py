@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloud.bus import Change
 from cloud.config import IngestSettings
 from cloud.domains import Domain, DomainTx
+from cloud.ingest.faults import Fault, classify, describe
 from cloud.ingest.history import History, HistoryFullError
 from cloud.ingest.registry import Registry
 from cloud.ingest.sequencing import Admission, StreamPosition, admit, on_birth
@@ -126,28 +128,46 @@ class StateApplier:
     async def apply(self, batch: Sequence[Incoming]) -> BatchOutcome:
         """Apply and commit `batch`; raises `InfrastructureError` if it must be retried.
 
-        A message that makes the batch fail for another reason (a bug, a constraint) is
-        isolated: the batch is re-applied one message at a time and the culprit is
-        dead-lettered as `internal_error`, so one poison message never blocks a stream.
+        A message the store refuses (`Fault.DATA`) or our code fails on (`Fault.BUG`) is
+        isolated by bisection: the failed batch is split in halves, each applied in its own
+        transaction, recursively, until the culprit stands alone and is dead-lettered with
+        the reason. The other messages are applied exactly once and in their order, in
+        about 2·log2(n) transactions for one culprit in n. Only storage that is down
+        (`Fault.UNAVAILABLE`) fails the batch, to be retried as a whole.
         """
         try:
             return await self._apply_committed(batch)
         except InfrastructureError:
             raise
-        except Exception:
+        except Exception as exc:
+            fault = classify(exc)
+            if fault is Fault.UNAVAILABLE:
+                self.metrics.batch_failures.labels("database").inc()
+                raise InfrastructureError(f"state store unavailable: {describe(exc)}") from exc
             if len(batch) == 1:
-                log.exception("message on %s could not be applied", batch[0].topic)
-                return await self._dead_letter_alone(batch[0])
-            log.warning("batch of %d failed; isolating the culprit", len(batch), exc_info=True)
-        outcome = BatchOutcome()
-        for item in batch:
-            single = await self.apply([item])
-            outcome.changes += single.changes
-            outcome.commands += single.commands
-            outcome.publishes += single.publishes
-            outcome.applied += single.applied
-            outcome.duplicates += single.duplicates
-            outcome.dead_lettered += single.dead_lettered
+                if fault is Fault.BUG:
+                    log.exception("message on %s could not be applied", batch[0].topic)
+                else:
+                    log.warning(
+                        "the state store refused a message on %s: %s", batch[0].topic, describe(exc)
+                    )
+                return await self._dead_letter_alone(batch[0], fault, exc)
+            log.warning(
+                "batch of %d failed (%s: %s); bisecting to isolate the message",
+                len(batch),
+                fault,
+                describe(exc),
+                exc_info=fault is Fault.BUG,
+            )
+        middle = len(batch) // 2
+        outcome = await self.apply(batch[:middle])
+        rest = await self.apply(batch[middle:])
+        outcome.changes += rest.changes
+        outcome.commands += rest.commands
+        outcome.publishes += rest.publishes
+        outcome.applied += rest.applied
+        outcome.duplicates += rest.duplicates
+        outcome.dead_lettered += rest.dead_lettered
         return outcome
 
     async def _apply_committed(self, batch: Sequence[Incoming]) -> BatchOutcome:
@@ -163,24 +183,25 @@ class StateApplier:
         except HistoryFullError as exc:
             self.metrics.batch_failures.labels("spool_full").inc()
             raise InfrastructureError(f"time-series spool full: {exc}") from exc
-        except IntegrityError:
-            raise
-        except (DBAPIError, OSError) as exc:
-            self.metrics.batch_failures.labels("database").inc()
-            raise InfrastructureError(f"state store unavailable: {exc}") from exc
         self._positions.update(work.positions)
         self._nodes.update(work.nodes)
         work.count_metrics()
         return work.outcome
 
-    async def _dead_letter_alone(self, item: Incoming) -> BatchOutcome:
+    async def _dead_letter_alone(
+        self, item: Incoming, fault: Fault, exc: BaseException
+    ) -> BatchOutcome:
+        if fault is Fault.DATA:
+            detail = f"the state store refused this message: {describe(exc)}"
+        else:
+            detail = f"the ingestor failed on this message: {describe(exc)}"
         try:
             async with self.engine.begin() as connection:
                 work = _Batch(self, connection)
-                work.dead_letter(item, "internal_error", "the ingestor failed on this message")
+                work.dead_letter(item, fault.value, detail)
                 await work.flush()
         except (DBAPIError, OSError) as exc:
-            raise InfrastructureError(f"state store unavailable: {exc}") from exc
+            raise InfrastructureError(f"state store unavailable: {describe(exc)}") from exc
         work.count_metrics()
         return work.outcome
 
@@ -527,10 +548,9 @@ class _Batch:
     def dead_letter(
         self, item: Incoming, reason: str, detail: str, *, store: str | None = None
     ) -> None:
-        excerpt = item.payload[:PAYLOAD_EXCERPT_BYTES].decode("utf-8", "backslashreplace")
         row = {
             "topic": _printable(item.topic)[:512],
-            "payload_excerpt": _printable(excerpt),
+            "payload_excerpt": payload_excerpt(item.payload),
             "payload_bytes": len(item.payload),
             "reason": reason[:32],
             "detail": _printable(detail)[:1000],
@@ -680,3 +700,23 @@ def _node_row(message: Message) -> Any:
 def _printable(text: str) -> str:
     """PostgreSQL text cannot hold NUL; keep the excerpt readable and storable."""
     return text.replace("\x00", "\\x00")
+
+
+# A `\xNN` escape cut short at the end of a truncated excerpt.
+_PARTIAL_ESCAPE = re.compile(r"\\(x[0-9a-f]?)?$")
+
+
+def payload_excerpt(payload: bytes, limit: int = PAYLOAD_EXCERPT_BYTES) -> str:
+    """The start of a payload as text of at most `limit` bytes in UTF-8.
+
+    Undecodable bytes become `\\xNN` and NUL becomes `\\x00` (storable in PostgreSQL text,
+    readable in the API). Each such escape is 4 bytes for 1 of the payload, so binary
+    payloads are cut by the length of their escaped text, not by the payload's length:
+    1 KiB of escaped binary once made a 4 KiB excerpt.
+    """
+    text = _printable(payload[:limit].decode("utf-8", "backslashreplace"))
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    # Cut at a character boundary, and not inside an escape.
+    return _PARTIAL_ESCAPE.sub("", encoded[:limit].decode("utf-8", "ignore"))
