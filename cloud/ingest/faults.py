@@ -57,7 +57,7 @@ def classify(exc: BaseException) -> Fault:
 
 def describe(exc: BaseException, limit: int = 300) -> str:
     """The store's own words for a failure, one line, without SQL or parameters."""
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    cause = _chain(exc)[-1]  # the driver's own exception, named for what happened
     text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
     text = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
