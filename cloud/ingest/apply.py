@@ -106,6 +106,14 @@ class InfrastructureError(Exception):
     """Storage or spool unavailable: retry the whole batch later, ack nothing."""
 
 
+class _MessageError(Exception):
+    """The batch failed while handling its message `index` (the cause says why)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"failed on message {index} of the batch")
+        self.index = index
+
+
 class StateApplier:
     def __init__(
         self,
@@ -128,54 +136,68 @@ class StateApplier:
     async def apply(self, batch: Sequence[Incoming]) -> BatchOutcome:
         """Apply and commit `batch`; raises `InfrastructureError` if it must be retried.
 
-        A message the store refuses (`Fault.DATA`) or our code fails on (`Fault.BUG`) is
-        isolated by bisection: the failed batch is split in halves, each applied in its own
-        transaction, recursively, until the culprit stands alone and is dead-lettered with
-        the reason. The other messages are applied exactly once and in their order, in
-        about 2·log2(n) transactions for one culprit in n. Only storage that is down
-        (`Fault.UNAVAILABLE`) fails the batch, to be retried as a whole.
+        Only storage that is down (`Fault.UNAVAILABLE`) fails the batch, to be retried as a
+        whole. A message the store refuses (`Fault.DATA`) or our code fails on
+        (`Fault.BUG`) is isolated and dead-lettered with the reason, and the others are
+        applied exactly once and in their order. Isolating splits the failed batch, each
+        part in its own transaction, recursively: around the message that was being
+        handled when it failed (the messages before it, it alone, the ones after), or in
+        halves when it failed at the end of the batch (a deferred write, a domain's
+        end-of-batch hook), which finds one culprit in n in about 2·log2(n) transactions.
         """
         try:
             return await self._apply_committed(batch)
         except InfrastructureError:
             raise
-        except Exception as exc:
+        except Exception as failure:
+            index = failure.index if isinstance(failure, _MessageError) else None
+            exc = failure.__cause__ if isinstance(failure, _MessageError) else failure
+            assert exc is not None
             fault = classify(exc)
             if fault is Fault.UNAVAILABLE:
                 self.metrics.batch_failures.labels("database").inc()
                 raise InfrastructureError(f"state store unavailable: {describe(exc)}") from exc
             if len(batch) == 1:
                 if fault is Fault.BUG:
-                    log.exception("message on %s could not be applied", batch[0].topic)
+                    log.error("message on %s could not be applied", batch[0].topic, exc_info=exc)
                 else:
                     log.warning(
                         "the state store refused a message on %s: %s", batch[0].topic, describe(exc)
                     )
                 return await self._dead_letter_alone(batch[0], fault, exc)
             log.warning(
-                "batch of %d failed (%s: %s); bisecting to isolate the message",
+                "batch of %d failed (%s: %s); isolating the message",
                 len(batch),
                 fault,
                 describe(exc),
-                exc_info=fault is Fault.BUG,
             )
-        middle = len(batch) // 2
-        outcome = await self.apply(batch[:middle])
-        rest = await self.apply(batch[middle:])
-        outcome.changes += rest.changes
-        outcome.commands += rest.commands
-        outcome.publishes += rest.publishes
-        outcome.applied += rest.applied
-        outcome.duplicates += rest.duplicates
-        outcome.dead_lettered += rest.dead_lettered
+        if index is None:
+            middle = len(batch) // 2
+            parts = [batch[:middle], batch[middle:]]
+        else:
+            parts = [batch[:index], batch[index : index + 1], batch[index + 1 :]]
+        outcome = BatchOutcome()
+        for part in parts:
+            if not part:
+                continue
+            done = await self.apply(part)
+            outcome.changes += done.changes
+            outcome.commands += done.commands
+            outcome.publishes += done.publishes
+            outcome.applied += done.applied
+            outcome.duplicates += done.duplicates
+            outcome.dead_lettered += done.dead_lettered
         return outcome
 
     async def _apply_committed(self, batch: Sequence[Incoming]) -> BatchOutcome:
         try:
             async with self.engine.begin() as connection:
                 work = _Batch(self, connection)
-                for item in batch:
-                    await work.handle(item)
+                for index, item in enumerate(batch):
+                    try:
+                        await work.handle(item)
+                    except Exception as exc:
+                        raise _MessageError(index) from exc
                 await work.flush()
                 await work.finish_domains()
                 # History first: if the spool refuses the lines the transaction rolls back.

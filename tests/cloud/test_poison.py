@@ -32,16 +32,26 @@ SHELF, GTIN = "aisle3-shelf2", "00614141000012"
 
 
 class FailOn(Domain):
-    """A domain with a bug that only one message triggers."""
+    """A domain with a bug that only some messages trigger: at once, or (`at_commit`) in
+    its end-of-batch hook, where the failure no longer says which message caused it."""
 
     name = "fail_on"
 
     def __init__(self) -> None:
         self.seqs: set[int] = set()
+        self.at_commit = False
+        self._seen: list[int] = []
 
     async def on_message(self, tx: DomainTx, message: Message, *, live: bool) -> None:
         if isinstance(message, RfidEvents) and message.seq in self.seqs:
-            raise RuntimeError(f"cannot handle seq {message.seq}")
+            if not self.at_commit:
+                raise RuntimeError(f"cannot handle seq {message.seq}")
+            self._seen.append(message.seq)
+
+    async def before_commit(self, tx: DomainTx) -> None:
+        seen, self._seen = self._seen, []
+        if seen:
+            raise RuntimeError(f"cannot handle seq {seen[0]}")
 
 
 @pytest.fixture
@@ -101,15 +111,30 @@ async def test_a_message_the_store_refuses_is_dead_lettered_and_the_rest_applied
     assert harness.metrics.dead_lettered.labels("data_error")._value.get() == 1
 
 
-async def test_a_poisoned_batch_is_bisected_not_replayed_one_by_one(
-    harness: StateHarness,
-) -> None:
+async def test_a_batch_is_split_around_the_message_it_failed_on(harness: StateHarness) -> None:
     failing = harness.applier.domains[0]
     assert isinstance(failing, FailOn)
     failing.seqs = {37}
     begun = _transactions(harness)
-    batch = [rfid(seq, {(SHELF, GTIN): seq}) for seq in range(1, 65)]
-    outcome = await harness.feed(*batch)
+    outcome = await harness.feed(*[rfid(seq, {(SHELF, GTIN): seq}) for seq in range(1, 65)])
+    assert (outcome.applied, outcome.dead_lettered) == (63, 1)
+    # the batch; 1..36; 37 alone (fails again); its dead letter; 38..64. One at a time: 66.
+    assert begun[0] == 5, f"{begun[0]} transactions"
+    (row,) = await harness.rows(schema.dead_letters)
+    assert row.reason == "internal_error"
+    assert "cannot handle seq 37" in row.detail
+    assert harness.history.spooled == [f"{RFID_STREAM}:{s}" for s in range(1, 65) if s != 37]
+    assert await harness.inventory(STORE) == {(SHELF, GTIN): 64}
+
+
+async def test_a_batch_failing_at_its_end_is_bisected_not_replayed_one_by_one(
+    harness: StateHarness,
+) -> None:
+    failing = harness.applier.domains[0]
+    assert isinstance(failing, FailOn)
+    failing.seqs, failing.at_commit = {37}, True
+    begun = _transactions(harness)
+    outcome = await harness.feed(*[rfid(seq, {(SHELF, GTIN): seq}) for seq in range(1, 65)])
     assert (outcome.applied, outcome.dead_lettered) == (63, 1)
     # 64 messages, one culprit: the whole batch, then two halves per level down to it
     # (2 * log2(64) = 12), and the dead letter's own; one at a time took 66.
@@ -121,10 +146,13 @@ async def test_a_poisoned_batch_is_bisected_not_replayed_one_by_one(
     assert await harness.inventory(STORE) == {(SHELF, GTIN): 64}
 
 
-async def test_several_culprits_in_one_batch_are_each_isolated(harness: StateHarness) -> None:
+@pytest.mark.parametrize("at_commit", [False, True], ids=["at_once", "at_commit"])
+async def test_several_culprits_in_one_batch_are_each_isolated(
+    harness: StateHarness, at_commit: bool
+) -> None:
     failing = harness.applier.domains[0]
     assert isinstance(failing, FailOn)
-    failing.seqs = {1, 2, 17, 40}
+    failing.seqs, failing.at_commit = {1, 2, 17, 40}, at_commit
     outcome = await harness.feed(*[rfid(seq, {(SHELF, GTIN): seq}) for seq in range(1, 41)])
     assert (outcome.applied, outcome.dead_lettered) == (36, 4)
     rows = await harness.rows(schema.dead_letters)
