@@ -151,8 +151,7 @@ class StateApplier:
             raise
         except Exception as failure:
             index = failure.index if isinstance(failure, _MessageError) else None
-            exc = failure.__cause__ if isinstance(failure, _MessageError) else failure
-            assert exc is not None
+            exc = (failure.__cause__ if index is not None else None) or failure
             fault = classify(exc)
             if fault is Fault.UNAVAILABLE:
                 self.metrics.batch_failures.labels("database").inc()
@@ -196,6 +195,8 @@ class StateApplier:
                 for index, item in enumerate(batch):
                     try:
                         await work.handle(item)
+                    except (InfrastructureError, HistoryFullError):
+                        raise
                     except Exception as exc:
                         raise _MessageError(index) from exc
                 await work.flush()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,12 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 
 from cloud.domains import Domain, DomainTx
-from cloud.ingest.apply import PAYLOAD_EXCERPT_BYTES, InfrastructureError
+from cloud.ingest.apply import (
+    PAYLOAD_EXCERPT_BYTES,
+    BatchOutcome,
+    Incoming,
+    InfrastructureError,
+)
 from cloud.ingest.faults import Fault, classify
 from cloud.state import schema
 from cloud.state.db import create_engine
@@ -164,12 +169,8 @@ async def test_several_culprits_in_one_batch_are_each_isolated(
 async def test_storage_that_is_down_is_retried_not_dead_lettered(
     database_url: str, harness: StateHarness, tmp_path: Path
 ) -> None:
-    if database_url.startswith("postgresql"):
-        down = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
-    else:
-        down = f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/state.db"
     working = harness.applier.engine
-    harness.applier.engine = create_engine(down)
+    harness.applier.engine = create_engine(_unreachable(database_url, tmp_path))
     batch = [rfid(seq, {(SHELF, GTIN): seq}) for seq in range(1, 5)]
     try:
         with pytest.raises(InfrastructureError, match="state store unavailable"):
@@ -180,6 +181,42 @@ async def test_storage_that_is_down_is_retried_not_dead_lettered(
     assert await harness.rows(schema.dead_letters) == []
     outcome = await harness.feed(*batch)  # storage back: the same batch goes through
     assert (outcome.applied, outcome.dead_lettered) == (4, 0)
+
+
+async def test_storage_lost_while_isolating_is_retried_and_applies_each_message_once(
+    database_url: str, harness: StateHarness, tmp_path: Path
+) -> None:
+    failing = harness.applier.domains[0]
+    assert isinstance(failing, FailOn)
+    failing.seqs = {5}
+    working = harness.applier.engine
+    down = create_engine(_unreachable(database_url, tmp_path))
+    apply_committed = harness.applier._apply_committed
+    calls = 0
+
+    async def storage_goes_away(batch: Sequence[Incoming]) -> BatchOutcome:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # after the batch failed and 1..4 committed: before 5 is retried
+            harness.applier.engine = down
+        return await apply_committed(batch)
+
+    harness.applier._apply_committed = storage_goes_away  # type: ignore[method-assign]
+    batch = [rfid(seq, {(SHELF, GTIN): seq}) for seq in range(1, 11)]
+    with pytest.raises(InfrastructureError):
+        await harness.feed(*batch)
+    await down.dispose()
+    harness.applier.engine = working
+    outcome = await harness.feed(*batch)  # the consumer's retry: the same batch, un-acked
+    assert (outcome.applied, outcome.duplicates, outcome.dead_lettered) == (5, 4, 1)
+    assert harness.history.spooled == [f"{RFID_STREAM}:{s}" for s in range(1, 11) if s != 5]
+    assert len(await harness.rows(schema.dead_letters)) == 1
+
+
+def _unreachable(database_url: str, tmp_path: Path) -> str:
+    if database_url.startswith("postgresql"):
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
+    return f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/state.db"
 
 
 @pytest.mark.parametrize(
