@@ -140,3 +140,27 @@ def test_versions_fit_the_node_row() -> None:
         topic, payload = with_value(SAMPLES[type_name], "version", "v" * 65)
         with pytest.raises(DecodeError, match="version"):
             decode(payload, topic=topic)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "path", "value"),
+    [
+        ("rfid.events", "seq", 2**63),
+        ("rfid.events", "counts.0.count", -1),
+        ("health", "outbox.dropped.expired", 2**64),
+        ("birth", "version", "v" * 65),
+        ("status", "bd_seq", "seven"),
+        ("rfid.events", "v", 2),  # not `invalid`: the version, which the slow path names
+    ],
+)
+def test_the_fast_refusal_says_what_the_full_diagnosis_says(
+    type_name: str, path: str, value: Any
+) -> None:
+    from protocols.codec import _diagnose
+
+    _topic, payload = with_value(SAMPLES[type_name], path, value)
+    with pytest.raises(DecodeError) as fast:
+        decode(payload)
+    with pytest.raises(DecodeError) as slow:
+        _diagnose(payload, expect=None)
+    assert (fast.value.reason, fast.value.detail) == (slow.value.reason, slow.value.detail)
