@@ -219,9 +219,15 @@ class StateApplier:
         else:
             detail = f"the ingestor failed on this message: {describe(exc)}"
         try:
+            topic = _parse_topic(item.topic)
+        except TopicError:
+            store = None
+        else:
+            store = topic.store if isinstance(topic, NodeTopic) else None
+        try:
             async with self.engine.begin() as connection:
                 work = _Batch(self, connection)
-                work.dead_letter(item, fault.value, detail)
+                work.dead_letter(item, fault.value, detail, store=store)
                 await work.flush()
         except (DBAPIError, OSError) as exc:
             raise InfrastructureError(f"state store unavailable: {describe(exc)}") from exc

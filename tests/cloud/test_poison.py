@@ -104,6 +104,7 @@ async def test_a_message_the_store_refuses_is_dead_lettered_and_the_rest_applied
     assert (outcome.applied, outcome.dead_lettered) == (20, 1)
     (row,) = await harness.rows(schema.dead_letters)
     assert row.reason == "data_error"
+    assert row.store_id == STORE  # listed with its store's dead letters
     assert "0x00" in row.detail
     assert "refused" in row.detail
     assert row.topic.endswith("/birth")
