@@ -41,12 +41,49 @@ def new_message_id() -> str:
     return uuid.uuid4().hex
 
 
+# Integer bounds: every integer a message carries must fit the column or field that stores
+# it. Without them a schema-valid number (a seq of 2**63) passed the codec and failed in the
+# state store instead, where it looked like a storage outage and blocked every store's
+# ingestion behind it. Refused at decode, such a message is dead-lettered as `invalid`.
+INT64_MAX = 2**63 - 1
+"""Largest value of a 64-bit database column (BIGINT) and of a time-series integer field."""
+INT32_MAX = 2**31 - 1
+"""Largest value of a 32-bit database column (INTEGER): shelf counts are stored in one."""
+
+Seq = Annotated[int, Field(ge=0, le=INT64_MAX)]
+"""A sequence number or connect counter (`seq`, `bd_seq`): stored as BIGINT."""
+Amount = Annotated[int, Field(ge=0, le=INT64_MAX)]
+"""A non-negative quantity (bytes, messages, restarts) kept in health and history."""
+Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
+"""Items on a shelf: stored as INTEGER, so at most 2**31 - 1."""
+CountChange = Annotated[int, Field(ge=-INT32_MAX, le=INT32_MAX)]
+"""The difference of two counts."""
+PartNumber = Annotated[int, Field(ge=1, le=INT64_MAX)]
+"""Which part of a split snapshot, and of how many."""
+
+# The history store keeps nanoseconds since 1970 in 64 bits: 1677-09-21 to 2262-04-11.
+# A whole second inside each end leaves room for the sub-microsecond offsets the history
+# adds to events that share a timestamp.
+EARLIEST_TIME = datetime(1677, 9, 21, 0, 12, 44, tzinfo=UTC)
+LATEST_TIME = datetime(2262, 4, 11, 23, 47, 15, tzinfo=UTC)
+
+
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise ValueError("timestamp out of range") from None
+    if not EARLIEST_TIME <= utc <= LATEST_TIME:
+        raise ValueError(
+            f"timestamp {utc.isoformat()} is outside {EARLIEST_TIME.isoformat()}"
+            f" .. {LATEST_TIME.isoformat()} (nanoseconds since 1970 in 64 bits)"
+        )
+    return utc
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-"""A timezone-aware timestamp, normalised to UTC; naive timestamps are rejected."""
+"""A timezone-aware timestamp, normalised to UTC, within the range the history store holds;
+naive timestamps are rejected."""
 
 
 class _Model(BaseModel):
@@ -68,7 +105,7 @@ class Message(_Model):
     store: StoreId
     node: NodeId
     stream: str = Field(default="", description="sequencing unit: the topic after {node}/")
-    seq: int = Field(ge=0, description="per-stream sequence number, gap-free from the edge")
+    seq: Seq = Field(description="per-stream sequence number, gap-free from the edge")
     event_time: UtcDatetime = Field(default_factory=utc_now, description="when it happened")
     sent_time: UtcDatetime = Field(default_factory=utc_now, description="when it was published")
 
@@ -127,8 +164,8 @@ class Status(Message):
     channel: ClassVar[Channel] = Channel.STATUS
     type: Literal["status"] = "status"
     state: NodeState
-    bd_seq: int = Field(ge=0, description="connect counter; a will with an older bd_seq is stale")
-    version: str | None = None
+    bd_seq: Seq = Field(description="connect counter; a will with an older bd_seq is stale")
+    version: str | None = Field(default=None, max_length=64)
     reason: str | None = Field(default=None, max_length=200)
 
 
@@ -158,13 +195,13 @@ class DeviceInfo(_Model):
 
 class StreamPosition(_Model):
     stream: str
-    seq: int = Field(ge=0, description="last sequence number assigned on this stream")
+    seq: Seq = Field(description="last sequence number assigned on this stream")
 
 
 class ShelfCount(_Model):
     shelf: Identifier
     gtin: Gtin
-    count: int = Field(ge=0)
+    count: Count
 
 
 class CompartmentState(StrEnum):
@@ -202,8 +239,8 @@ class Birth(Message):
 
     channel: ClassVar[Channel] = Channel.BIRTH
     type: Literal["birth"] = "birth"
-    bd_seq: int = Field(ge=0)
-    version: str
+    bd_seq: Seq
+    version: str = Field(max_length=64, description="software version of the node")
     devices: list[DeviceInfo] = Field(default_factory=list)
     streams: list[StreamPosition] = Field(
         default_factory=list, description="last seq per stream, so the cloud can spot gaps"
@@ -220,16 +257,16 @@ class Death(Message):
 
     channel: ClassVar[Channel] = Channel.DEATH
     type: Literal["death"] = "death"
-    bd_seq: int = Field(ge=0)
+    bd_seq: Seq
     reason: str = Field(default="shutdown", max_length=200)
 
 
 class OutboxHealth(_Model):
-    depth: int = Field(ge=0, description="messages waiting")
-    bytes: int = Field(ge=0)
-    capacity_bytes: int = Field(ge=0)
+    depth: Amount = Field(description="messages waiting")
+    bytes: Amount
+    capacity_bytes: Amount
     oldest_age_s: float | None = Field(default=None, ge=0)
-    dropped: dict[str, int] = Field(default_factory=dict, description="drops per reason")
+    dropped: dict[str, Amount] = Field(default_factory=dict, description="drops per reason")
 
 
 class DriverHealth(_Model):
@@ -237,7 +274,7 @@ class DriverHealth(_Model):
     kind: DeviceKind
     state: DriverState
     events_per_s: float = Field(ge=0)
-    restarts: int = Field(default=0, ge=0)
+    restarts: Amount = 0
     last_error: str | None = Field(default=None, max_length=500)
     metrics: dict[str, float] = Field(
         default_factory=dict, description="driver-specific, e.g. reads_per_s, adverts_per_s"
@@ -249,12 +286,12 @@ class Health(Message):
 
     channel: ClassVar[Channel] = Channel.HEALTH
     type: Literal["health"] = "health"
-    version: str
-    bd_seq: int = Field(ge=0)
+    version: str = Field(max_length=64)
+    bd_seq: Seq
     uptime_s: float = Field(ge=0)
     cpu_percent: float = Field(ge=0)
-    rss_bytes: int = Field(ge=0)
-    disk_free_bytes: int = Field(ge=0)
+    rss_bytes: Amount
+    disk_free_bytes: Amount
     outbox: OutboxHealth
     drivers: list[DriverHealth] = Field(default_factory=list)
 
@@ -282,8 +319,8 @@ class ItemEvent(_Model):
 class CountDelta(_Model):
     shelf: Identifier
     gtin: Gtin
-    delta: int
-    count: int = Field(ge=0, description="count after the delta, so a consumer can self-heal")
+    delta: CountChange
+    count: Count = Field(description="count after the delta, so a consumer can self-heal")
 
 
 class RfidEvents(Message):
@@ -304,8 +341,8 @@ class RfidSnapshot(Message):
     type: Literal["rfid.snapshot"] = "rfid.snapshot"
     reader: Identifier
     shelves: list[ShelfCount] = Field(default_factory=list, max_length=5_000)
-    part: int = Field(default=1, ge=1)
-    parts: int = Field(default=1, ge=1)
+    part: PartNumber = 1
+    parts: PartNumber = 1
 
     def device(self) -> str:
         return self.reader

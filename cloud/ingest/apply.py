@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloud.bus import Change
 from cloud.config import IngestSettings
 from cloud.domains import Domain, DomainTx
+from cloud.ingest.faults import Fault, classify, describe
 from cloud.ingest.history import History, HistoryFullError
 from cloud.ingest.registry import Registry
 from cloud.ingest.sequencing import Admission, StreamPosition, admit, on_birth
@@ -105,6 +107,14 @@ class InfrastructureError(Exception):
     """Storage or spool unavailable: retry the whole batch later, ack nothing."""
 
 
+class _MessageError(Exception):
+    """The batch failed while handling its message `index` (the cause says why)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"failed on message {index} of the batch")
+        self.index = index
+
+
 class StateApplier:
     def __init__(
         self,
@@ -128,36 +138,69 @@ class StateApplier:
     async def apply(self, batch: Sequence[Incoming]) -> BatchOutcome:
         """Apply and commit `batch`; raises `InfrastructureError` if it must be retried.
 
-        A message that makes the batch fail for another reason (a bug, a constraint) is
-        isolated: the batch is re-applied one message at a time and the culprit is
-        dead-lettered as `internal_error`, so one poison message never blocks a stream.
+        Only storage that is down (`Fault.UNAVAILABLE`) fails the batch, to be retried as a
+        whole. A message the store refuses (`Fault.DATA`) or our code fails on
+        (`Fault.BUG`) is isolated and dead-lettered with the reason, and the others are
+        applied exactly once and in their order. Isolating splits the failed batch, each
+        part in its own transaction, recursively: around the message that was being
+        handled when it failed (the messages before it, it alone, the ones after), or in
+        halves when it failed at the end of the batch (a deferred write, a domain's
+        end-of-batch hook), which finds one culprit in n in about 2·log2(n) transactions.
         """
         try:
             return await self._apply_committed(batch)
         except InfrastructureError:
             raise
-        except Exception:
+        except Exception as failure:
+            index = failure.index if isinstance(failure, _MessageError) else None
+            exc = (failure.__cause__ if index is not None else None) or failure
+            fault = classify(exc)
+            if fault is Fault.UNAVAILABLE:
+                self.metrics.batch_failures.labels("database").inc()
+                raise InfrastructureError(f"state store unavailable: {describe(exc)}") from exc
             if len(batch) == 1:
-                log.exception("message on %s could not be applied", batch[0].topic)
-                return await self._dead_letter_alone(batch[0])
-            log.warning("batch of %d failed; isolating the culprit", len(batch), exc_info=True)
+                if fault is Fault.BUG:
+                    log.error("message on %s could not be applied", batch[0].topic, exc_info=exc)
+                else:
+                    log.warning(
+                        "the state store refused a message on %s: %s", batch[0].topic, describe(exc)
+                    )
+                return await self._dead_letter_alone(batch[0], fault, exc)
+            log.warning(
+                "batch of %d failed (%s: %s); isolating the message",
+                len(batch),
+                fault,
+                describe(exc),
+            )
+        if index is None:
+            middle = len(batch) // 2
+            parts = [batch[:middle], batch[middle:]]
+        else:
+            parts = [batch[:index], batch[index : index + 1], batch[index + 1 :]]
         outcome = BatchOutcome()
-        for item in batch:
-            single = await self.apply([item])
-            outcome.changes += single.changes
-            outcome.commands += single.commands
-            outcome.publishes += single.publishes
-            outcome.applied += single.applied
-            outcome.duplicates += single.duplicates
-            outcome.dead_lettered += single.dead_lettered
+        for part in parts:
+            if not part:
+                continue
+            done = await self.apply(part)
+            outcome.changes += done.changes
+            outcome.commands += done.commands
+            outcome.publishes += done.publishes
+            outcome.applied += done.applied
+            outcome.duplicates += done.duplicates
+            outcome.dead_lettered += done.dead_lettered
         return outcome
 
     async def _apply_committed(self, batch: Sequence[Incoming]) -> BatchOutcome:
         try:
             async with self.engine.begin() as connection:
                 work = _Batch(self, connection)
-                for item in batch:
-                    await work.handle(item)
+                for index, item in enumerate(batch):
+                    try:
+                        await work.handle(item)
+                    except (InfrastructureError, HistoryFullError):
+                        raise
+                    except Exception as exc:
+                        raise _MessageError(index) from exc
                 await work.flush()
                 await work.finish_domains()
                 # History first: if the spool refuses the lines the transaction rolls back.
@@ -165,11 +208,6 @@ class StateApplier:
         except HistoryFullError as exc:
             self.metrics.batch_failures.labels("spool_full").inc()
             raise InfrastructureError(f"time-series spool full: {exc}") from exc
-        except IntegrityError:
-            raise
-        except (DBAPIError, OSError) as exc:
-            self.metrics.batch_failures.labels("database").inc()
-            raise InfrastructureError(f"state store unavailable: {exc}") from exc
         self._positions.update(work.positions)
         self._nodes.update(work.nodes)
         work.count_metrics()
@@ -178,14 +216,26 @@ class StateApplier:
         self.unknown_sources.flush_due()
         return work.outcome
 
-    async def _dead_letter_alone(self, item: Incoming) -> BatchOutcome:
+    async def _dead_letter_alone(
+        self, item: Incoming, fault: Fault, exc: BaseException
+    ) -> BatchOutcome:
+        if fault is Fault.DATA:
+            detail = f"the state store refused this message: {describe(exc)}"
+        else:
+            detail = f"the ingestor failed on this message: {describe(exc)}"
+        try:
+            topic = _parse_topic(item.topic)
+        except TopicError:
+            store = None
+        else:
+            store = topic.store if isinstance(topic, NodeTopic) else None
         try:
             async with self.engine.begin() as connection:
                 work = _Batch(self, connection)
-                work.dead_letter(item, "internal_error", "the ingestor failed on this message")
+                work.dead_letter(item, fault.value, detail, store=store)
                 await work.flush()
         except (DBAPIError, OSError) as exc:
-            raise InfrastructureError(f"state store unavailable: {exc}") from exc
+            raise InfrastructureError(f"state store unavailable: {describe(exc)}") from exc
         work.count_metrics()
         return work.outcome
 
@@ -535,10 +585,9 @@ class _Batch:
     def dead_letter(
         self, item: Incoming, reason: str, detail: str, *, store: str | None = None
     ) -> None:
-        excerpt = item.payload[:PAYLOAD_EXCERPT_BYTES].decode("utf-8", "backslashreplace")
         row = {
             "topic": _printable(item.topic)[:512],
-            "payload_excerpt": _printable(excerpt),
+            "payload_excerpt": payload_excerpt(item.payload),
             "payload_bytes": len(item.payload),
             "reason": reason[:32],
             "detail": _printable(detail)[:1000],
@@ -688,3 +737,23 @@ def _node_row(message: Message) -> Any:
 def _printable(text: str) -> str:
     """PostgreSQL text cannot hold NUL; keep the excerpt readable and storable."""
     return text.replace("\x00", "\\x00")
+
+
+# A `\xNN` escape cut short at the end of a truncated excerpt.
+_PARTIAL_ESCAPE = re.compile(r"\\(x[0-9a-f]?)?$")
+
+
+def payload_excerpt(payload: bytes, limit: int = PAYLOAD_EXCERPT_BYTES) -> str:
+    """The start of a payload as text of at most `limit` bytes in UTF-8.
+
+    Undecodable bytes become `\\xNN` and NUL becomes `\\x00` (storable in PostgreSQL text,
+    readable in the API). Each such escape is 4 bytes for 1 of the payload, so binary
+    payloads are cut by the length of their escaped text, not by the payload's length:
+    1 KiB of escaped binary once made a 4 KiB excerpt.
+    """
+    text = _printable(payload[:limit].decode("utf-8", "backslashreplace"))
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    # Cut at a character boundary, and not inside an escape.
+    return _PARTIAL_ESCAPE.sub("", encoded[:limit].decode("utf-8", "ignore"))
