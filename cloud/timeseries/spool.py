@@ -9,6 +9,16 @@ redelivers later) and `append_wait` lets it wait for the pump to make room inste
 call's lines are committed atomically (all or none), split into rows of at most
 `max_row_lines` so the pump's memory is bounded by its batch size, not by a call's size.
 
+Acknowledged is not durable: VictoriaMetrics and InfluxDB answer a write before their
+buffers reach disk, and a SIGKILL loses what they held (seconds of points). So `mark_sent`
+keeps written rows as *kept* for a replay window instead of deleting them: rows acknowledged
+within `keep_sent_s` of the newest acknowledgement, at most `keep_sent_bytes` (oldest go
+first). The window is anchored at the newest acknowledgement, not the clock, so an outage
+of any length does not age out the rows the sink may have lost just before it went down.
+`kept()` hands them back to the pump to write again; points are idempotent. Kept rows do not
+count against `capacity_bytes`: the file holds at most `capacity_bytes + keep_sent_bytes`
+of lines.
+
 Thread safety: one connection guarded by a lock, so the async wrappers may run the blocking
 SQLite calls in worker threads.
 """
@@ -20,6 +30,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +40,8 @@ from cloud.timeseries.lineprotocol import LineProtocolError, Point, encode
 log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY_BYTES = 512 * 1024 * 1024
+DEFAULT_KEEP_SENT_S = 60.0
+DEFAULT_KEEP_SENT_BYTES = 64 * 1024 * 1024
 SPOOL_FILE = "timeseries-spool.db"
 
 
@@ -48,12 +61,16 @@ class SpoolStats:
     """`bytes` and `capacity_bytes` count line-protocol bytes; the SQLite file adds page and
     WAL overhead on top (freed pages are reused, so the file stops growing near capacity)."""
 
-    rows: int
+    rows: int  # pending: not yet acknowledged by the sink
     lines: int
     bytes: int
     capacity_bytes: int
-    oldest_age_s: float | None
+    oldest_age_s: float | None  # of the oldest pending line
     dead_letters: int
+    kept_rows: int  # acknowledged, kept for a replay after a sink crash
+    kept_lines: int
+    kept_bytes: int
+    kept_window_s: float | None  # how far back the kept rows reach, by acknowledgement time
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +91,20 @@ class Spool:
         capacity_bytes: int = DEFAULT_CAPACITY_BYTES,
         max_row_lines: int = 5_000,
         synchronous: str = "FULL",
+        keep_sent_s: float = DEFAULT_KEEP_SENT_S,
+        keep_sent_bytes: int = DEFAULT_KEEP_SENT_BYTES,
     ) -> None:
         if capacity_bytes <= 0 or max_row_lines <= 0:
             raise ValueError("capacity_bytes and max_row_lines must be positive")
+        if keep_sent_s < 0 or keep_sent_bytes < 0:
+            raise ValueError("keep_sent_s and keep_sent_bytes must not be negative")
         if synchronous not in {"FULL", "NORMAL"}:
             raise ValueError("synchronous must be FULL (survives power loss) or NORMAL")
         self.path = self._database_path(Path(path))
         self.capacity_bytes = capacity_bytes
         self.max_row_lines = max_row_lines
+        self.keep_sent_s = keep_sent_s
+        self.keep_sent_bytes = keep_sent_bytes
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -94,7 +117,8 @@ class Spool:
                 created REAL NOT NULL,
                 nlines INTEGER NOT NULL,
                 nbytes INTEGER NOT NULL,
-                payload TEXT NOT NULL
+                payload TEXT NOT NULL,
+                sent REAL  -- when the sink acknowledged it; NULL while pending
             );
             CREATE TABLE IF NOT EXISTS dead_letter (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -104,10 +128,16 @@ class Spool:
             );
             """
         )
-        row = self._db.execute(
-            "SELECT count(*), coalesce(sum(nlines), 0), coalesce(sum(nbytes), 0) FROM batch"
-        ).fetchone()
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(batch)")}
+        if "sent" not in columns:  # a spool file from before the replay window
+            self._db.execute("ALTER TABLE batch ADD COLUMN sent REAL")
+        for name, which in (("batch_pending", "sent IS NULL"), ("batch_kept", "sent IS NOT NULL")):
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON batch(id) WHERE {which}")
+        totals = "SELECT count(*), coalesce(sum(nlines), 0), coalesce(sum(nbytes), 0) FROM batch"
+        row = self._db.execute(totals + " WHERE sent IS NULL").fetchone()
         self._rows, self._lines, self._bytes = int(row[0]), int(row[1]), int(row[2])
+        row = self._db.execute(totals + " WHERE sent IS NOT NULL").fetchone()
+        self._kept_rows, self._kept_lines, self._kept_bytes = int(row[0]), int(row[1]), int(row[2])
 
     @staticmethod
     def _database_path(path: Path) -> Path:
@@ -194,11 +224,20 @@ class Spool:
     # ----------------------------------------------------------------------- reading
 
     def peek(self, max_lines: int) -> SpooledBatch | None:
-        """The oldest rows, up to `max_lines` lines (always at least one row), or None."""
+        """The oldest pending rows, up to `max_lines` lines (always at least one row), or None."""
+        return self._read(max_lines, "sent IS NULL", 0)
+
+    def kept(self, max_lines: int, after_id: int = 0) -> SpooledBatch | None:
+        """Kept (acknowledged) rows after `after_id`, oldest first, up to `max_lines` lines:
+        what to write again after the sink restarted. None when there are no more."""
+        return self._read(max_lines, "sent IS NOT NULL", after_id)
+
+    def _read(self, max_lines: int, which: str, after_id: int) -> SpooledBatch | None:
         with self._lock:
             cursor = self._db.execute(
-                "SELECT id, nlines, nbytes, payload FROM batch ORDER BY id LIMIT ?",
-                (max(1, max_lines),),
+                f"SELECT id, nlines, nbytes, payload FROM batch WHERE {which} AND id > ? "  # noqa: S608 -- two fixed conditions
+                "ORDER BY id LIMIT ?",
+                (after_id, max(1, max_lines)),
             )
             first_id = last_id = -1
             lines: list[str] = []
@@ -217,22 +256,87 @@ class Spool:
         return SpooledBatch(first_id, last_id, lines, nbytes)
 
     def delete_through(self, batch: SpooledBatch) -> None:
-        """Forget rows up to `batch.last_id`: call only after the sink accepted them."""
+        """Forget the pending rows of `batch` without keeping them for a replay."""
         with self._lock:
             self._delete_locked(batch)
 
-    def _delete_locked(self, batch: SpooledBatch) -> None:
-        row = self._db.execute(
-            "SELECT count(*), coalesce(sum(nlines), 0), coalesce(sum(nbytes), 0) "
-            "FROM batch WHERE id BETWEEN ? AND ?",
-            (batch.first_id, batch.last_id),
-        ).fetchone()
+    def mark_sent(self, batch: SpooledBatch, *, now: float | None = None) -> None:
+        """The sink acknowledged `batch`: keep its rows for the replay window (or forget them
+        when the window is 0), then forget kept rows the window no longer covers."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._mark_sent_locked(batch.first_id, batch.last_id, now)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _mark_sent_locked(self, first_id: int, last_id: int, now: float) -> None:
+        if self.keep_sent_s <= 0 or self.keep_sent_bytes <= 0:
+            self._delete_locked(SpooledBatch(first_id, last_id, [], 0))
+            return
+        rows, lines, nbytes = self._totals_locked(first_id, last_id, "sent IS NULL")
         self._db.execute(
-            "DELETE FROM batch WHERE id BETWEEN ? AND ?", (batch.first_id, batch.last_id)
+            "UPDATE batch SET sent = ? WHERE id BETWEEN ? AND ? AND sent IS NULL",
+            (now, first_id, last_id),
         )
-        self._rows -= int(row[0])
-        self._lines -= int(row[1])
-        self._bytes -= int(row[2])
+        self._rows, self._lines, self._bytes = (
+            self._rows - rows,
+            self._lines - lines,
+            self._bytes - nbytes,
+        )
+        self._kept_rows += rows
+        self._kept_lines += lines
+        self._kept_bytes += nbytes
+        self._trim_kept_locked(now)
+
+    def _trim_kept_locked(self, now: float) -> None:
+        """Drop kept rows acknowledged more than `keep_sent_s` before `now` (the newest
+        acknowledgement), then the oldest ones until the rest fit `keep_sent_bytes`."""
+        cutoff = now - self.keep_sent_s
+        too_old = self._db.execute(
+            "SELECT max(id) FROM batch WHERE sent IS NOT NULL AND sent < ?", (cutoff,)
+        ).fetchone()[0]
+        if too_old is not None:
+            self._drop_kept_through_locked(int(too_old))
+        if self._kept_bytes <= self.keep_sent_bytes:
+            return
+        excess, last = self._kept_bytes - self.keep_sent_bytes, None
+        cursor = self._db.execute("SELECT id, nbytes FROM batch WHERE sent IS NOT NULL ORDER BY id")
+        for row_id, size in cursor:
+            excess, last = excess - size, row_id
+            if excess <= 0:
+                break
+        cursor.close()
+        if last is not None:
+            self._drop_kept_through_locked(int(last))
+
+    def _drop_kept_through_locked(self, last_id: int) -> None:
+        rows, lines, nbytes = self._totals_locked(0, last_id, "sent IS NOT NULL")
+        self._db.execute("DELETE FROM batch WHERE id <= ? AND sent IS NOT NULL", (last_id,))
+        self._kept_rows -= rows
+        self._kept_lines -= lines
+        self._kept_bytes -= nbytes
+
+    def _totals_locked(self, first_id: int, last_id: int, which: str) -> tuple[int, int, int]:
+        query = (
+            "SELECT count(*), coalesce(sum(nlines), 0), coalesce(sum(nbytes), 0) "
+            "FROM batch WHERE id BETWEEN ? AND ? AND " + which
+        )
+        row = self._db.execute(query, (first_id, last_id)).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def _delete_locked(self, batch: SpooledBatch) -> None:
+        rows, lines, nbytes = self._totals_locked(batch.first_id, batch.last_id, "sent IS NULL")
+        self._db.execute(
+            "DELETE FROM batch WHERE id BETWEEN ? AND ? AND sent IS NULL",
+            (batch.first_id, batch.last_id),
+        )
+        self._rows -= rows
+        self._lines -= lines
+        self._bytes -= nbytes
 
     @staticmethod
     def _lines_of(items: Sequence[str | Point]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -256,8 +360,8 @@ class Spool:
             )
 
     def dead_letter(self, batch: SpooledBatch, rejected: list[tuple[str, str]]) -> None:
-        """Forget `batch` (written, but for the `rejected` lines), keeping those lines in
-        `dead_letter` with the sink's reason, in one transaction."""
+        """`batch` was written but for the `rejected` lines: move those lines to
+        `dead_letter` with the sink's reason and mark the rest sent, in one transaction."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -266,11 +370,44 @@ class Spool:
                     "INSERT INTO dead_letter (created, reason, payload) VALUES (?, ?, ?)",
                     [(now, reason[:2000], line) for line, reason in rejected],
                 )
-                self._delete_locked(batch)
+                self._remove_lines_locked(batch, [line for line, _ in rejected])
+                self._mark_sent_locked(batch.first_id, batch.last_id, now)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def _remove_lines_locked(self, batch: SpooledBatch, lines: list[str]) -> None:
+        """Take `lines` (each once) out of the pending rows of `batch`, so a replay does
+        not send refused lines again."""
+        to_remove = Counter(lines)
+        rows = self._db.execute(
+            "SELECT id, payload FROM batch WHERE id BETWEEN ? AND ? AND sent IS NULL ORDER BY id",
+            (batch.first_id, batch.last_id),
+        ).fetchall()
+        for row_id, payload in rows:
+            kept: list[str] = []
+            for line in payload.split("\n"):
+                if to_remove[line] > 0:
+                    to_remove[line] -= 1
+                else:
+                    kept.append(line)
+            if len(kept) == payload.count("\n") + 1:
+                continue
+            old_lines, old_bytes = payload.count("\n") + 1, len(payload.encode())
+            if kept:
+                new = "\n".join(kept)
+                self._db.execute(
+                    "UPDATE batch SET payload = ?, nlines = ?, nbytes = ? WHERE id = ?",
+                    (new, len(kept), len(new.encode()), row_id),
+                )
+                self._lines -= old_lines - len(kept)
+                self._bytes -= old_bytes - len(new.encode())
+            else:
+                self._db.execute("DELETE FROM batch WHERE id = ?", (row_id,))
+                self._rows -= 1
+                self._lines -= old_lines
+                self._bytes -= old_bytes
 
     def dead_letters(self) -> list[tuple[str, str]]:
         """(line, reason) of every line a sink refused for good, oldest first."""
@@ -282,26 +419,47 @@ class Spool:
 
     def stats(self) -> SpoolStats:
         with self._lock:
-            row = self._db.execute("SELECT created FROM batch ORDER BY id LIMIT 1").fetchone()
-            oldest = None if row is None else row[0]
+            oldest = self._oldest_pending_locked()
+            row = self._db.execute(
+                "SELECT sent FROM batch WHERE sent IS NOT NULL ORDER BY id LIMIT 1"
+            ).fetchone()
+            kept_since = None if row is None else float(row[0])
             dead = self._db.execute("SELECT count(*) FROM dead_letter").fetchone()[0]
+            now = time.time()
             return SpoolStats(
                 rows=self._rows,
                 lines=self._lines,
                 bytes=self._bytes,
                 capacity_bytes=self.capacity_bytes,
-                oldest_age_s=None if oldest is None else max(0.0, time.time() - oldest),
+                oldest_age_s=None if oldest is None else max(0.0, now - oldest),
                 dead_letters=int(dead),
+                kept_rows=self._kept_rows,
+                kept_lines=self._kept_lines,
+                kept_bytes=self._kept_bytes,
+                kept_window_s=None if kept_since is None else max(0.0, now - kept_since),
             )
 
     @property
     def lines(self) -> int:
+        """Pending lines (not yet acknowledged by the sink)."""
         return self._lines
 
+    @property
+    def kept_lines(self) -> int:
+        """Acknowledged lines kept for a replay."""
+        return self._kept_lines
+
     def oldest_age_s(self) -> float | None:
+        """Age of the oldest pending line; None when nothing is pending."""
         with self._lock:
-            oldest = self._db.execute("SELECT created FROM batch ORDER BY id LIMIT 1").fetchone()
-        return None if oldest is None else max(0.0, time.time() - oldest[0])
+            oldest = self._oldest_pending_locked()
+        return None if oldest is None else max(0.0, time.time() - oldest)
+
+    def _oldest_pending_locked(self) -> float | None:
+        row = self._db.execute(
+            "SELECT created FROM batch WHERE sent IS NULL ORDER BY id LIMIT 1"
+        ).fetchone()
+        return None if row is None else float(row[0])
 
     def close(self) -> None:
         with self._lock:
