@@ -47,7 +47,7 @@ class PumpConfig:
 class PumpStats:
     written_lines: int
     written_batches: int
-    retries: int
+    retries: int  # failed contacts (writes and probes), each followed by a wait
     rejected_lines: int  # refused by the sink for good, kept in the spool's dead_letter
     last_error: str | None
     last_error_at: float | None
@@ -128,8 +128,8 @@ class Pump:
             pending = self.spool.lines
             if self._stopping and pending == 0:
                 return  # a replay still due is done after the next start (pump_start)
-            if not self._stopping:
-                await self._probe_if_due()
+            if not self._stopping and self._replay_reason is None:
+                await self._probe_if_due()  # a due replay probes first itself
             if self._replay_reason is not None and not self._stopping:
                 if await self._replay():
                     backoff = config.backoff_initial_s
@@ -249,6 +249,7 @@ class Pump:
         try:
             started = await self._probe_sink.started_at()
         except SinkUnavailable as exc:
+            self._retries += 1
             self._count_error("probe")
             self._sink_down(f"probe: {exc}")
             self._down_by_probe = True
