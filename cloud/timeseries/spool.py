@@ -2,7 +2,8 @@
 
 The ingestor appends a message batch's lines *before* it commits its state and acks MQTT;
 `append` returns only after the lines are committed to disk. The pump reads the oldest
-batches, writes them to the sink and deletes them only after the sink accepted them.
+batches, writes them to the sink and marks them sent (`mark_sent`) only after the sink
+accepted them.
 
 Policy when full: never drop. `append` raises `SpoolFull`; the ingestor stops acking (MQTT
 redelivers later) and `append_wait` lets it wait for the pump to make room instead. One
@@ -18,6 +19,11 @@ of any length does not age out the rows the sink may have lost just before it we
 `kept()` hands them back to the pump to write again; points are idempotent. Kept rows do not
 count against `capacity_bytes`: the file holds at most `capacity_bytes + keep_sent_bytes`
 of lines.
+
+The pump acknowledges the oldest pending rows first, so the kept rows are always a prefix
+of the ids: one high-water mark (the `acked` table, one small row per acknowledged write
+with its time) separates kept from pending, and marking a write sent never rewrites its
+payload.
 
 Thread safety: one connection guarded by a lock, so the async wrappers may run the blocking
 SQLite calls in worker threads.
@@ -42,6 +48,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CAPACITY_BYTES = 512 * 1024 * 1024
 DEFAULT_KEEP_SENT_S = 60.0
 DEFAULT_KEEP_SENT_BYTES = 64 * 1024 * 1024
+_MAX_ID = 2**63 - 1
 SPOOL_FILE = "timeseries-spool.db"
 
 
@@ -117,8 +124,13 @@ class Spool:
                 created REAL NOT NULL,
                 nlines INTEGER NOT NULL,
                 nbytes INTEGER NOT NULL,
-                payload TEXT NOT NULL,
-                sent REAL  -- when the sink acknowledged it; NULL while pending
+                payload TEXT NOT NULL
+            );
+            -- Rows up to last_id (after the previous acked row) were acknowledged at `at`.
+            -- The greatest last_id is the high-water mark: rows above it are pending.
+            CREATE TABLE IF NOT EXISTS acked (
+                last_id INTEGER PRIMARY KEY,
+                at REAL NOT NULL
             );
             CREATE TABLE IF NOT EXISTS dead_letter (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -128,16 +140,13 @@ class Spool:
             );
             """
         )
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(batch)")}
-        if "sent" not in columns:  # a spool file from before the replay window
-            self._db.execute("ALTER TABLE batch ADD COLUMN sent REAL")
-        for name, which in (("batch_pending", "sent IS NULL"), ("batch_kept", "sent IS NOT NULL")):
-            self._db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON batch(id) WHERE {which}")
-        totals = "SELECT count(*), coalesce(sum(nlines), 0), coalesce(sum(nbytes), 0) FROM batch"
-        row = self._db.execute(totals + " WHERE sent IS NULL").fetchone()
-        self._rows, self._lines, self._bytes = int(row[0]), int(row[1]), int(row[2])
-        row = self._db.execute(totals + " WHERE sent IS NOT NULL").fetchone()
-        self._kept_rows, self._kept_lines, self._kept_bytes = int(row[0]), int(row[1]), int(row[2])
+        self._acked_through = int(
+            self._db.execute("SELECT coalesce(max(last_id), 0) FROM acked").fetchone()[0]
+        )
+        self._rows, self._lines, self._bytes = self._totals_locked(self._acked_through + 1, _MAX_ID)
+        self._kept_rows, self._kept_lines, self._kept_bytes = self._totals_locked(
+            0, self._acked_through
+        )
 
     @staticmethod
     def _database_path(path: Path) -> Path:
@@ -225,32 +234,33 @@ class Spool:
 
     def peek(self, max_lines: int) -> SpooledBatch | None:
         """The oldest pending rows, up to `max_lines` lines (always at least one row), or None."""
-        return self._read(max_lines, "sent IS NULL", 0)
+        with self._lock:
+            return self._read_locked(max_lines, self._acked_through, _MAX_ID)
 
     def kept(self, max_lines: int, after_id: int = 0) -> SpooledBatch | None:
         """Kept (acknowledged) rows after `after_id`, oldest first, up to `max_lines` lines:
         what to write again after the sink restarted. None when there are no more."""
-        return self._read(max_lines, "sent IS NOT NULL", after_id)
-
-    def _read(self, max_lines: int, which: str, after_id: int) -> SpooledBatch | None:
         with self._lock:
-            cursor = self._db.execute(
-                f"SELECT id, nlines, nbytes, payload FROM batch WHERE {which} AND id > ? "  # noqa: S608 -- two fixed conditions
-                "ORDER BY id LIMIT ?",
-                (after_id, max(1, max_lines)),
-            )
-            first_id = last_id = -1
-            lines: list[str] = []
-            nbytes = 0
-            for row_id, nlines, size, payload in cursor:
-                if lines and len(lines) + nlines > max_lines:
-                    break
-                if first_id < 0:
-                    first_id = row_id
-                last_id = row_id
-                lines.extend(payload.split("\n"))
-                nbytes += size
-            cursor.close()
+            return self._read_locked(max_lines, after_id, self._acked_through)
+
+    def _read_locked(self, max_lines: int, after_id: int, through_id: int) -> SpooledBatch | None:
+        cursor = self._db.execute(
+            "SELECT id, nlines, nbytes, payload FROM batch WHERE id > ? AND id <= ? "
+            "ORDER BY id LIMIT ?",
+            (after_id, through_id, max(1, max_lines)),
+        )
+        first_id = last_id = -1
+        lines: list[str] = []
+        nbytes = 0
+        for row_id, nlines, size, payload in cursor:
+            if lines and len(lines) + nlines > max_lines:
+                break
+            if first_id < 0:
+                first_id = row_id
+            last_id = row_id
+            lines.extend(payload.split("\n"))
+            nbytes += size
+        cursor.close()
         if first_id < 0:
             return None
         return SpooledBatch(first_id, last_id, lines, nbytes)
@@ -274,19 +284,19 @@ class Spool:
                 raise
 
     def _mark_sent_locked(self, first_id: int, last_id: int, now: float) -> None:
-        if self.keep_sent_s <= 0 or self.keep_sent_bytes <= 0:
-            self._delete_locked(SpooledBatch(first_id, last_id, [], 0))
-            return
-        rows, lines, nbytes = self._totals_locked(first_id, last_id, "sent IS NULL")
-        self._db.execute(
-            "UPDATE batch SET sent = ? WHERE id BETWEEN ? AND ? AND sent IS NULL",
-            (now, first_id, last_id),
-        )
-        self._rows, self._lines, self._bytes = (
-            self._rows - rows,
-            self._lines - lines,
-            self._bytes - nbytes,
-        )
+        if last_id <= self._acked_through:
+            return  # marked already
+        skipped = self._db.execute(
+            "SELECT min(id) FROM batch WHERE id > ? AND id < ?", (self._acked_through, first_id)
+        ).fetchone()[0]
+        if skipped is not None:  # only a prefix can be kept: see the module docstring
+            raise ValueError(f"rows {first_id}..{last_id} are not the oldest pending ones")
+        rows, lines, nbytes = self._totals_locked(self._acked_through + 1, last_id)
+        self._db.execute("INSERT INTO acked (last_id, at) VALUES (?, ?)", (last_id, now))
+        self._acked_through = last_id
+        self._rows -= rows
+        self._lines -= lines
+        self._bytes -= nbytes
         self._kept_rows += rows
         self._kept_lines += lines
         self._kept_bytes += nbytes
@@ -295,16 +305,20 @@ class Spool:
     def _trim_kept_locked(self, now: float) -> None:
         """Drop kept rows acknowledged more than `keep_sent_s` before `now` (the newest
         acknowledgement), then the oldest ones until the rest fit `keep_sent_bytes`."""
-        cutoff = now - self.keep_sent_s
+        if self.keep_sent_s <= 0 or self.keep_sent_bytes <= 0:
+            self._drop_kept_through_locked(self._acked_through)
+            return
         too_old = self._db.execute(
-            "SELECT max(id) FROM batch WHERE sent IS NOT NULL AND sent < ?", (cutoff,)
+            "SELECT max(last_id) FROM acked WHERE at < ?", (now - self.keep_sent_s,)
         ).fetchone()[0]
         if too_old is not None:
             self._drop_kept_through_locked(int(too_old))
         if self._kept_bytes <= self.keep_sent_bytes:
             return
         excess, last = self._kept_bytes - self.keep_sent_bytes, None
-        cursor = self._db.execute("SELECT id, nbytes FROM batch WHERE sent IS NOT NULL ORDER BY id")
+        cursor = self._db.execute(
+            "SELECT id, nbytes FROM batch WHERE id <= ? ORDER BY id", (self._acked_through,)
+        )
         for row_id, size in cursor:
             excess, last = excess - size, row_id
             if excess <= 0:
@@ -314,26 +328,27 @@ class Spool:
             self._drop_kept_through_locked(int(last))
 
     def _drop_kept_through_locked(self, last_id: int) -> None:
-        rows, lines, nbytes = self._totals_locked(0, last_id, "sent IS NOT NULL")
-        self._db.execute("DELETE FROM batch WHERE id <= ? AND sent IS NOT NULL", (last_id,))
+        rows, lines, nbytes = self._totals_locked(0, last_id)
+        self._db.execute("DELETE FROM batch WHERE id <= ?", (last_id,))
+        # Those acked rows cover deleted rows only. Without them a reopened spool finds a lower
+        # high-water mark, but no row between the two: kept and pending stay apart.
+        self._db.execute("DELETE FROM acked WHERE last_id <= ?", (last_id,))
         self._kept_rows -= rows
         self._kept_lines -= lines
         self._kept_bytes -= nbytes
 
-    def _totals_locked(self, first_id: int, last_id: int, which: str) -> tuple[int, int, int]:
-        query = (
+    def _totals_locked(self, first_id: int, last_id: int) -> tuple[int, int, int]:
+        row = self._db.execute(
             "SELECT count(*), coalesce(sum(nlines), 0), coalesce(sum(nbytes), 0) "
-            "FROM batch WHERE id BETWEEN ? AND ? AND " + which
-        )
-        row = self._db.execute(query, (first_id, last_id)).fetchone()
+            "FROM batch WHERE id BETWEEN ? AND ?",
+            (first_id, last_id),
+        ).fetchone()
         return int(row[0]), int(row[1]), int(row[2])
 
     def _delete_locked(self, batch: SpooledBatch) -> None:
-        rows, lines, nbytes = self._totals_locked(batch.first_id, batch.last_id, "sent IS NULL")
-        self._db.execute(
-            "DELETE FROM batch WHERE id BETWEEN ? AND ? AND sent IS NULL",
-            (batch.first_id, batch.last_id),
-        )
+        first_id = max(batch.first_id, self._acked_through + 1)  # pending rows only
+        rows, lines, nbytes = self._totals_locked(first_id, batch.last_id)
+        self._db.execute("DELETE FROM batch WHERE id BETWEEN ? AND ?", (first_id, batch.last_id))
         self._rows -= rows
         self._lines -= lines
         self._bytes -= nbytes
@@ -382,8 +397,8 @@ class Spool:
         not send refused lines again."""
         to_remove = Counter(lines)
         rows = self._db.execute(
-            "SELECT id, payload FROM batch WHERE id BETWEEN ? AND ? AND sent IS NULL ORDER BY id",
-            (batch.first_id, batch.last_id),
+            "SELECT id, payload FROM batch WHERE id BETWEEN ? AND ? ORDER BY id",
+            (max(batch.first_id, self._acked_through + 1), batch.last_id),
         ).fetchall()
         for row_id, payload in rows:
             kept: list[str] = []
@@ -421,7 +436,9 @@ class Spool:
         with self._lock:
             oldest = self._oldest_pending_locked()
             row = self._db.execute(
-                "SELECT sent FROM batch WHERE sent IS NOT NULL ORDER BY id LIMIT 1"
+                "SELECT at FROM acked WHERE last_id >= "
+                "(SELECT min(id) FROM batch WHERE id <= ?) ORDER BY last_id LIMIT 1",
+                (self._acked_through,),
             ).fetchone()
             kept_since = None if row is None else float(row[0])
             dead = self._db.execute("SELECT count(*) FROM dead_letter").fetchone()[0]
@@ -457,7 +474,7 @@ class Spool:
 
     def _oldest_pending_locked(self) -> float | None:
         row = self._db.execute(
-            "SELECT created FROM batch WHERE sent IS NULL ORDER BY id LIMIT 1"
+            "SELECT created FROM batch WHERE id > ? ORDER BY id LIMIT 1", (self._acked_through,)
         ).fetchone()
         return None if row is None else float(row[0])
 

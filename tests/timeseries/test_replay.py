@@ -18,6 +18,7 @@ from cloud.timeseries import (
     RestartProbe,
     SinkUnavailable,
     Spool,
+    SpooledBatch,
     SqlSink,
     create_all,
     history_table,
@@ -259,3 +260,36 @@ async def test_problems_name_a_lagging_or_filling_spool(
     assert lag.startswith("6 lines pending, the oldest")
     spool.append(_lines(10, "n"))
     assert any("spool" in p and "of 1000 bytes full" in p for p in pump.problems())
+
+
+def test_only_the_oldest_pending_rows_can_be_marked_sent(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", max_row_lines=1)
+    spool.append(_lines(4))  # rows 1..4
+    first = spool.peek(1)
+    assert first is not None
+    spool.delete_through(first)  # a gap below the next pending row is fine
+    second = spool.peek(1)
+    assert second is not None
+    spool.mark_sent(second, now=1.0)
+    spool.mark_sent(second, now=2.0)  # twice: a no-op
+    last = spool.peek(10)
+    assert last is not None
+    assert last.lines == _lines(4)[2:]
+    with pytest.raises(ValueError, match="not the oldest pending"):
+        spool.mark_sent(SpooledBatch(last.last_id, last.last_id, [], 0), now=3.0)
+    assert (spool.lines, spool.kept_lines) == (2, 1)
+
+
+def test_delete_through_forgets_pending_rows_only(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", max_row_lines=2)
+    spool.append(_lines(4))  # rows of 2 lines
+    sent = spool.peek(2)
+    assert sent is not None
+    spool.mark_sent(sent, now=1.0)
+    both = SpooledBatch(sent.first_id, sent.last_id + 1, [], 0)
+    spool.delete_through(both)  # the kept row stays for the replay
+    assert (spool.lines, spool.kept_lines) == (0, 2)
+    assert _all_kept(spool) == _lines(2)
+    spool.close()
+    reopened = Spool(tmp_path / "spool.db")
+    assert (reopened.lines, reopened.kept_lines) == (0, 2)
