@@ -259,7 +259,8 @@ class Pump:
         if started is None:
             return True
         previous, self._sink_started_at = self._sink_started_at, started
-        if previous is not None and abs(started - previous) >= 1.0:
+        restarted = previous is not None and abs(started - previous) >= 1.0
+        if restarted and self._replay_reason is None:  # else a replay is due already
             log.warning(
                 "time-series sink restarted (started at %.0f, was %.0f): replaying the "
                 "acknowledged window",
@@ -340,6 +341,10 @@ class Pump:
         found = []
         if not self._sink_up:
             found.append(f"sink down: {self._last_error or 'no answer'}")
+        elif self._replay_reason is not None:
+            found.append(
+                f"writing {spool.kept_lines} acknowledged lines again ({self._replay_reason})"
+            )
         lag = spool.oldest_age_s or 0.0
         if lag > self.config.degraded_lag_s:
             found.append(f"{spool.lines} lines pending, the oldest {lag:.0f} s old")

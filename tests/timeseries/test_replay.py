@@ -158,10 +158,12 @@ class _RestartingSink:
         self.inner = inner
         self.started = 1_000.0
         self.up = True
+        self.write_delay_s = 0.0
 
     async def write(self, lines: list[str]) -> None:
         if not self.up:
             raise SinkUnavailable("connection refused")
+        await asyncio.sleep(self.write_delay_s)
         await self.inner.write(lines)
 
     async def started_at(self) -> float | None:
@@ -225,6 +227,27 @@ async def test_an_outage_replays_the_window_before_the_pending_lines(
     assert stats.replayed_lines == 20
     assert stats.errors["probe"] >= 1
     assert stats.sink_up
+    assert pump.problems() == []
+    await pump.stop(5)
+
+
+async def test_history_stays_degraded_until_the_replay_is_written(
+    tmp_path: Path, engine: AsyncEngine
+) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    sink = _RestartingSink(SqlSink(engine))
+    config = PumpConfig(max_delay_s=0.01, probe_interval_s=0.1, backoff_initial_s=0.05)
+    pump = Pump(spool, sink, config)
+    pump.start()
+    spool.append(_lines(20))
+    await _until(lambda: spool.kept_lines == 20)
+    sink.up = False
+    await _until(lambda: not pump.stats().sink_up)
+    sink.write_delay_s = 1.0
+    sink.up = True
+    await _until(lambda: pump.stats().sink_up)  # it answers its probe: the replay is writing
+    assert pump.problems() == ["writing 20 acknowledged lines again (outage)"]
+    await _until(lambda: pump.stats().replays == {"outage": 1})
     assert pump.problems() == []
     await pump.stop(5)
 
