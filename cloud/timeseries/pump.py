@@ -6,9 +6,9 @@ an outage at any point loses nothing (a batch written but not yet marked is writ
 restart, which is harmless: points are idempotent). While the sink is down the backlog stays
 on disk; the pump holds at most one batch (`batch_lines` lines, plus one spool row) in memory.
 
-A sink's acknowledgement is not durable (VictoriaMetrics and InfluxDB buffer writes in memory
-for a second or more), so the spool keeps acknowledged rows for a window and the pump
-*replays* them -- before any pending row -- when the sink may have lost them:
+A sink's acknowledgement is not always durable (VictoriaMetrics keeps acknowledged writes in
+memory for seconds; a SIGKILL loses them), so the spool keeps acknowledged rows for a window
+and the pump *replays* them -- before any pending row -- when the sink may have lost them:
 
 - `outage`: a write or a probe failed; the replay is the first write after it;
 - `sink_restarted`: the sink's start time (`RestartProbe`, probed every `probe_interval_s`)

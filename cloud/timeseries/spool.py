@@ -10,8 +10,8 @@ redelivers later) and `append_wait` lets it wait for the pump to make room inste
 call's lines are committed atomically (all or none), split into rows of at most
 `max_row_lines` so the pump's memory is bounded by its batch size, not by a call's size.
 
-Acknowledged is not durable: VictoriaMetrics and InfluxDB answer a write before their
-buffers reach disk, and a SIGKILL loses what they held (seconds of points). So `mark_sent`
+Acknowledged is not always durable: VictoriaMetrics answers a write before its buffers
+reach disk, and a SIGKILL loses what it held (seconds of points). So `mark_sent`
 keeps written rows as *kept* for a replay window instead of deleting them: rows acknowledged
 within `keep_sent_s` of the newest acknowledgement, at most `keep_sent_bytes` (oldest go
 first). The window is anchored at the newest acknowledgement, not the clock, so an outage
