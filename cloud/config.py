@@ -123,6 +123,20 @@ class IngestSettings(BaseModel):
         gt=0,
         description="spool size on disk; when full the ingestor stops acking (backpressure)",
     )
+    spool_replay_window_s: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "acknowledged history lines kept this long (before the newest acknowledgement) and"
+            " written again after the time-series server restarts or returns from an outage,"
+            " which may lose what it acknowledged; 0 = delete on acknowledgement"
+        ),
+    )
+    spool_replay_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="at most this many bytes of acknowledged lines kept (the oldest go first)",
+    )
 
 
 class ApiSettings(BaseModel):

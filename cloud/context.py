@@ -21,3 +21,5 @@ class CloudContext:
     bus: LiveBus
     metrics: CloudMetrics
     broker_connected: Callable[[], bool]
+    # Why history is degraded (sink down, spool growing); blocking, called in a thread.
+    history_problems: Callable[[], list[str]] | None = None

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from cloud.timeseries import Pump
+
+PUMP_ERROR_KINDS = ("unavailable", "rejected", "probe")
+REPLAY_REASONS = ("outage", "sink_restarted", "pump_start")
 
 
 class CloudMetrics:
@@ -45,4 +56,88 @@ class CloudMetrics:
         )
         self.sse_dropped = Gauge(
             "storegate_sse_dropped", "live changes dropped for slow SSE clients", registry=r
+        )
+
+    def watch_history(self, pump: Pump) -> None:
+        """Publish the time-series spool and pump (read at each scrape)."""
+        self.registry.register(HistoryCollector(pump))
+
+
+class HistoryCollector(Collector):
+    """`storegate_history_*`: spool depth, lag, replay window, pump errors, replays, sink up.
+
+    Read from the spool and the pump when scraped (the spool part is a small SQLite read:
+    the `/metrics` route scrapes in a worker thread)."""
+
+    def __init__(self, pump: Pump) -> None:
+        self.pump = pump
+
+    def collect(self) -> Iterable[Metric]:
+        spool = self.pump.spool.stats()
+        pump = self.pump.stats()
+        lines = GaugeMetricFamily(
+            "storegate_history_spool_lines",
+            "time-series lines in the spool: pending (not yet acknowledged by the sink) and "
+            "kept (acknowledged, kept to replay after a sink crash)",
+            labels=["state"],
+        )
+        lines.add_metric(["pending"], spool.lines)
+        lines.add_metric(["kept"], spool.kept_lines)
+        size = GaugeMetricFamily(
+            "storegate_history_spool_bytes", "line bytes in the spool", labels=["state"]
+        )
+        size.add_metric(["pending"], spool.bytes)
+        size.add_metric(["kept"], spool.kept_bytes)
+        yield lines
+        yield size
+        yield GaugeMetricFamily(
+            "storegate_history_spool_capacity_bytes",
+            "pending bytes at which the ingestor stops acking",
+            value=spool.capacity_bytes,
+        )
+        yield GaugeMetricFamily(
+            "storegate_history_spool_oldest_pending_age_seconds",
+            "age of the oldest line not yet acknowledged by the sink (0 when none)",
+            value=spool.oldest_age_s or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "storegate_history_replay_window_seconds",
+            "how far back (by acknowledgement time) the kept lines reach",
+            value=spool.kept_window_s or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "storegate_history_spool_dead_letters",
+            "lines the sink refused for good, kept in the spool's dead_letter table",
+            value=spool.dead_letters,
+        )
+        yield GaugeMetricFamily(
+            "storegate_history_sink_up",
+            "1 when the last contact with the time-series sink succeeded",
+            value=1.0 if pump.sink_up else 0.0,
+        )
+        errors = CounterMetricFamily(
+            "storegate_history_pump_errors",
+            "pump errors: unavailable (a write failed), rejected (lines refused), probe",
+            labels=["kind"],
+        )
+        for kind in sorted({*PUMP_ERROR_KINDS, *pump.errors}):
+            errors.add_metric([kind], pump.errors.get(kind, 0))
+        yield errors
+        replays = CounterMetricFamily(
+            "storegate_history_replays",
+            "acknowledged windows written again because the sink may have lost them",
+            labels=["reason"],
+        )
+        for reason in sorted({*REPLAY_REASONS, *pump.replays}):
+            replays.add_metric([reason], pump.replays.get(reason, 0))
+        yield replays
+        yield CounterMetricFamily(
+            "storegate_history_replayed_lines",
+            "lines written again by replays",
+            value=pump.replayed_lines,
+        )
+        yield CounterMetricFamily(
+            "storegate_history_written_lines",
+            "lines the sink acknowledged (replays not counted)",
+            value=pump.written_lines,
         )

@@ -63,8 +63,11 @@ class CloudRuntime:
             self.spool = Spool(
                 settings.spool_dir / "spool.db",
                 capacity_bytes=settings.ingest.spool_capacity_bytes,
+                keep_sent_s=settings.ingest.spool_replay_window_s,
+                keep_sent_bytes=settings.ingest.spool_replay_bytes,
             )
             self.pump = Pump(self.spool, history_sink(settings, self.engine))
+            self.metrics.watch_history(self.pump)
             history = SpoolHistory(self.spool)
         self.history = history
         self.domains = load_domains(settings)
@@ -86,6 +89,7 @@ class CloudRuntime:
             self.bus,
             self.metrics,
             self.consumer.connected.is_set,
+            history_problems=None if self.pump is None else self.pump.problems,
         )
         self.app: FastAPI = create_app(
             self.context, routers=[r for d in self.domains if (r := d.router()) is not None]

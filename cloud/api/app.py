@@ -84,7 +84,9 @@ def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAP
 
     @app.get("/readyz", tags=["ops"], response_model=None)
     async def readyz() -> Any:
-        """The state store answers and the broker is connected."""
+        """The state store answers and the broker is connected (else 503). A history outage
+        (sink down, spool growing) answers 200 `degraded` with the reasons: the cloud still
+        ingests and serves, the points wait in the spool (docs/cloud.md)."""
         problems = []
         try:
             async with cloud.engine.connect() as connection:
@@ -95,11 +97,17 @@ def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAP
             problems.append("broker: not connected")
         if problems:
             return error_response(503, "not_ready", "; ".join(problems))
+        if cloud.history_problems is not None:
+            degraded = await asyncio.to_thread(cloud.history_problems)
+            if degraded:
+                return {"status": "degraded", "degraded": [f"history: {d}" for d in degraded]}
         return {"status": "ready"}
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:
-        return Response(generate_latest(cloud.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # In a thread: the history collector reads the spool's SQLite file.
+        body = await asyncio.to_thread(generate_latest, cloud.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/stores", tags=["stores"])
     async def list_stores(principal: Reader) -> list[StoreOut]:

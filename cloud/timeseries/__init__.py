@@ -33,6 +33,7 @@ from cloud.timeseries.sinks import (
     InfluxConfig,
     InfluxSink,
     LineSink,
+    RestartProbe,
     SinkRejected,
     SinkUnavailable,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "PumpConfig",
     "PumpStats",
     "QueryError",
+    "RestartProbe",
     "Series",
     "ShelfCountSample",
     "SinkRejected",
