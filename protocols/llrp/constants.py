@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from protocols.llrp.codec import Param
+from protocols.llrp.spec import PARAMS
+
 
 class StatusCode(IntEnum):
     """LLRPStatus / FieldError / ParameterError codes (section 14.2.1).
@@ -120,3 +123,41 @@ class KeepaliveTrigger(IntEnum):
 
 AIR_PROTOCOL_EPC_C1G2 = 1
 IANA_PEN_IMPINJ = 25882  # the DeviceManufacturerName Impinj readers report
+
+
+def describe_status(status: object) -> str:
+    """An LLRPStatus parameter in words, with where the reader found the error:
+    "M_ParameterError: antenna 9 (ROSpec > AISpec field 0: A_OutOfRange)"."""
+    if not isinstance(status, Param):
+        return "no LLRPStatus"
+
+    def code(value: object) -> str:
+        try:
+            return StatusCode(int(value)).name  # type: ignore[call-overload]
+        except (ValueError, TypeError):
+            return f"status {value}"
+
+    text = code(status.fields.get("Status", 0))
+    if description := status.fields.get("ErrorDescription"):
+        text += f": {description}"
+    path: list[str] = []
+    where: Param | None = status
+    detail = ""
+    while where is not None:
+        field_error = where.child("FieldError")
+        parameter_error = where.child("ParameterError")
+        if field_error is not None:
+            detail = (
+                f"field {field_error.fields.get('FieldIndex')}: "
+                f"{code(field_error.fields.get('ErrorCode'))}"
+            )
+        if parameter_error is not None:
+            type_ = parameter_error.fields.get("ParameterType", 0)
+            definition = PARAMS.get(int(type_))
+            path.append(definition.name if definition else f"parameter {type_}")
+            if parameter_error.child("ParameterError") is None and field_error is None:
+                detail = code(parameter_error.fields.get("ErrorCode"))
+        where = parameter_error
+    if path or detail:
+        text += f" ({' > '.join(path)}{' ' if path and detail else ''}{detail})"
+    return text
