@@ -553,6 +553,10 @@ class SimulatedReader:
         self.reports_sent = 0
         self.reads_sent = 0
         self.refused_connections = 0
+        self.goodbyes = 0  # CLOSE_CONNECTION requests answered
+        # event types this reader never sends, whatever the client enables (a firmware that
+        # lacks them): a fault to inject
+        self.muted_events: set[ReaderEventType] = set()
         self.boots = 1
         self.rospecs: dict[int, _ROSpec] = {}
         self.access_specs: dict[int, Param | RawParam] = {}
@@ -733,7 +737,7 @@ class SimulatedReader:
             session.post(message("KEEPALIVE"))
 
     def _notify(self, kind: ReaderEventType, event: Param) -> None:
-        if self._session is not None and kind in self.events:
+        if self._session is not None and kind in self.events and kind not in self.muted_events:
             self._session.post(_event(event))
 
     # ------------------------------------------------------------------ requests
@@ -753,6 +757,7 @@ class SimulatedReader:
         if name in ("KEEPALIVE_ACK", "ENABLE_EVENTS_AND_REPORTS"):
             return True  # no answer in LLRP
         if name == "CLOSE_CONNECTION":
+            self.goodbyes += 1
             session.post(message("CLOSE_CONNECTION_RESPONSE", msg.id, status()))
             return False
         if name == "GET_REPORT":
