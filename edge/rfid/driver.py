@@ -181,6 +181,10 @@ class LlrpDriver(ShelfReaderDriver):
         self._silent = False
         self._inventorying = False  # set up and running: restarts are ours to do
         self._closing = False
+        self._identity_known = asyncio.Event()  # set once the capabilities have come
+
+    async def identified(self) -> None:
+        await self._identity_known.wait()
 
     @property
     def silence_limit_s(self) -> float:
@@ -343,6 +347,7 @@ class LlrpDriver(ShelfReaderDriver):
             self.model = f"{maker} model {general.fields.get('Model')}"[:128]
             self.firmware = str(general.fields.get("FirmwareVersion", ""))[:64] or None
             log.info("LLRP reader %s is %s, firmware %s", self.device, self.model, self.firmware)
+        self._identity_known.set()  # without GeneralDeviceCapabilities there is none to wait for
 
     def _reader_config(self) -> Message:
         events = param(
