@@ -489,6 +489,8 @@ class LlrpDriver(ShelfReaderDriver):
 
     async def _check_rospec(self, msg: Message, out: MessageWriter) -> None:
         """The answer to the watchdog's GET_ROSPECS: repair what stopped our inventory."""
+        if self._closing:
+            return  # an answer still in flight while we delete the ROSpec on shutdown
         ours = next(
             (s for s in msg.children_named("ROSpec") if s.fields.get("ROSpecID") == ROSPEC_ID),
             None,
