@@ -190,3 +190,15 @@ def test_inventory_that_cannot_work_is_refused(
             inventory=InventoryOptions.model_validate(inventory),
             presence=presence,
         )
+
+
+def test_identity_from_a_real_impinj_capture() -> None:
+    """GET_READER_CAPABILITIES_RESPONSE as a Speedway sent it (tests/fixtures/llrp)."""
+    from protocols.llrp import decode_body
+    from protocols.llrp.spec import MESSAGE_NAMES
+    from tests.conftest import FIXTURES
+
+    body = (FIXTURES / "llrp" / "GetReaderCapabilitiesResponse-000.bytes").read_bytes()
+    driver = LlrpDriver("reader-1", LlrpOptions(antennas={1: "shelf-1"}))
+    driver._read_identity(decode_body(MESSAGE_NAMES["GET_READER_CAPABILITIES_RESPONSE"], body))
+    assert (driver.model, driver.firmware) == ("Impinj model 2001002", "5.14.0.240")
