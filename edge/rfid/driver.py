@@ -451,7 +451,9 @@ class LlrpDriver(ShelfReaderDriver):
                 self._reader_down(ctx, reason, reconnecting=False)
             if now >= next_check:
                 next_check = now + limit
-                await out.send(message("GET_ROSPECS", 0))
+                # a broken connection is the receive loop's to notice and report
+                with contextlib.suppress(ConnectionError, OSError):
+                    await out.send(message("GET_ROSPECS", 0))
 
     async def _dispatch(self, msg: Message, out: MessageWriter, ctx: DriverContext | None) -> None:
         name = msg.name
