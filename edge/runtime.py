@@ -34,6 +34,7 @@ from protocols.topics import Channel, node_filter
 log = logging.getLogger(__name__)
 
 EXPIRY_CHECK_S = 60.0
+FIRST_BIRTH_WAIT_S = 5.0
 
 
 class EdgeRuntime:
@@ -104,6 +105,7 @@ class EdgeRuntime:
             self._spawn(self._expire_loop())
             if (interval := systemd.watchdog_interval()) is not None:
                 self._spawn(systemd.watchdog(interval))
+            await self._wait_for_identities()
             self.uplink.start()
             systemd.notify("READY=1")
             log.info(
@@ -130,6 +132,22 @@ class EdgeRuntime:
 
     def stop(self) -> None:
         self.stop_requested.set()
+
+    async def _wait_for_identities(self) -> None:
+        """Give the drivers a moment to learn their devices' model and firmware (an LLRP
+        reader's capabilities), so the first birth carries them; a device that does not
+        answer holds the node back at most FIRST_BIRTH_WAIT_S."""
+        waits = [
+            asyncio.create_task(supervisor.driver.identified())
+            for supervisor in self.supervisors.values()
+        ]
+        if not waits:
+            return
+        _, pending = await asyncio.wait(waits, timeout=FIRST_BIRTH_WAIT_S)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.info("first birth without the identity of %d device(s)", len(pending))
 
     async def _shutdown(self) -> None:
         log.info("shutting down")

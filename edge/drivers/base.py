@@ -114,6 +114,12 @@ class Driver(abc.ABC):
     def info(self) -> DeviceInfo:
         return DeviceInfo(device=self.device, kind=self.kind, driver=self.driver_name)
 
+    async def identified(self) -> None:
+        """Returns once `info()` knows what the device is (model, firmware), at once for a
+        driver with nothing to learn. The runtime waits for it, bounded, before the node's
+        first birth, so that birth carries the device inventory."""
+        return
+
 
 class DeviceConfig(BaseModel):
     """One entry of the edge config's `devices:` list."""

@@ -156,13 +156,14 @@ class ShelfReaderDriver(Driver):
         self.engine.set_reader_up(True, time.time())
         ctx.set_state(DriverState.RUNNING)
 
-    def _reader_down(self, ctx: DriverContext, reason: str) -> bool:
+    def _reader_down(self, ctx: DriverContext, reason: str, *, reconnecting: bool = True) -> bool:
         """Report DEGRADED and freeze departures (a reader that is gone does not make items
-        disappear). Returns whether it was up until now (the caller resets its backoff)."""
+        disappear). Returns whether it was up until now (the caller resets its backoff).
+        `reconnecting=False`: the connection is still there but the reader is not reading."""
         was_up = self.connected.is_set()
         self.connected.clear()
         self.engine.set_reader_up(False, time.time())
-        if was_up:
+        if was_up and reconnecting:
             self.reconnects += 1
         ctx.set_state(DriverState.DEGRADED, reason)
         return was_up

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from edge.drivers.base import DeviceConfig, Priority, create_driver
-from edge.rfid.driver import LlrpDriver, LlrpOptions, SimLlrpDriver
+from edge.rfid.driver import InventoryOptions, LlrpDriver, LlrpOptions, SimLlrpDriver
 from protocols.messages import DeviceKind, DriverState, ItemEventKind, Message, RfidEvents
 from simulators.llrp.reader import SimulatedReader
 from simulators.llrp.world import World, WorldConfig
@@ -96,6 +96,7 @@ async def test_driver_follows_ground_truth_through_changes_and_outages() -> None
             keepalive_s=1.0,
             backoff_initial_s=0.2,
             presence=FAST,
+            inventory=InventoryOptions(cycle_ms=250),
         )
         driver = LlrpDriver("reader-1", options)
         ctx = RecordingContext()
@@ -218,7 +219,11 @@ async def test_run_raises_the_real_error_for_the_runtime_to_show() -> None:
         driver = LlrpDriver(
             "reader-1",
             LlrpOptions(
-                port=sim.port, antennas=world.shelves(), report_interval_s=1.0, presence=FAST
+                port=sim.port,
+                antennas=world.shelves(),
+                report_interval_s=1.0,
+                presence=FAST,
+                inventory=InventoryOptions(cycle_ms=250),
             ),
         )
         with pytest.raises(OSError, match="disk full"):

@@ -252,3 +252,42 @@ def test_a_cross_read_right_after_a_long_outage_does_not_move_an_item() -> None:
     run(e, range(32, 40), {s: [(1, -55.0), (2, -65.0)] for s in range(32, 40)})
     assert kinds(e) == []
     assert e.items() == {EPC: "shelf-1"}
+
+
+def _first_departure_missed(e: PresenceEngine, last_read_epoch: int) -> int:
+    """Tick one epoch at a time after the last read; the number of whole epochs missed
+    (epochs after the last read that have ended) at the tick that reported the departure."""
+    for epoch in range(last_read_epoch + 1, last_read_epoch + 200):
+        e.tick(float(epoch))
+        if any(ev.kind is ItemEventKind.DEPARTED for ev in e.drain_events()):
+            return epoch - 1 - last_read_epoch
+    raise AssertionError("never departed")
+
+
+@pytest.mark.parametrize(
+    ("every", "overrides", "window"),
+    [
+        # read every epoch for 100: p_hat = (100 + 0.7*3) / (100 + 3) = 0.991 -> W = 7
+        (1, {}, 7),
+        # every 2nd epoch: p_hat = (50 + 2.1) / (99 + 3) = 0.511 -> ceil(6.908 / 0.511) = 14
+        (2, {}, 14),
+        # delta 0.1: ceil(2.303 / 0.991) = 3, clamped up to min_window 5
+        (1, {"delta": 0.1}, 5),
+        # epochs 0, 1 (the arrival), then every 10th: p_hat = (11 + 2.1) / (91 + 3) = 0.139
+        # -> W = 50; max_window 40 caps it
+        (10, {"max_window": 40}, 40),
+    ],
+)
+def test_departure_fires_at_exactly_w_missed_epochs(
+    every: int, overrides: dict[str, float], window: int
+) -> None:
+    """Not one epoch early, not one late: W missed epochs are the departure (`>=`)."""
+    e = engine(**overrides)
+    last = 0
+    for second in range(100):
+        if second % every == 0 or second == 1:
+            e.observe(EPC, 1, -55.0, second + 0.5)
+            last = second
+        e.tick(second + 1.0)
+    assert [k for k, _, _ in kinds(e)] == [ItemEventKind.ARRIVED]
+    assert _first_departure_missed(e, last) == window
