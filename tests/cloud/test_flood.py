@@ -18,6 +18,7 @@ import pytest
 from protocols.codec import encode, topic_for
 from tests.cloud.cloudproc import CloudProcess, cloud_config, wait_until
 from tests.cloud.streams import NODE, RFID_STREAM, birth, gtin, rfid
+from tests.conftest import REPO_ROOT
 from tests.mqtt_helpers import publisher
 from tests.servers import MosquittoBroker, mosquitto
 
@@ -140,7 +141,7 @@ def test_a_flooding_store_cannot_delay_another_store(
         capture_output=True,
         text=True,
         timeout=180,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO_ROOT,
     )
     assert flood.returncode == 0, flood.stderr[-2000:]
     time.sleep(2)
