@@ -6,7 +6,9 @@ table so they keep increasing across restarts.
 
 A birth is built in one synchronous step (no await): the `streams` positions and the
 drivers' snapshots are read at the same instant, so every event with a seq at or below the
-birth's position for its stream is already reflected in the birth's snapshot.
+birth's position for its stream is already reflected in the birth's snapshot. The birth also
+says, per stream, the lowest seq the outbox still holds (`kept_from`): the cloud waits for
+those to be resent and gives up on the missing seqs below it (dropped here, and counted).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Lifecycle:
         shelves: list[ShelfCount] = []
         compartments: dict[str, list[CompartmentStatus]] = {}
         zones: list[ZoneOccupancy] = []
+        kept = self._outbox.kept_from()  # what the outbox resends: the cloud waits for it
         for supervisor in supervisors:
             try:
                 snapshot = supervisor.driver.snapshot()
@@ -81,7 +84,7 @@ class Lifecycle:
             version=self.version,
             devices=[supervisor.info() for supervisor in supervisors],
             streams=[
-                StreamPosition(stream=stream, seq=seq)
+                StreamPosition(stream=stream, seq=seq, kept_from=kept.get(stream, seq + 1))
                 for stream, seq in self._outbox.stream_positions().items()
                 if _is_outbox_stream(stream)
             ],

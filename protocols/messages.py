@@ -159,6 +159,17 @@ class DeviceInfo(_Model):
 class StreamPosition(_Model):
     stream: str
     seq: int = Field(ge=0, description="last sequence number assigned on this stream")
+    kept_from: int | None = Field(
+        default=None,
+        ge=0,
+        description="lowest seq of the stream the outbox still holds (and will resend);"
+        " seq + 1 when it holds none; absent from edges older than commit marks",
+    )
+
+
+class CommitMark(_Model):
+    stream: str
+    seq: int = Field(ge=0, description="every seq up to this one is committed at the cloud")
 
 
 class ShelfCount(_Model):
@@ -395,6 +406,22 @@ class Command(Message):
         return (now or utc_now()) >= self.expires_at
 
 
+class Committed(Message):
+    """Cloud -> edge, retained, on `committed`: per stream, the highest seq such that every
+    seq up to it is committed at the cloud (or given up on after a gap). The edge deletes
+    its outbox messages up to it; it keeps, and resends, everything above.
+
+    `seq` counts these messages per node since the ingestor started; the edge does not
+    sequence them (MQTT keeps their order on the one topic, and the latest counts).
+    """
+
+    channel: ClassVar[Channel] = Channel.COMMITTED
+    type: Literal["committed"] = "committed"
+    streams: list[CommitMark] = Field(
+        default_factory=list, max_length=10_000, description="committed seq per stream"
+    )
+
+
 class AckStatus(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
@@ -475,6 +502,7 @@ AnyMessage = (
     | BlePresence
     | Command
     | CommandAck
+    | Committed
     | Offer
     | OrderUpdate
 )
@@ -491,6 +519,7 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     BlePresence,
     Command,
     CommandAck,
+    Committed,
     Offer,
     OrderUpdate,
 )

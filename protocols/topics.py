@@ -9,6 +9,7 @@
     storegate/v1/{store}/{node}/ble/{scanner}       zone presence
     storegate/v1/{store}/{node}/cmd/{command}       commands, cloud -> edge
     storegate/v1/{store}/{node}/ack                 command acks, edge -> cloud
+    storegate/v1/{store}/{node}/committed           retained: what the cloud has committed
     storegate/v1/shopper/{token}/offers             offers to one shopper's app
     storegate/v1/shopper/{token}/orders             order updates (BOPIS) to one shopper's app
 
@@ -43,6 +44,7 @@ class Channel(StrEnum):
     BLE = "ble"
     CMD = "cmd"
     ACK = "ack"
+    COMMITTED = "committed"
     OFFERS = "offers"
     ORDERS = "orders"
 
@@ -53,7 +55,7 @@ class Channel(StrEnum):
 
     @property
     def from_cloud(self) -> bool:
-        return self in (Channel.CMD, Channel.OFFERS, Channel.ORDERS)
+        return self in (Channel.CMD, Channel.COMMITTED, Channel.OFFERS, Channel.ORDERS)
 
     @property
     def to_shopper(self) -> bool:

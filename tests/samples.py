@@ -10,6 +10,8 @@ from protocols.messages import (
     BlePresence,
     Command,
     CommandAck,
+    CommitMark,
+    Committed,
     CompartmentEvent,
     CompartmentFlag,
     CompartmentState,
@@ -171,6 +173,11 @@ def all_samples() -> list[Message]:
             correlation_id="c0ffee0000000001",
             command="resync",
             status=AckStatus.DONE,
+        ),
+        Committed(
+            **env,
+            seq=3,
+            streams=[CommitMark(stream="rfid/reader-1", seq=41)],
         ),
         Offer(
             store=STORE,

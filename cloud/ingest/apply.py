@@ -56,6 +56,10 @@ PAYLOAD_EXCERPT_BYTES = 1024
 # Streams whose gaps hurt live state and are worth a resync; a lost heartbeat is not.
 RESYNC_CHANNELS = frozenset({Channel.RFID, Channel.LOCKER, Channel.BLE})
 RESYNC = "resync"
+# Published directly by the edge, never kept in its outbox: no commit mark for them.
+LIFECYCLE_STREAMS = frozenset(
+    c.value for c in (Channel.STATUS, Channel.BIRTH, Channel.DEATH, Channel.HEALTH)
+)
 FINAL_ACKS = tuple(status.value for status in AckStatus if status.final)
 # What of a heartbeat the node row keeps (the rest is envelope).
 HEALTH_FIELDS = {
@@ -98,6 +102,8 @@ class BatchOutcome:
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    # (store, node, stream) -> hw after the commit, for every data stream the batch touched
+    committed: dict[StreamKey, int] = field(default_factory=dict)
 
 
 class InfrastructureError(Exception):
@@ -148,6 +154,7 @@ class StateApplier:
             outcome.applied += single.applied
             outcome.duplicates += single.duplicates
             outcome.dead_lettered += single.dead_lettered
+            outcome.committed.update(single.committed)
         return outcome
 
     async def _apply_committed(self, batch: Sequence[Incoming]) -> BatchOutcome:
@@ -171,6 +178,11 @@ class StateApplier:
         self._positions.update(work.positions)
         self._nodes.update(work.nodes)
         work.count_metrics()
+        work.outcome.committed = {
+            key: position.hw
+            for key, position in work.positions.items()
+            if position.hw is not None and key[2] not in LIFECYCLE_STREAMS
+        }
         return work.outcome
 
     async def _dead_letter_alone(self, item: Incoming) -> BatchOutcome:
@@ -261,6 +273,9 @@ class _Batch:
             return
         if topic.channel is Channel.CMD:
             self._ignore("command")  # our own commands to the edge
+            return
+        if topic.channel is Channel.COMMITTED:
+            self._ignore("committed")  # our own commit marks (a shared subscription sees them)
             return
         registry = self.applier.registry
         if not registry.knows_store(topic.store):
@@ -417,7 +432,7 @@ class _Batch:
         )
         for announced in message.streams:
             position = await self._position((message.store, message.node, announced.stream))
-            on_birth(position, announced.seq)
+            on_birth(position, announced.seq, announced.kept_from)
 
     async def _health(self, message: Health) -> None:
         # Written once per node at the end of the batch: a statement per heartbeat was a

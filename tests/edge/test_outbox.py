@@ -52,16 +52,38 @@ def test_a_failed_build_assigns_no_seq(tmp_path: Path) -> None:
     assert _append(box, "rfid/a", Priority.EVENT) == 1  # rolled back: still gap-free
 
 
-def test_acknowledged_messages_are_gone(tmp_path: Path) -> None:
+def test_confirmed_messages_are_gone_per_stream_up_to_the_mark(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.db", max_bytes=1 << 20, max_age_s=60)
     for _ in range(3):
         _append(box, "s", Priority.EVENT)
-    first, second, _third = box.pending(0, 10)
-    box.acknowledge(second.id)
-    box.acknowledge(second.id)  # a duplicate PUBACK is harmless
-    assert [p.seq for p in box.pending(0, 10)] == [1, 3]
-    assert [p.seq for p in box.pending(first.id, 10)] == [3]
-    assert box.depth == 2
+        _append(box, "t", Priority.EVENT)
+    assert box.confirm({"s": 2, "t": 0}) == 2
+    assert box.confirm({"s": 2}) == 0  # the same mark again is harmless
+    assert [(p.stream, p.seq) for p in box.pending(0, 10)] == [
+        ("t", 1),
+        ("t", 2),
+        ("s", 3),
+        ("t", 3),
+    ]
+    assert (box.depth, box.stats().bytes) == (4, 400)
+    assert box.kept_from() == {"s": 3, "t": 1}
+    first = box.pending(0, 1)[0]
+    assert box.oldest_id() == first.id
+    assert box.confirm({"t": 3, "s": 3}) == 4
+    assert (box.depth, box.stats().bytes, box.oldest_id(), box.kept_from()) == (0, 0, None, {})
+
+
+def test_overflow_drops_messages_not_sent_yet_before_sent_ones(tmp_path: Path) -> None:
+    # A sent message may already be at the cloud; dropping it would count a drop for a seq
+    # the cloud has. Within a priority, the unsent ones go first.
+    box = Outbox(tmp_path / "o.db", max_bytes=1000, max_age_s=60)
+    for _ in range(10):
+        _append(box, "s", Priority.EVENT)
+    box.sent_through = box.pending(0, 3)[-1].id  # seqs 1-3 were sent
+    _append(box, "s", Priority.EVENT)
+    _append(box, "s", Priority.EVENT)
+    assert [p.seq for p in box.pending(0, 100)] == [1, 2, 3, 6, 7, 8, 9, 10, 11, 12]
+    assert box.dropped() == {"overflow.event": 2}
 
 
 def test_full_outbox_drops_lowest_priority_oldest_first_and_counts_it(tmp_path: Path) -> None:
