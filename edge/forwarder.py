@@ -13,7 +13,9 @@ unconfirmed one and in order:
   old connection, so nothing is resent out of order ahead of them;
 - when unconfirmed messages get no confirmation for `confirm_timeout_s`; the timeout
   doubles after each such resend (up to `MAX_CONFIRM_TIMEOUT_S`) and resets on progress, so
-  a cloud that is down for hours is not sent the whole outbox every half a minute.
+  a cloud that is down for hours is not sent the whole outbox every half a minute. A birth
+  goes first (`on_stall`): the cloud may be waiting for seqs dropped here since the last
+  birth, and the birth lists them.
 Resends are harmless: the cloud deduplicates on (stream, seq).
 """
 
@@ -23,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 
 from edge.outbox import Outbox
@@ -47,7 +49,11 @@ class Forwarder:
         rate: float,
         window: int,
         confirm_timeout_s: float = 30.0,
+        on_stall: Callable[[], object] | None = None,
     ) -> None:
+        """`on_stall` runs before a resend on timeout (the runtime publishes a birth: it
+        tells the cloud which seqs were dropped since the last one, so it stops waiting for
+        them)."""
         self._outbox = outbox
         self._uplink = uplink
         self._rate = rate
@@ -60,6 +66,7 @@ class Forwarder:
         self._inflight: set[int] = set()
         self._marks: dict[str, int] = {}  # confirmations received, applied at the end of the turn
         self._confirm_timeout_s = confirm_timeout_s
+        self._on_stall = on_stall
         self._timeout_s = confirm_timeout_s
         self._progress_at = time.monotonic()
         self._wake = asyncio.Event()
@@ -148,6 +155,8 @@ class Forwarder:
                     "no commit confirmation from the cloud for %.0f s", now - self._progress_at
                 )
                 self._timeout_s = min(self._timeout_s * 2, MAX_CONFIRM_TIMEOUT_S)
+                if self._on_stall is not None:
+                    self._on_stall()
                 self.rewind("confirmation timeout")
 
     async def flush(self, within_s: float) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from edge.outbox import Outbox
+from edge.outbox import Holding, Outbox
 from edge.supervisor import DriverSupervisor
 from protocols.codec import MAX_PAYLOAD_BYTES, encode, topic_for
 from protocols.messages import (
@@ -24,6 +24,7 @@ from protocols.messages import (
     CompartmentStatus,
     Death,
     NodeState,
+    SeqRange,
     ShelfCount,
     Status,
     StreamPosition,
@@ -65,7 +66,7 @@ class Lifecycle:
         shelves: list[ShelfCount] = []
         compartments: dict[str, list[CompartmentStatus]] = {}
         zones: list[ZoneOccupancy] = []
-        kept = self._outbox.kept_from()  # what the outbox resends: the cloud waits for it
+        held = self._outbox.holdings()  # what the outbox resends: the cloud waits for it
         for supervisor in supervisors:
             try:
                 snapshot = supervisor.driver.snapshot()
@@ -84,7 +85,7 @@ class Lifecycle:
             version=self.version,
             devices=[supervisor.info() for supervisor in supervisors],
             streams=[
-                StreamPosition(stream=stream, seq=seq, kept_from=kept.get(stream, seq + 1))
+                _stream_position(stream, seq, held.get(stream))
                 for stream, seq in self._outbox.stream_positions().items()
                 if _is_outbox_stream(stream)
             ],
@@ -113,6 +114,17 @@ class Lifecycle:
 _LIFECYCLE_STREAMS = {
     c.value for c in (Channel.STATUS, Channel.BIRTH, Channel.DEATH, Channel.HEALTH)
 }
+
+
+def _stream_position(stream: str, seq: int, held: Holding | None) -> StreamPosition:
+    if held is None:  # holds nothing: everything up to seq was confirmed or dropped
+        return StreamPosition(stream=stream, seq=seq, kept_from=seq + 1)
+    return StreamPosition(
+        stream=stream,
+        seq=seq,
+        kept_from=held.kept_from,
+        dropped=[SeqRange(first=first, last=last) for first, last in held.dropped],
+    )
 
 
 def _is_outbox_stream(stream: str) -> bool:

@@ -68,6 +68,14 @@ class Pending:
 
 
 @dataclass(frozen=True, slots=True)
+class Holding:
+    """What the outbox holds of one stream: from `kept_from` up, except the `dropped` runs."""
+
+    kept_from: int
+    dropped: list[tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxStats:
     depth: int
     bytes: int
@@ -197,13 +205,35 @@ class Outbox:
             ).fetchall()
         return [Pending(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
 
-    def kept_from(self) -> dict[str, int]:
-        """The lowest seq still held, per stream that holds any."""
+    def holdings(self, max_holes: int = 64) -> dict[str, Holding]:
+        """Per stream: the lowest seq held and the runs of seqs missing (dropped) between it
+        and the stream's position, the newest `max_holes` of them. With more holes than
+        that, `kept_from` moves up past the older ones: what is held below them is given up
+        to the cloud (which may already have it), rather than announced."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT stream, MIN(seq) FROM messages GROUP BY stream ORDER BY stream"
+                "SELECT stream, seq, previous FROM ("
+                "  SELECT stream, seq, LAG(seq) OVER (PARTITION BY stream ORDER BY seq)"
+                "  AS previous FROM messages"
+                ") WHERE previous IS NULL OR seq > previous + 1 ORDER BY stream, seq"
             ).fetchall()
-        return {stream: seq for stream, seq in rows}
+            tops = dict(
+                self._db.execute("SELECT stream, MAX(seq) FROM messages GROUP BY stream")
+            )
+            positions = dict(self._db.execute("SELECT stream, seq FROM streams"))
+        holdings: dict[str, Holding] = {}
+        for stream, seq, previous in rows:
+            if previous is None:
+                holdings[stream] = Holding(seq, [])
+            else:
+                holdings[stream].dropped.append((previous + 1, seq - 1))
+        for stream, holding in holdings.items():
+            if tops[stream] < positions[stream]:
+                holding.dropped.append((tops[stream] + 1, positions[stream]))
+            if len(holding.dropped) > max_holes:
+                oldest_kept = holding.dropped[-max_holes - 1][1] + 1
+                holdings[stream] = Holding(oldest_kept, holding.dropped[-max_holes:])
+        return holdings
 
     def oldest_id(self) -> int | None:
         with self._lock:

@@ -88,6 +88,7 @@ class EdgeRuntime:
             rate=box.replay_rate,
             window=box.inflight,
             confirm_timeout_s=box.confirm_timeout_s,
+            on_stall=self._publish_birth,
         )
         self.commands = CommandDispatcher(
             settings.store,
@@ -204,6 +205,8 @@ class EdgeRuntime:
         self.forwarder.ready.clear()
 
     def _publish_birth(self) -> int:
+        # Also on a confirmation stall (the forwarder's on_stall: it only watches while
+        # connected).
         birth = self.lifecycle.birth(self.bd_seq, self.supervisors.values())
         self._publish(birth)
         return birth.seq

@@ -156,6 +156,11 @@ class DeviceInfo(_Model):
     firmware: str | None = Field(default=None, max_length=64)
 
 
+class SeqRange(_Model):
+    first: int = Field(ge=0)
+    last: int = Field(ge=0)
+
+
 class StreamPosition(_Model):
     stream: str
     seq: int = Field(ge=0, description="last sequence number assigned on this stream")
@@ -164,6 +169,12 @@ class StreamPosition(_Model):
         ge=0,
         description="lowest seq of the stream the outbox still holds (and will resend);"
         " seq + 1 when it holds none; absent from edges older than commit marks",
+    )
+    dropped: list[SeqRange] = Field(
+        default_factory=list,
+        max_length=64,
+        description="runs of seqs between kept_from and seq the outbox dropped (counted in"
+        " its health): the cloud does not wait for them",
     )
 
 

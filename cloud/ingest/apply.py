@@ -56,7 +56,8 @@ PAYLOAD_EXCERPT_BYTES = 1024
 # Streams whose gaps hurt live state and are worth a resync; a lost heartbeat is not.
 RESYNC_CHANNELS = frozenset({Channel.RFID, Channel.LOCKER, Channel.BLE})
 RESYNC = "resync"
-# Published directly by the edge, never kept in its outbox: no commit mark for them.
+# Published directly by the edge, never kept in its outbox, so never resent: a gap in them
+# is for good. Only the newest counts (no dedup marks), and no commit mark goes back.
 LIFECYCLE_STREAMS = frozenset(
     c.value for c in (Channel.STATUS, Channel.BIRTH, Channel.DEATH, Channel.HEALTH)
 )
@@ -311,7 +312,12 @@ class _Batch:
             return True
         key = (message.store, message.node, message.stream)
         position = await self._position(key)
-        admission = admit(position, message.seq, window=self.settings.dedup_window)
+        admission = admit(
+            position,
+            message.seq,
+            window=self.settings.dedup_window,
+            newest_only=message.stream in LIFECYCLE_STREAMS,
+        )
         if admission.duplicate:
             self.outcome.duplicates += 1
             return None
@@ -432,7 +438,8 @@ class _Batch:
         )
         for announced in message.streams:
             position = await self._position((message.store, message.node, announced.stream))
-            on_birth(position, announced.seq, announced.kept_from)
+            dropped = [(run.first, run.last) for run in announced.dropped]
+            on_birth(position, announced.seq, announced.kept_from, dropped)
 
     async def _health(self, message: Health) -> None:
         # Written once per node at the end of the batch: a statement per heartbeat was a

@@ -16,6 +16,7 @@ been applied to live state, which must not go back to an older value.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -24,9 +25,13 @@ class StreamPosition:
     hw: int | None = None
     birth_seq: int | None = None
     marks: set[int] = field(default_factory=set)
+    # Runs of seqs (first, last) above hw the node's latest birth said it dropped: they
+    # will never come, so hw steps over them. Ascending. Kept in memory only: after a
+    # restart of the cloud the window's give-up covers them.
+    skips: list[tuple[int, int]] = field(default_factory=list)
 
     def copy(self) -> StreamPosition:
-        return StreamPosition(self.hw, self.birth_seq, set(self.marks))
+        return StreamPosition(self.hw, self.birth_seq, set(self.marks), list(self.skips))
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,19 +48,30 @@ _LIVE = Admission(duplicate=False, live=True)
 _HISTORY_ONLY = Admission(duplicate=False, live=False)
 
 
-def admit(position: StreamPosition, seq: int, *, window: int) -> Admission:
-    """Decide what to do with `seq` and advance `position` (mutated in place)."""
+def admit(
+    position: StreamPosition, seq: int, *, window: int, newest_only: bool = False
+) -> Admission:
+    """Decide what to do with `seq` and advance `position` (mutated in place).
+
+    `newest_only`: a stream whose lost messages are never resent (the edge's lifecycle
+    messages: birth, health, death); a gap is not waited for, nor remembered in marks, and
+    an older seq arriving late is stale.
+    """
     hw = position.hw
     marks = position.marks
     if (hw is not None and seq <= hw) or seq in marks:
         return _DUPLICATE
+    if position.skips and any(first <= seq <= last for first, last in position.skips):
+        return _DUPLICATE  # dropped at the edge (and counted there): a late copy is stale
     birth_seq = position.birth_seq
     live = birth_seq is None or seq > birth_seq
-    if hw is None or seq == hw + 1:
+    if hw is None or seq == hw + 1 or newest_only:
         # In order (or the first we see).
         position.hw = seq
-        if marks:
-            live = live and seq > max(marks)
+        if marks or position.skips:
+            if marks:
+                live = live and seq > max(marks)
+                position.marks = {m for m in marks if m > seq}
             _absorb(position)
         return _LIVE if live else _HISTORY_ONLY
     position.marks.add(seq)
@@ -72,14 +88,20 @@ def admit(position: StreamPosition, seq: int, *, window: int) -> Admission:
     return Admission(duplicate=False, live=live, gap=gap)
 
 
-def on_birth(position: StreamPosition, announced: int, kept_from: int | None = None) -> None:
-    """A birth says the node's last seq on this stream is `announced`, and the lowest seq
-    its outbox still holds is `kept_from` (`announced + 1` when it holds none).
+def on_birth(
+    position: StreamPosition,
+    announced: int,
+    kept_from: int | None = None,
+    dropped: Sequence[tuple[int, int]] = (),
+) -> None:
+    """A birth says the node's last seq on this stream is `announced`, the lowest seq its
+    outbox still holds is `kept_from` (`announced + 1` when it holds none), and which runs
+    of seqs above that it dropped (`dropped`).
 
-    Seqs below `kept_from` that the cloud has not seen will never come (the edge dropped
-    them, and counted it): `hw` moves past them. Seqs from `kept_from` on will be resent,
-    so `hw` waits for them. Without `kept_from` (an edge older than commit marks) only a
-    pending gap below the birth's position is closed.
+    Seqs the edge no longer holds will never come (it dropped them, and counted it): `hw`
+    moves past them. Seqs it holds will be resent, so `hw` waits for them. Without
+    `kept_from` (an edge older than commit marks) only a pending gap below the birth's
+    position is closed.
     """
     if position.hw is not None and announced < position.hw:
         # The node's counter went backwards: it lost its state (new SD card, reset).
@@ -87,6 +109,7 @@ def on_birth(position: StreamPosition, announced: int, kept_from: int | None = N
         position.hw = announced
         position.marks.clear()
     position.birth_seq = announced
+    position.skips = sorted((first, last) for first, last in dropped if first <= last)
     if position.hw is None:
         return
     if kept_from is None:
@@ -99,11 +122,17 @@ def on_birth(position: StreamPosition, announced: int, kept_from: int | None = N
         position.hw = floor
         if position.marks:
             position.marks = {m for m in position.marks if m > floor}
-            _absorb(position)
+    _absorb(position)
 
 
 def _absorb(position: StreamPosition) -> None:
     assert position.hw is not None
-    while position.hw + 1 in position.marks:
-        position.hw += 1
-        position.marks.discard(position.hw)
+    marks, skips = position.marks, position.skips
+    while True:
+        if position.hw + 1 in marks:
+            position.hw += 1
+            marks.discard(position.hw)
+        elif skips and skips[0][0] <= position.hw + 1:
+            position.hw = max(position.hw, skips.pop(0)[1])
+        else:
+            return

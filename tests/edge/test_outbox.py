@@ -66,11 +66,28 @@ def test_confirmed_messages_are_gone_per_stream_up_to_the_mark(tmp_path: Path) -
         ("t", 3),
     ]
     assert (box.depth, box.stats().bytes) == (4, 400)
-    assert box.kept_from() == {"s": 3, "t": 1}
+    assert {s: h.kept_from for s, h in box.holdings().items()} == {"s": 3, "t": 1}
     first = box.pending(0, 1)[0]
     assert box.oldest_id() == first.id
     assert box.confirm({"t": 3, "s": 3}) == 4
-    assert (box.depth, box.stats().bytes, box.oldest_id(), box.kept_from()) == (0, 0, None, {})
+    assert (box.depth, box.stats().bytes, box.oldest_id(), box.holdings()) == (0, 0, None, {})
+
+
+def test_holdings_name_the_dropped_runs_the_cloud_must_not_wait_for(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_bytes=1 << 20, max_age_s=60)
+    ids = {}
+    for _ in range(12):
+        seq = _append(box, "s", Priority.EVENT)
+        ids[seq] = box.pending(0, 100)[-1].id
+    for seq in (4, 5, 9, 11, 12):  # dropped: runs 4-5, 9, and 11-12 at the top
+        box.drop(ids[seq], "test")
+    box.confirm({"s": 1})
+    holding = box.holdings()["s"]
+    assert holding.kept_from == 2
+    assert holding.dropped == [(4, 5), (9, 9), (11, 12)]
+    # at most max_holes runs: kept_from moves up past the older ones
+    newest = box.holdings(max_holes=2)["s"]
+    assert (newest.kept_from, newest.dropped) == (6, [(9, 9), (11, 12)])
 
 
 def test_overflow_drops_messages_not_sent_yet_before_sent_ones(tmp_path: Path) -> None:
