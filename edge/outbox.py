@@ -217,9 +217,7 @@ class Outbox:
                 "  AS previous FROM messages"
                 ") WHERE previous IS NULL OR seq > previous + 1 ORDER BY stream, seq"
             ).fetchall()
-            tops = dict(
-                self._db.execute("SELECT stream, MAX(seq) FROM messages GROUP BY stream")
-            )
+            tops = dict(self._db.execute("SELECT stream, MAX(seq) FROM messages GROUP BY stream"))
             positions = dict(self._db.execute("SELECT stream, seq FROM streams"))
         holdings: dict[str, Holding] = {}
         for stream, seq, previous in rows:
