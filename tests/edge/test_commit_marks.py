@@ -52,8 +52,8 @@ class EdgeNode:
         finally:
             connection.close()
 
-    def position(self) -> int:
-        rows = self._query("SELECT seq FROM streams WHERE stream = ?", STREAM)
+    def position(self, stream: str = STREAM) -> int:
+        rows = self._query("SELECT seq FROM streams WHERE stream = ?", stream)
         return int(rows[0][0]) if rows else 0
 
     def depth(self) -> int:
@@ -226,5 +226,9 @@ def test_the_drop_count_is_exactly_the_seqs_missing_at_the_cloud(
         assert cloud.metric("storegate_gaps_given_up_total") == 0
         assert cloud.query("SELECT count(*) FROM dedup_marks") == [(0,)]
         assert edge.process.stop() == 0
+        # no heartbeat seq was taken while offline: every one assigned reached the cloud
+        heartbeats = edge.position("health")
+        health = ("storegate_messages_ingested_total", 'type="health"')
+        wait_until(lambda: cloud.metric(*health) == heartbeats, 10, "every heartbeat seq")
     finally:
         broker.kill()

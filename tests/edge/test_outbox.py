@@ -149,3 +149,19 @@ def test_synchronous_full_is_applied(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.db", max_bytes=1 << 20, max_age_s=60, synchronous="full")
     assert box._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert box._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_the_birth_tells_the_cloud_what_the_outbox_holds_and_dropped(tmp_path: Path) -> None:
+    from edge.lifecycle import Lifecycle
+
+    box = Outbox(tmp_path / "o.db", max_bytes=1 << 20, max_age_s=60)
+    for _ in range(6):
+        _append(box, "rfid/r1", Priority.EVENT)
+    _append(box, "ack", Priority.CONTROL)
+    box.drop(box.pending(0, 100)[3].id, "test")  # rfid seq 4
+    box.confirm({"rfid/r1": 2, "ack": 1})
+    birth = Lifecycle("s1", "n1", "1.0", box).birth(1, [])
+    streams = {p.stream: p for p in birth.streams}
+    assert (streams["rfid/r1"].seq, streams["rfid/r1"].kept_from) == (6, 3)
+    assert [(r.first, r.last) for r in streams["rfid/r1"].dropped] == [(4, 4)]
+    assert (streams["ack"].kept_from, streams["ack"].dropped) == (2, [])  # holds none
