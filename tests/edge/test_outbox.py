@@ -165,3 +165,34 @@ def test_the_birth_tells_the_cloud_what_the_outbox_holds_and_dropped(tmp_path: P
     assert (streams["rfid/r1"].seq, streams["rfid/r1"].kept_from) == (6, 3)
     assert [(r.first, r.last) for r in streams["rfid/r1"].dropped] == [(4, 4)]
     assert (streams["ack"].kept_from, streams["ack"].dropped) == (2, [])  # holds none
+
+
+async def test_a_mark_above_our_own_position_deletes_nothing(tmp_path: Path) -> None:
+    # A retained mark from before this node's counters were reset (new SD card) must not
+    # delete messages the cloud never had.
+    import asyncio
+
+    from edge.forwarder import Forwarder
+    from edge.uplink import Uplink, Will
+    from protocols.mqtt import MqttSettings
+
+    box = Outbox(tmp_path / "o.db", max_bytes=1 << 20, max_age_s=60)
+    for _ in range(5):
+        _append(box, "s", Priority.EVENT)
+    uplink = Uplink(  # never started: confirm() does not touch the network
+        MqttSettings(),
+        "test",
+        inflight=4,
+        will=lambda: Will("t", b""),
+        on_connected=lambda _s: None,
+        on_disconnected=lambda: None,
+        on_message=lambda _t, _p: None,
+    )
+    forwarder = Forwarder(box, uplink, rate=100, window=4)
+    forwarder.confirm({"s": 500, "other": 1})
+    await asyncio.sleep(0)
+    assert box.depth == 5
+    forwarder.confirm({"s": 3})
+    await asyncio.sleep(0)
+    assert [p.seq for p in box.pending(0, 10)] == [4, 5]
+    assert forwarder.confirmed == 3
