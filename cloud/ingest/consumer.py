@@ -427,7 +427,10 @@ class Consumer:
         interval = self.ingest.commit_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
-            self.publish_marks()
+            try:
+                self.publish_marks()
+            except Exception:  # a bug here must not stop the marks for good: edges resend
+                log.exception("publishing the commit marks failed; retrying next interval")
 
     def publish_marks(self) -> None:
         # While disconnected the news waits here (not in paho's queue): the next publish
