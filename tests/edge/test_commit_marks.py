@@ -8,6 +8,7 @@ history exactly once.
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import sqlite3
@@ -107,7 +108,10 @@ def test_broker_sigkill_before_autosave_loses_nothing(
     # Persistence on, but the first autosave would come after an hour: a SIGKILL loses
     # every session (the ingestor's subscription too), every queued and retained message.
     broker = mosquitto(
-        tmp_path / "broker", persistence=True, extra_config="autosave_interval 3600\n"
+        tmp_path / "broker",
+        port=_listen_port(),
+        persistence=True,
+        extra_config="autosave_interval 3600\n",
     )
     broker.start()
     try:
@@ -149,8 +153,15 @@ def test_broker_sigkill_before_autosave_loses_nothing(
         )
         expected = [("shelf-a", total, total), ("shelf-b", total, total)]
         wait_until(lambda: cloud.query(points) == expected, 30, "history pumped")
-        # bounded: the outboxes drained (checked in _caught_up) and dropped nothing
+        # bounded: the outboxes drained (checked in _caught_up) and dropped nothing, and the
+        # daemons' own heartbeats stayed small
         assert [e.dropped() for e in edges] == [0, 0]
+        reports = cloud.query("SELECT health FROM nodes WHERE store_id=?", STORE)
+        assert len(reports) == 2
+        for (health,) in reports:
+            report = json.loads(health)
+            assert report["rss_bytes"] < 120 * 1024 * 1024, report["rss_bytes"]
+            assert report["outbox"]["bytes"] <= report["outbox"]["capacity_bytes"]
         for edge in edges:
             assert edge.process.stop() == 0
         assert cloud.terminate() == 0
