@@ -7,8 +7,9 @@ table so they keep increasing across restarts.
 A birth is built in one synchronous step (no await): the `streams` positions and the
 drivers' snapshots are read at the same instant, so every event with a seq at or below the
 birth's position for its stream is already reflected in the birth's snapshot. The birth also
-says, per stream, the lowest seq the outbox still holds (`kept_from`): the cloud waits for
-those to be resent and gives up on the missing seqs below it (dropped here, and counted).
+says, per stream, what the outbox still holds: from `kept_from` up, except the `dropped`
+runs. The cloud waits for those to be resent and steps over the rest (dropped here, and
+counted).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from protocols.messages import (
     StreamPosition,
     ZoneOccupancy,
 )
-from protocols.topics import Channel, NodeTopic
+from protocols.topics import LIFECYCLE_STREAMS, Channel, NodeTopic
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,6 @@ class Lifecycle:
         )
 
 
-_LIFECYCLE_STREAMS = {
-    c.value for c in (Channel.STATUS, Channel.BIRTH, Channel.DEATH, Channel.HEALTH)
-}
-
-
 def _stream_position(stream: str, seq: int, held: Holding | None) -> StreamPosition:
     if held is None:  # holds nothing: everything up to seq was confirmed or dropped
         return StreamPosition(stream=stream, seq=seq, kept_from=seq + 1)
@@ -128,4 +124,4 @@ def _stream_position(stream: str, seq: int, held: Holding | None) -> StreamPosit
 
 
 def _is_outbox_stream(stream: str) -> bool:
-    return stream not in _LIFECYCLE_STREAMS
+    return stream not in LIFECYCLE_STREAMS

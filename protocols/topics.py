@@ -63,6 +63,11 @@ class Channel(StrEnum):
         return self in _SHOPPER_CHANNELS
 
 
+# The node's lifecycle streams: published directly, never through the outbox (so never
+# resent, and never confirmed by a commit mark).
+LIFECYCLE_STREAMS = frozenset(
+    {Channel.STATUS.value, Channel.BIRTH.value, Channel.DEATH.value, Channel.HEALTH.value}
+)
 _DEVICE_CHANNELS = frozenset({Channel.RFID, Channel.LOCKER, Channel.BLE, Channel.CMD})
 _SHOPPER_CHANNELS = frozenset({Channel.OFFERS, Channel.ORDERS})
 NODE_CHANNELS = tuple(c for c in Channel if c not in _SHOPPER_CHANNELS)

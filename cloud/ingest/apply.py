@@ -48,7 +48,14 @@ from protocols.messages import (
     new_message_id,
     utc_now,
 )
-from protocols.topics import Channel, NodeTopic, ShopperTopic, TopicError, parse_topic
+from protocols.topics import (
+    LIFECYCLE_STREAMS,
+    Channel,
+    NodeTopic,
+    ShopperTopic,
+    TopicError,
+    parse_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +63,6 @@ PAYLOAD_EXCERPT_BYTES = 1024
 # Streams whose gaps hurt live state and are worth a resync; a lost heartbeat is not.
 RESYNC_CHANNELS = frozenset({Channel.RFID, Channel.LOCKER, Channel.BLE})
 RESYNC = "resync"
-# Published directly by the edge, never kept in its outbox, so never resent: a gap in them
-# is for good. Only the newest counts (no dedup marks), and no commit mark goes back.
-LIFECYCLE_STREAMS = frozenset(
-    c.value for c in (Channel.STATUS, Channel.BIRTH, Channel.DEATH, Channel.HEALTH)
-)
 FINAL_ACKS = tuple(status.value for status in AckStatus if status.final)
 # What of a heartbeat the node row keeps (the rest is envelope).
 HEALTH_FIELDS = {
@@ -316,6 +318,7 @@ class _Batch:
             position,
             message.seq,
             window=self.settings.dedup_window,
+            # never resent by the edge: a gap in them is for good, only the newest counts
             newest_only=message.stream in LIFECYCLE_STREAMS,
         )
         if admission.duplicate:
