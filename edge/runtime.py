@@ -205,8 +205,8 @@ class EdgeRuntime:
         self.forwarder.ready.clear()
 
     def _publish_birth(self) -> int:
-        # Also on a confirmation stall (the forwarder's on_stall: it only watches while
-        # connected).
+        # On every connect, on a resync command, and when the cloud's confirmations stall
+        # (the forwarder's on_stall, only while connected): it lists what the outbox holds.
         birth = self.lifecycle.birth(self.bd_seq, self.supervisors.values())
         self._publish(birth)
         return birth.seq
