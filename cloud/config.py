@@ -113,6 +113,12 @@ class IngestSettings(BaseModel):
     dedup_window: int = Field(
         default=1024, ge=16, description="out-of-order seqs remembered per stream above its mark"
     )
+    commit_interval_ms: float = Field(
+        default=200.0,
+        gt=0,
+        le=60_000,
+        description="how often the committed positions go to the edges (one message per node)",
+    )
     resync_min_interval_s: float = Field(default=30.0, ge=0)
     resync_expiry_s: float = Field(default=60.0, gt=0)
     spool_dir: Path | None = Field(

@@ -41,6 +41,12 @@ class OutboxSettings(BaseModel):
     )
     replay_rate: float = Field(default=500.0, gt=0, description="max messages/s sent")
     inflight: int = Field(default=64, ge=1, le=65535, description="unacknowledged at once")
+    confirm_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="sent messages the cloud has not confirmed for this long are sent again"
+        " (the timeout doubles on each resend, up to 10 min, and resets on progress)",
+    )
 
 
 class EdgeSettings(FileSettings):

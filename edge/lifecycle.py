@@ -6,7 +6,10 @@ table so they keep increasing across restarts.
 
 A birth is built in one synchronous step (no await): the `streams` positions and the
 drivers' snapshots are read at the same instant, so every event with a seq at or below the
-birth's position for its stream is already reflected in the birth's snapshot.
+birth's position for its stream is already reflected in the birth's snapshot. The birth also
+says, per stream, what the outbox still holds: from `kept_from` up, except the `dropped`
+runs. The cloud waits for those to be resent and steps over the rest (dropped here, and
+counted).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from edge.outbox import Outbox
+from edge.outbox import Holding, Outbox
 from edge.supervisor import DriverSupervisor
 from protocols.codec import MAX_PAYLOAD_BYTES, encode, topic_for
 from protocols.messages import (
@@ -22,12 +25,13 @@ from protocols.messages import (
     CompartmentStatus,
     Death,
     NodeState,
+    SeqRange,
     ShelfCount,
     Status,
     StreamPosition,
     ZoneOccupancy,
 )
-from protocols.topics import Channel, NodeTopic
+from protocols.topics import LIFECYCLE_STREAMS, Channel, NodeTopic
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,7 @@ class Lifecycle:
         shelves: list[ShelfCount] = []
         compartments: dict[str, list[CompartmentStatus]] = {}
         zones: list[ZoneOccupancy] = []
+        held = self._outbox.holdings()  # what the outbox resends: the cloud waits for it
         for supervisor in supervisors:
             try:
                 snapshot = supervisor.driver.snapshot()
@@ -81,7 +86,7 @@ class Lifecycle:
             version=self.version,
             devices=[supervisor.info() for supervisor in supervisors],
             streams=[
-                StreamPosition(stream=stream, seq=seq)
+                _stream_position(stream, seq, held.get(stream))
                 for stream, seq in self._outbox.stream_positions().items()
                 if _is_outbox_stream(stream)
             ],
@@ -107,10 +112,16 @@ class Lifecycle:
         )
 
 
-_LIFECYCLE_STREAMS = {
-    c.value for c in (Channel.STATUS, Channel.BIRTH, Channel.DEATH, Channel.HEALTH)
-}
+def _stream_position(stream: str, seq: int, held: Holding | None) -> StreamPosition:
+    if held is None:  # holds nothing: everything up to seq was confirmed or dropped
+        return StreamPosition(stream=stream, seq=seq, kept_from=seq + 1)
+    return StreamPosition(
+        stream=stream,
+        seq=seq,
+        kept_from=held.kept_from,
+        dropped=[SeqRange(first=first, last=last) for first, last in held.dropped],
+    )
 
 
 def _is_outbox_stream(stream: str) -> bool:
-    return stream not in _LIFECYCLE_STREAMS
+    return stream not in LIFECYCLE_STREAMS

@@ -1,15 +1,18 @@
 """The durable outbox: every data message is in SQLite before it is sent.
 
-One table holds the messages waiting for their PUBACK, one the last sequence number of each
-stream, one the counters that must survive a restart (drops per reason, the `bd_seq`
-connect counter). A message's sequence number is assigned in the same transaction that
+One table holds the messages until the cloud has committed them (its `committed` mark for
+the stream reaches their seq: a broker's PUBACK is not enough), one the last sequence number
+of each stream, one the counters that must survive a restart (drops per reason, the
+`bd_seq` connect counter). A message's sequence number is assigned in the same transaction that
 stores it, so sequence numbers are gap-free and survive restarts: a number is never handed
 out for a message that was not stored.
 
 Bounds, stated and counted:
 - size: when the payloads would exceed `max_bytes`, the lowest `Priority` goes first,
-  oldest first (SIGHTING, then EVENT, then SNAPSHOT, CONTROL last); drop reason
-  `overflow.<priority>`;
+  oldest first (SIGHTING, then EVENT, then SNAPSHOT, CONTROL last); within a priority the
+  messages not sent yet go before the ones sent since the start (`sent_through`), which
+  may already be at the cloud: a drop then is a seq the cloud will not have, so the drop
+  count matches the seqs missing there; drop reason `overflow.<priority>`;
 - age: messages older than `max_age_s` are dropped; reason `expired.<priority>`.
 
 Durability (see docs/edge.md): WAL with synchronous=NORMAL survives a crash or SIGKILL of
@@ -25,7 +28,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,6 +46,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_priority ON messages (priority, id);
+CREATE INDEX IF NOT EXISTS messages_by_stream ON messages (stream, seq);
 CREATE TABLE IF NOT EXISTS streams (stream TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -53,7 +57,7 @@ _DROP_PREFIX = "drop:"
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A stored message waiting to be sent (or for its PUBACK)."""
+    """A stored message waiting to be sent, or for the cloud to commit it."""
 
     id: int
     stream: str
@@ -61,6 +65,14 @@ class Pending:
     topic: str
     payload: bytes
     created: float
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """What the outbox holds of one stream: from `kept_from` up, except the `dropped` runs."""
+
+    kept_from: int
+    dropped: list[tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +107,7 @@ class Outbox:
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages")
         self._depth, self._bytes = (int(v) for v in row.fetchone())
+        self.sent_through = 0  # the forwarder's highest message id sent since the start
 
     # ------------------------------------------------------------------ writing
 
@@ -136,11 +149,20 @@ class Outbox:
         with self._lock:
             return self._counter(BD_SEQ)
 
-    def acknowledge(self, *message_ids: int) -> None:
-        """The broker has them (PUBACK): forget them, in one transaction. Unknown ids
-        (already dropped) are fine."""
+    def confirm(self, marks: Mapping[str, int]) -> int:
+        """The cloud has committed every seq up to `marks[stream]`: forget those messages,
+        all streams in one transaction. Returns how many were deleted."""
+        deleted = 0
         with self._lock, self._transaction():
-            self._delete_ids(message_ids)
+            for stream, seq in marks.items():
+                rows = self._db.execute(
+                    "DELETE FROM messages WHERE stream = ? AND seq <= ? RETURNING LENGTH(payload)",
+                    (stream, seq),
+                ).fetchall()
+                deleted += len(rows)
+                self._depth -= len(rows)
+                self._bytes -= sum(int(r[0]) for r in rows)
+        return deleted
 
     def drop(self, message_id: int, reason: str) -> None:
         with self._lock, self._transaction():
@@ -182,6 +204,39 @@ class Outbox:
                 (after_id, limit),
             ).fetchall()
         return [Pending(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
+
+    def holdings(self, max_holes: int = 64) -> dict[str, Holding]:
+        """Per stream: the lowest seq held and the runs of seqs missing (dropped) between it
+        and the stream's position, the newest `max_holes` of them. With more holes than
+        that, `kept_from` moves up past the older ones: what is held below them is given up
+        to the cloud (which may already have it), rather than announced."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT stream, seq, previous FROM ("
+                "  SELECT stream, seq, LAG(seq) OVER (PARTITION BY stream ORDER BY seq)"
+                "  AS previous FROM messages"
+                ") WHERE previous IS NULL OR seq > previous + 1 ORDER BY stream, seq"
+            ).fetchall()
+            tops = dict(self._db.execute("SELECT stream, MAX(seq) FROM messages GROUP BY stream"))
+            positions = dict(self._db.execute("SELECT stream, seq FROM streams"))
+        holdings: dict[str, Holding] = {}
+        for stream, seq, previous in rows:
+            if previous is None:
+                holdings[stream] = Holding(seq, [])
+            else:
+                holdings[stream].dropped.append((previous + 1, seq - 1))
+        for stream, holding in holdings.items():
+            if tops[stream] < positions[stream]:
+                holding.dropped.append((tops[stream] + 1, positions[stream]))
+            if len(holding.dropped) > max_holes:
+                oldest_kept = holding.dropped[-max_holes - 1][1] + 1
+                holdings[stream] = Holding(oldest_kept, holding.dropped[-max_holes:])
+        return holdings
+
+    def oldest_id(self) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(id) FROM messages").fetchone()
+        return None if row[0] is None else int(row[0])
 
     def stream_positions(self) -> dict[str, int]:
         with self._lock:
@@ -261,9 +316,10 @@ class Outbox:
                 self._bytes -= int(row[0])
 
     def _make_room(self) -> None:
-        # Lowest priority first, oldest first, until the payloads fit again.
+        # Lowest priority first, not sent before sent, oldest first, until the payloads fit.
         cursor = self._db.execute(
-            "SELECT id, priority, LENGTH(payload) FROM messages ORDER BY priority, id"
+            "SELECT id, priority, LENGTH(payload) FROM messages ORDER BY priority, id <= ?, id",
+            (self.sent_through,),
         )
         victims: list[tuple[int, int]] = []
         excess = self._bytes - self.max_bytes

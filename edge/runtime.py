@@ -3,6 +3,7 @@
     drivers --emit--> outbox (SQLite) --forwarder--> uplink (paho) --> broker
                                          ^ lifecycle (status, birth, death, health) direct
     broker --cmd/+--> commands --> runtime (resync, reload-config) or a driver
+    broker --committed--> forwarder: deletes what the cloud has committed
 
 Everything runs on one asyncio loop; paho's network thread only hops callbacks onto it.
 """
@@ -26,10 +27,10 @@ from edge.lifecycle import Lifecycle
 from edge.outbox import Outbox
 from edge.supervisor import DriverSupervisor
 from edge.uplink import Uplink, Will
-from protocols.codec import encode, topic_for
-from protocols.messages import Command, Message, NodeState
+from protocols.codec import DecodeError, decode, encode, topic_for
+from protocols.messages import Command, Committed, Message, NodeState
 from protocols.settings import ConfigError
-from protocols.topics import Channel, node_filter
+from protocols.topics import Channel, NodeTopic, node_filter
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,12 @@ class EdgeRuntime:
             on_message=self._on_message,
         )
         self.forwarder = Forwarder(
-            self.outbox, self.uplink, rate=box.replay_rate, window=box.inflight
+            self.outbox,
+            self.uplink,
+            rate=box.replay_rate,
+            window=box.inflight,
+            confirm_timeout_s=box.confirm_timeout_s,
+            on_stall=self._publish_birth,
         )
         self.commands = CommandDispatcher(
             settings.store,
@@ -101,6 +107,7 @@ class EdgeRuntime:
             for device_id, driver in self._initial_drivers.items():
                 self._start_driver(device_id, driver, settings)
             self._spawn(self.forwarder.run())
+            self._spawn(self.forwarder.watch_confirmations())
             self._spawn(self._heartbeat())
             self._spawn(self._expire_loop())
             if (interval := systemd.watchdog_interval()) is not None:
@@ -202,15 +209,22 @@ class EdgeRuntime:
         return Will(topic, payload)
 
     def _on_connected(self, session_present: bool) -> None:
-        self.uplink.subscribe(node_filter(self.settings.store, self.settings.node, Channel.CMD))
+        store, node = self.settings.store, self.settings.node
+        self.uplink.subscribe(node_filter(store, node, Channel.CMD))
+        self.uplink.subscribe(str(NodeTopic(store, node, Channel.COMMITTED)))
         self._publish(self.lifecycle.status(NodeState.ONLINE, self.bd_seq), retain=True)
         self._publish_birth()
+        # Whatever the cloud has not confirmed may be lost with the old connection (or the
+        # broker); the birth just told the cloud from which seq to expect it again.
+        self.forwarder.rewind("reconnected")
         self.forwarder.ready.set()
 
     def _on_disconnected(self) -> None:
         self.forwarder.ready.clear()
 
     def _publish_birth(self) -> int:
+        # On every connect, on a resync command, and when the cloud's confirmations stall
+        # (the forwarder's on_stall, only while connected): it lists what the outbox holds.
         birth = self.lifecycle.birth(self.bd_seq, self.supervisors.values())
         self._publish(birth)
         return birth.seq
@@ -221,14 +235,32 @@ class EdgeRuntime:
         return future
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        self.commands.handle(topic, payload)
+        if topic == self._committed_topic:
+            self._on_committed(payload)
+        else:
+            self.commands.handle(topic, payload)
+
+    @property
+    def _committed_topic(self) -> str:
+        return str(NodeTopic(self.settings.store, self.settings.node, Channel.COMMITTED))
+
+    def _on_committed(self, payload: bytes) -> None:
+        try:
+            message = decode(payload, topic=self._committed_topic)
+        except DecodeError as exc:
+            log.error("unreadable committed mark from the cloud, ignored: %s", exc)
+            return
+        if isinstance(message, Committed):
+            self.forwarder.confirm({mark.stream: mark.seq for mark in message.streams})
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.health_interval_s)
-            health = self.health.build(self.bd_seq, self.supervisors.values())
-            if self.uplink.connected.is_set():  # a stale heartbeat is worthless: not queued
-                self._publish(health)
+            # A stale heartbeat is worthless: not queued. Not built either while offline:
+            # building takes the stream's next seq, and a seq never sent is a gap (and a
+            # dedup mark) at the cloud.
+            if self.uplink.connected.is_set():
+                self._publish(self.health.build(self.bd_seq, self.supervisors.values()))
 
     async def _expire_loop(self) -> None:
         while True:

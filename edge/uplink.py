@@ -4,7 +4,10 @@ paho runs its own thread (`loop_start`) and reconnects by itself; every callback
 the event loop with `call_soon_threadsafe`, so the rest of the runtime is single-threaded
 asyncio. `publish` returns a future that resolves on the PUBACK (QoS 1). paho keeps
 unacknowledged messages across reconnects and resends them itself, so the futures stay
-valid through an outage.
+valid through an outage: except for the ones published with `resend=False` (the outbox's),
+which are forgotten right before the next CONNECT and fail with `ConnectionError`. The
+outbox resends those itself, from the oldest the cloud has not confirmed, in order; paho
+resending its own copies first would put newer seqs ahead of older ones.
 
 The Last Will must carry the `bd_seq` of the connection it belongs to, and the counter must
 be bumped and persisted for every connect: paho's `on_pre_connect` hook runs right before
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +109,9 @@ class Uplink:
         self._on_disconnected = on_disconnected
         self._on_message = on_message
         self._futures: dict[int, asyncio.Future[None]] = {}
+        # mids of the `resend=False` messages paho holds; paho's thread empties it.
+        self._forgettable: set[int] = set()
+        self._forgettable_lock = threading.Lock()
         self.connected = asyncio.Event()
         self._stopped = False
         self._pubacks: deque[tuple[int, ReasonCode]] = deque()  # appended by paho's thread
@@ -134,11 +141,26 @@ class Uplink:
         self.client.loop_start()
 
     def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        resend: bool = True,
     ) -> asyncio.Future[None]:
-        """Hand a message to paho; the future resolves on PUBACK (at once for QoS 0)."""
+        """Hand a message to paho; the future resolves on PUBACK (at once for QoS 0).
+        `resend=False`: paho does not resend it after a reconnect (the caller does)."""
         future: asyncio.Future[None] = self._loop.create_future()
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if resend:
+            info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        else:
+            # Held while paho stores it, so a reconnect cannot slip in before the mid is
+            # known to be forgettable.
+            with self._forgettable_lock:
+                info = self.client.publish(topic, payload, qos=qos, retain=retain)
+                if qos > 0 and info.rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+                    self._forgettable.add(info.mid)
         if qos == 0 or info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             if info.rc == paho.MQTT_ERR_SUCCESS:
                 future.set_result(None)
@@ -172,8 +194,18 @@ class Uplink:
     # ----------------------------------------------------------- paho thread callbacks
 
     def _pre_connect(self, client: paho.Client, _userdata: Any) -> None:
+        self._forget_outbox_messages(client)
         will = self._will()
         client.will_set(will.topic, will.payload, qos=1, retain=True)
+
+    def _forget_outbox_messages(self, client: paho.Client) -> None:
+        # paho has just reset its unacknowledged messages to be sent again on CONNACK;
+        # drop the outbox's from them. paho has no API for it: its message table and lock.
+        with self._forgettable_lock, client._out_message_mutex:
+            forgotten = [mid for mid in self._forgettable if client._out_messages.pop(mid, None)]
+            self._forgettable.clear()
+        if forgotten:
+            self._loop.call_soon_threadsafe(self._fail, forgotten)
 
     def _connect_cb(
         self, _c: paho.Client, _u: Any, flags: Any, reason: ReasonCode, _p: Any
@@ -235,7 +267,16 @@ class Uplink:
         while self._pubacks:
             self._published(*self._pubacks.popleft())
 
+    def _fail(self, mids: list[int]) -> None:
+        for mid in mids:
+            future = self._futures.pop(mid, None)
+            if future is not None and not future.done():
+                future.set_exception(ConnectionError("connection lost before the PUBACK"))
+
     def _published(self, mid: int, reason: ReasonCode) -> None:
+        if self._forgettable:
+            with self._forgettable_lock:
+                self._forgettable.discard(mid)
         future = self._futures.pop(mid, None)
         if future is None or future.done():
             return

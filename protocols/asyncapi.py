@@ -76,6 +76,13 @@ _CHANNELS: dict[Channel, tuple[str, list[str], str, str]] = {
         "edge",
         "Command acks: accepted, rejected (with reason), done or failed.",
     ),
+    Channel.COMMITTED: (
+        "{store}/{node}/committed",
+        ["store", "node"],
+        "cloud",
+        "Retained, QoS 1: per stream, the seq up to which the cloud has committed everything."
+        " The edge deletes its outbox up to it and resends the rest; the latest mark counts.",
+    ),
     Channel.OFFERS: (
         "shopper/{shopper}/offers",
         ["shopper"],

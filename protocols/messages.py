@@ -193,9 +193,30 @@ class DeviceInfo(_Model):
     firmware: str | None = Field(default=None, max_length=64)
 
 
+class SeqRange(_Model):
+    first: Seq
+    last: Seq
+
+
 class StreamPosition(_Model):
     stream: str
     seq: Seq = Field(description="last sequence number assigned on this stream")
+    kept_from: Seq | None = Field(
+        default=None,
+        description="lowest seq of the stream the outbox still holds (and will resend);"
+        " seq + 1 when it holds none; absent from edges older than commit marks",
+    )
+    dropped: list[SeqRange] = Field(
+        default_factory=list,
+        max_length=64,
+        description="runs of seqs between kept_from and seq the outbox dropped (counted in"
+        " its health): the cloud does not wait for them",
+    )
+
+
+class CommitMark(_Model):
+    stream: str
+    seq: Seq = Field(description="every seq up to this one is committed at the cloud")
 
 
 class ShelfCount(_Model):
@@ -432,6 +453,22 @@ class Command(Message):
         return (now or utc_now()) >= self.expires_at
 
 
+class Committed(Message):
+    """Cloud -> edge, retained, on `committed`: per stream, the highest seq such that every
+    seq up to it is committed at the cloud (or given up on after a gap). The edge deletes
+    its outbox messages up to it; it keeps, and resends, everything above.
+
+    `seq` counts these messages per node since the ingestor started; the edge does not
+    sequence them (MQTT keeps their order on the one topic, and the latest counts).
+    """
+
+    channel: ClassVar[Channel] = Channel.COMMITTED
+    type: Literal["committed"] = "committed"
+    streams: list[CommitMark] = Field(
+        default_factory=list, max_length=10_000, description="committed seq per stream"
+    )
+
+
 class AckStatus(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
@@ -512,6 +549,7 @@ AnyMessage = (
     | BlePresence
     | Command
     | CommandAck
+    | Committed
     | Offer
     | OrderUpdate
 )
@@ -528,6 +566,7 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     BlePresence,
     Command,
     CommandAck,
+    Committed,
     Offer,
     OrderUpdate,
 )

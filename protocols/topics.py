@@ -9,6 +9,7 @@
     storegate/v1/{store}/{node}/ble/{scanner}       zone presence
     storegate/v1/{store}/{node}/cmd/{command}       commands, cloud -> edge
     storegate/v1/{store}/{node}/ack                 command acks, edge -> cloud
+    storegate/v1/{store}/{node}/committed           retained: what the cloud has committed
     storegate/v1/shopper/{token}/offers             offers to one shopper's app
     storegate/v1/shopper/{token}/orders             order updates (BOPIS) to one shopper's app
 
@@ -43,6 +44,7 @@ class Channel(StrEnum):
     BLE = "ble"
     CMD = "cmd"
     ACK = "ack"
+    COMMITTED = "committed"
     OFFERS = "offers"
     ORDERS = "orders"
 
@@ -53,7 +55,7 @@ class Channel(StrEnum):
 
     @property
     def from_cloud(self) -> bool:
-        return self in (Channel.CMD, Channel.OFFERS, Channel.ORDERS)
+        return self in (Channel.CMD, Channel.COMMITTED, Channel.OFFERS, Channel.ORDERS)
 
     @property
     def to_shopper(self) -> bool:
@@ -61,6 +63,11 @@ class Channel(StrEnum):
         return self in _SHOPPER_CHANNELS
 
 
+# The node's lifecycle streams: published directly, never through the outbox (so never
+# resent, and never confirmed by a commit mark).
+LIFECYCLE_STREAMS = frozenset(
+    {Channel.STATUS.value, Channel.BIRTH.value, Channel.DEATH.value, Channel.HEALTH.value}
+)
 _DEVICE_CHANNELS = frozenset({Channel.RFID, Channel.LOCKER, Channel.BLE, Channel.CMD})
 _SHOPPER_CHANNELS = frozenset({Channel.OFFERS, Channel.ORDERS})
 NODE_CHANNELS = tuple(c for c in Channel if c not in _SHOPPER_CHANNELS)

@@ -10,6 +10,8 @@ from protocols.messages import (
     BlePresence,
     Command,
     CommandAck,
+    CommitMark,
+    Committed,
     CompartmentEvent,
     CompartmentFlag,
     CompartmentState,
@@ -35,6 +37,7 @@ from protocols.messages import (
     PresenceKind,
     RfidEvents,
     RfidSnapshot,
+    SeqRange,
     ShelfCount,
     Status,
     StreamPosition,
@@ -60,7 +63,14 @@ def all_samples() -> list[Message]:
                 DeviceInfo(device="reader-1", kind=DeviceKind.RFID_READER, driver="llrp"),
                 DeviceInfo(device="bank-a", kind=DeviceKind.LOCKER_BANK, driver="cu16"),
             ],
-            streams=[StreamPosition(stream="rfid/reader-1", seq=41)],
+            streams=[
+                StreamPosition(
+                    stream="rfid/reader-1",
+                    seq=41,
+                    kept_from=30,
+                    dropped=[SeqRange(first=33, last=34)],
+                )
+            ],
             shelves=[ShelfCount(shelf="aisle3-shelf2", gtin=GTIN, count=12)],
             compartments={
                 "bank-a": [CompartmentStatus(compartment="c01", state=CompartmentState.AVAILABLE)]
@@ -171,6 +181,11 @@ def all_samples() -> list[Message]:
             correlation_id="c0ffee0000000001",
             command="resync",
             status=AckStatus.DONE,
+        ),
+        Committed(
+            **env,
+            seq=3,
+            streams=[CommitMark(stream="rfid/reader-1", seq=41)],
         ),
         Offer(
             store=STORE,

@@ -155,6 +155,26 @@ def test_store_reads_only_its_own_commands(secured_broker: MosquittoBroker) -> N
         store.close()
 
 
+def test_store_reads_only_its_own_commit_marks_and_cannot_forge_them(
+    secured_broker: MosquittoBroker,
+) -> None:
+    cloud = Client(secured_broker, "storegate-cloud", USERS["storegate-cloud"])
+    store = Client(secured_broker, "store-1", USERS["store-1"])
+    try:
+        # A forged mark would make the edge delete messages the cloud never committed.
+        assert store.publish("storegate/v1/store-1/pi-1/committed", b"forged").is_failure
+        assert not store.subscribe("storegate/v1/store-1/pi-1/committed")[0].is_failure
+        store.subscribe("storegate/v1/store-2/pi-1/committed")
+        assert not cloud.publish("storegate/v1/store-1/pi-1/committed", b"for-1").is_failure
+        assert not cloud.publish("storegate/v1/store-2/pi-1/committed", b"for-2").is_failure
+        assert _wait_for(lambda: len(store.received) >= 1)
+        time.sleep(0.3)
+        assert set(store.received) == {("storegate/v1/store-1/pi-1/committed", b"for-1")}
+    finally:
+        cloud.close()
+        store.close()
+
+
 def test_shopper_offers_are_cloud_only(secured_broker: MosquittoBroker) -> None:
     store = Client(secured_broker, "store-2", USERS["store-2"])
     cloud = Client(secured_broker, "storegate-cloud", USERS["storegate-cloud"])

@@ -51,7 +51,14 @@ from protocols.messages import (
     new_message_id,
     utc_now,
 )
-from protocols.topics import Channel, NodeTopic, ShopperTopic, TopicError, parse_topic
+from protocols.topics import (
+    LIFECYCLE_STREAMS,
+    Channel,
+    NodeTopic,
+    ShopperTopic,
+    TopicError,
+    parse_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +108,8 @@ class BatchOutcome:
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    # (store, node, stream) -> hw after the commit, for every data stream the batch touched
+    committed: dict[StreamKey, int] = field(default_factory=dict)
 
 
 class InfrastructureError(Exception):
@@ -188,6 +197,7 @@ class StateApplier:
             outcome.applied += done.applied
             outcome.duplicates += done.duplicates
             outcome.dead_lettered += done.dead_lettered
+            outcome.committed.update(done.committed)
         return outcome
 
     async def _apply_committed(self, batch: Sequence[Incoming]) -> BatchOutcome:
@@ -214,6 +224,11 @@ class StateApplier:
         for reason, store, node in work.unknown:
             self.unknown_sources.note(reason, store, node)
         self.unknown_sources.flush_due()
+        work.outcome.committed = {
+            key: position.hw
+            for key, position in work.positions.items()
+            if position.hw is not None and key[2] not in LIFECYCLE_STREAMS
+        }
         return work.outcome
 
     async def _dead_letter_alone(
@@ -318,6 +333,9 @@ class _Batch:
         if topic.channel is Channel.CMD:
             self._ignore("command")  # our own commands to the edge
             return
+        if topic.channel is Channel.COMMITTED:
+            self._ignore("committed")  # our own commit marks (a shared subscription sees them)
+            return
         registry = self.applier.registry
         if not registry.knows_store(topic.store):
             self.dead_letter(item, "unknown_store", f"store {topic.store!r} is not registered")
@@ -354,7 +372,13 @@ class _Batch:
             return True
         key = (message.store, message.node, message.stream)
         position = await self._position(key)
-        admission = admit(position, message.seq, window=self.settings.dedup_window)
+        admission = admit(
+            position,
+            message.seq,
+            window=self.settings.dedup_window,
+            # never resent by the edge: a gap in them is for good, only the newest counts
+            newest_only=message.stream in LIFECYCLE_STREAMS,
+        )
         if admission.duplicate:
             self.outcome.duplicates += 1
             return None
@@ -475,7 +499,8 @@ class _Batch:
         )
         for announced in message.streams:
             position = await self._position((message.store, message.node, announced.stream))
-            on_birth(position, announced.seq)
+            dropped = [(run.first, run.last) for run in announced.dropped]
+            on_birth(position, announced.seq, announced.kept_from, dropped)
 
     async def _health(self, message: Health) -> None:
         # Written once per node at the end of the batch: a statement per heartbeat was a

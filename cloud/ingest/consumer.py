@@ -33,10 +33,12 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud.bus import LiveBus
 from cloud.config import CloudSettings
 from cloud.ingest.apply import BatchOutcome, Incoming, InfrastructureError, StateApplier
+from cloud.ingest.commits import CommitMarks
 from cloud.ingest.fairness import FairQueue, store_of
 from cloud.ingest.mqtt_client import IngestClient
 from cloud.metrics import CloudMetrics
@@ -116,6 +118,9 @@ class Consumer:
         # redelivered copy is deduplicated and acked on its own).
         self._generation = 0
         self.acked_total = 0  # for benchmarks and tests: messages acknowledged after commit
+        self.marks = CommitMarks()  # committed positions, published to the edges
+        self.marks_published = 0
+        self._marks_task: asyncio.Task[None] | None = None
         self.first_message_at: float | None = None  # perf_counter of the first delivery
         self.client: IngestClient = self._make_client()
 
@@ -150,7 +155,14 @@ class Consumer:
             return
         self._reconnect_delay = self.settings.mqtt.reconnect_min_s
         topic_filter = node_filter(shared_group=self.ingest.shared_group)
-        client.subscribe(topic_filter, qos=1)
+        if self.settings.mqtt.protocol == "5" and not self.ingest.shared_group:
+            # No Local: our own commit marks and commands do not come back to us. (MQTT 5
+            # forbids it on shared subscriptions; there apply.py ignores them.)
+            options = SubscribeOptions(qos=1, noLocal=True)
+            client.subscribe(topic_filter, options=options)
+        else:
+            client.subscribe(topic_filter, qos=1)
+        self.marks.resend_all()
         log.info("connected to %s, subscribed to %s", self.settings.mqtt.describe(), topic_filter)
         self.connected.set()
 
@@ -331,6 +343,7 @@ class Consumer:
         self._arrived = asyncio.Event()
         self._socket_closed = asyncio.Event()
         self._keeper = asyncio.create_task(self._keep_connected(), name="ingest-connection")
+        self._marks_task = asyncio.create_task(self._publish_marks(), name="commit-marks")
         while not self._stopping.is_set():
             batch = await self._next_batch()
             if batch:
@@ -390,6 +403,7 @@ class Consumer:
             delay = min(delay * 2, RETRY_MAX_S)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self._ack(batch)
+        self.marks.note(outcome.committed)
         for command in outcome.commands:
             self.client.publish(topic_for(command), encode(command), qos=1)
             if command.name == "resync":
@@ -421,6 +435,25 @@ class Consumer:
         if self._paused and len(self._pending) < self.ingest.queue_size:
             self._resume()
 
+    async def _publish_marks(self) -> None:
+        """Every `commit_interval_ms`: one retained `committed` message per node with news."""
+        interval = self.ingest.commit_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.publish_marks()
+            except Exception:  # a bug here must not stop the marks for good: edges resend
+                log.exception("publishing the commit marks failed; retrying next interval")
+
+    def publish_marks(self) -> None:
+        # While disconnected the news waits here (not in paho's queue): the next publish
+        # carries the latest marks, never a backlog of stale ones.
+        if not self.marks.pending or not self.connected.is_set():
+            return
+        for message in self.marks.take():
+            self.client.publish(topic_for(message), encode(message), qos=1, retain=True)
+            self.marks_published += 1
+
     # ------------------------------------------------------------------ shutdown
 
     def stop(self) -> None:
@@ -435,11 +468,16 @@ class Consumer:
         if self._pending:
             log.info("left %d unprocessed messages to the broker's session", len(self._pending))
             self._pending.clear()
+        if self._marks_task is not None:
+            self._marks_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._marks_task
         if self._keeper is not None:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
         if self._sock is not None and self._socket_closed is not None:
+            self.publish_marks()  # what the last batches committed; goes out before DISCONNECT
             self._socket_closed.clear()
             self.client.disconnect()  # paho closes the socket once DISCONNECT is out
             with contextlib.suppress(TimeoutError):

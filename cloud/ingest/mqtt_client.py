@@ -91,6 +91,17 @@ class IngestClient(paho.Client):
         self.fast_path = False
         return super().loop(timeout)
 
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """One packet per call. paho reads one more per message of ours awaiting its PUBACK
+        (commit marks, commands, offers), which delivered a burst of PUBLISHes past the
+        consumer's un-acked bound before it could pause; the consumer loops by itself."""
+        if self._sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        rc = self._packet_read()
+        if rc > 0:
+            return self._loop_rc_handle(rc)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
     # ------------------------------------------------------------------ paho internals
 
     def _sock_recv(self, bufsize: int) -> bytes:

@@ -60,11 +60,78 @@ def test_birth_position_makes_earlier_events_history_only() -> None:
 
 
 def test_birth_covers_a_pending_gap() -> None:
+    # an edge older than commit marks (no kept_from): the gap below its birth is closed
     position = StreamPosition(hw=1)
     admit(position, 6, window=8)
     on_birth(position, 5)
     assert position.hw == 6
     assert not position.marks
+
+
+def test_birth_skips_only_what_the_edge_no_longer_holds() -> None:
+    # The edge still holds (and resends) seqs 4..: the cloud waits for them; 2-3 were
+    # dropped there and will never come.
+    position = StreamPosition(hw=1)
+    admit(position, 7, window=8)  # arrived out of order, above the gap
+    on_birth(position, 9, kept_from=4)
+    assert (position.hw, position.marks) == (3, {7})
+    resent = admit(position, 4, window=8)
+    assert not resent.duplicate
+    assert resent.gap is None
+    assert not resent.live  # the birth's snapshot has it: history only
+    admit(position, 5, window=8)
+    assert not admit(position, 6, window=8).live
+    assert position.hw == 7
+    assert admit(position, 7, window=8).duplicate
+    # holding nothing (kept_from = position + 1): everything up to the position is done
+    on_birth(position, 12, kept_from=13)
+    assert position.hw == 12
+
+
+def test_birth_skips_the_runs_the_edge_dropped_and_waits_for_the_rest() -> None:
+    position = StreamPosition(hw=1)
+    # held: 2-3, 6, 9-10; dropped: 4-5, 7-8
+    on_birth(position, 10, kept_from=2, dropped=[(4, 5), (7, 8)])
+    assert position.hw == 1
+    for seq in (2, 3, 6, 9):
+        assert not admit(position, seq, window=8).duplicate
+        assert not position.marks  # stepped over the dropped runs: no gap, nothing waited for
+    assert position.hw == 9
+    assert admit(position, 10, window=8).gap is None
+    assert position.hw == 10
+    # a dropped seq that shows up late (it was sent before the drop) is not applied
+    late = StreamPosition(hw=1)
+    on_birth(late, 10, kept_from=2, dropped=[(4, 5)])
+    assert admit(late, 5, window=8).duplicate
+    # a run right above hw is stepped over at the birth itself
+    at_once = StreamPosition(hw=3)
+    on_birth(at_once, 10, kept_from=6, dropped=[(6, 8)])
+    assert at_once.hw == 8
+
+
+def test_a_seq_filling_a_gap_below_a_newer_one_is_history_only() -> None:
+    position = StreamPosition(hw=1)
+    assert admit(position, 3, window=8).live  # newer, applied to live state
+    late = admit(position, 2, window=8)
+    assert (late.duplicate, late.live) == (False, False)  # must not overwrite seq 3's state
+    assert position.hw == 3
+    assert admit(position, 4, window=8).live
+
+
+def test_a_lifecycle_stream_keeps_no_marks() -> None:
+    # heartbeats lost with a broker are never resent: nothing to wait for or remember
+    position = StreamPosition(hw=2)
+    admission = admit(position, 9, window=8, newest_only=True)
+    assert (admission.duplicate, admission.gap) == (False, None)
+    assert (position.hw, position.marks) == (9, set())
+    assert admit(position, 5, window=8, newest_only=True).duplicate  # late and stale
+
+
+def test_a_gap_the_birth_covers_asks_for_no_resync() -> None:
+    position = StreamPosition(hw=1, birth_seq=10)
+    admission = admit(position, 5, window=8)
+    assert (admission.duplicate, admission.gap) == (False, None)
+    assert admit(position, 12, window=8).gap == (2, 11)
 
 
 def test_example_config_parses() -> None:

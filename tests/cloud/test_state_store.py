@@ -153,9 +153,9 @@ async def test_unknown_store_node_and_forged_payloads_are_dead_lettered(
 async def test_every_sample_message_is_accepted(harness: StateHarness) -> None:
     samples = all_samples()
     outcome = await harness.feed(*samples)
-    # what the cloud itself sends (commands, offers, order updates) is not ingested
+    # what the cloud itself sends (commands, commit marks, offers, order updates) is not ingested
     from_cloud = [m for m in samples if m.channel.from_cloud]
-    assert len(from_cloud) == 3
+    assert len(from_cloud) == 4  # command, committed, offer, order update
     assert outcome.dead_lettered == 0
     assert outcome.applied == len(samples) - len(from_cloud)
     node = await harness.node(STORE, NODE)

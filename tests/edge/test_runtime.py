@@ -44,12 +44,15 @@ async def test_clean_shutdown_flushes_then_says_death_and_offline(
         "shutdown",
     )
     watcher.close()
-    # everything emitted was flushed before the goodbye: the outbox is empty
+    # everything emitted was sent and PUBACKed before the goodbye
     events = stream_messages(watcher, "rfid/reader-1")
     assert events
     kinds = [m.type for _, m, _ in watcher.messages]
     assert kinds.index("death") > max(i for i, k in enumerate(kinds) if k == "rfid.events")
     reopened = Outbox(settings.outbox.path, max_bytes=1 << 20, max_age_s=60)
-    assert reopened.depth == 0
-    assert reopened.stream_positions()["rfid/reader-1"] == max(m.seq for m in events)
+    position = reopened.stream_positions()["rfid/reader-1"]
+    assert position == max(m.seq for m in events)
+    assert {m.seq for m in events} == set(range(1, position + 1))
+    # no cloud confirmed anything: the outbox keeps every message for the next start
+    assert reopened.depth == position
     reopened.close()
