@@ -44,3 +44,32 @@ def test_explicit_database_and_spool_win(monkeypatch: pytest.MonkeyPatch, tmp_pa
     )
     assert sqlite_path(settings.database_url) is None
     assert settings.spool_dir == tmp_path / "spool"
+
+
+async def test_migrations_say_nothing_at_info(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from cloud.state.db import create_engine, migrate
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        with caplog.at_level(logging.INFO):
+            await migrate(engine)
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG):
+            await migrate(engine)  # at debug they are there (nothing to upgrade: the context)
+        assert any(r.name.startswith("alembic") for r in caplog.records)
+    finally:
+        await engine.dispose()
+
+
+def test_the_docker_build_context_leaves_local_state_out() -> None:
+    from tests.conftest import REPO_ROOT
+
+    ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()}
+    assert {".venv", ".git", ".storegate", "**/__pycache__", ".env"} <= ignored
+    gitignored = (REPO_ROOT / ".gitignore").read_text().splitlines()
+    assert ".storegate/" in gitignored
