@@ -29,6 +29,7 @@ EXPECTED = {
     "ack": {"command_ack": 1},
     "offer": {"offer": 1},
     "order.update": {},  # cloud -> shopper notification: the order history is in the state store
+    "committed": {},  # cloud -> edge delivery bookkeeping, not history
 }
 
 
