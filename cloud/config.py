@@ -152,6 +152,26 @@ class ApiSettings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
     keys: list[ApiKey] = Field(default_factory=list)
     sse_queue_size: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="larger request bodies are refused (413) before they are read or parsed",
+    )
+    auth_failure_burst: int = Field(
+        default=10,
+        ge=1,
+        description="failed authentications a client IP (or a presented key) may make at once",
+    )
+    auth_failure_refill_s: float = Field(
+        default=6.0,
+        gt=0,
+        description="one more failed attempt allowed per this many seconds (10 a minute)",
+    )
+    auth_failure_tracked: int = Field(
+        default=10_000,
+        ge=16,
+        description="client IPs and keys whose failures are remembered (each table)",
+    )
 
 
 class CloudSettings(FileSettings):

@@ -15,6 +15,8 @@ from sse_starlette.sse import EventSourceResponse
 
 from cloud.api.deps import Ops, Reader
 from cloud.api.errors import ApiError, error_response, install_error_handlers
+from cloud.api.limits import AuthFailureLimiter, BodyLimit, RequestSanity
+from cloud.api.params import MAX_ROW_ID
 from cloud.api.timestamps import ApiTimestamp, iso_utc
 from cloud.config import Role
 from cloud.context import CloudContext
@@ -73,7 +75,14 @@ class DeadLetterPage(BaseModel):
 def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAPI:
     app = FastAPI(title="storegate cloud", version="1", openapi_url="/openapi.json")
     app.state.cloud = cloud
+    api = cloud.settings.api
+    app.state.auth_limiter = AuthFailureLimiter(
+        api.auth_failure_burst, api.auth_failure_refill_s, api.auth_failure_tracked
+    )
     install_error_handlers(app)
+    # The last added runs first: the body limit before anything else looks at the request.
+    app.add_middleware(RequestSanity)
+    app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes)
     for router in routers:  # the domains' endpoints (cloud/domains.py)
         app.include_router(router)
 
@@ -190,7 +199,9 @@ def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAP
     async def dead_letters(
         principal: Reader,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        before: Annotated[int | None, Query(description="id to page back from")] = None,
+        before: Annotated[
+            int | None, Query(ge=1, le=MAX_ROW_ID, description="id to page back from")
+        ] = None,
         reason: Annotated[str | None, Query()] = None,
     ) -> DeadLetterPage:
         """Rejected messages, newest first. Staff see only their stores' messages."""

@@ -3,6 +3,10 @@
 Keys are configured as sha256 hashes. The presented key is hashed and compared with every
 configured hash using `hmac.compare_digest`, so neither the comparison nor the loop ends
 early on a partial match.
+
+Failed attempts are rate limited per client IP and per presented key
+(`cloud/api/limits.py`): once a bucket is empty the caller gets 429 with `Retry-After`
+before its key is looked at.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from fastapi import Request
 
 from cloud.api.errors import ApiError
+from cloud.api.limits import AuthFailureLimiter
 from cloud.config import ApiKey, Role
 
 
@@ -63,12 +68,36 @@ def authenticate(keys: list[ApiKey], key: str | None) -> Principal:
     return Principal(match.name, match.role, frozenset(match.stores))
 
 
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def refuse_if_limited(limiter: AuthFailureLimiter, ip: str, key_sha256: str | None) -> None:
+    wait = limiter.retry_after(ip, key_sha256)
+    if wait:
+        raise ApiError(
+            429,
+            "too_many_auth_failures",
+            f"too many failed authentications; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
+
 def require(*roles: Role) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
     """A FastAPI dependency: the caller's principal, if its role is one of `roles`."""
 
     async def dependency(request: Request) -> Principal:
         keys: list[ApiKey] = request.app.state.cloud.settings.api.keys
-        principal = authenticate(keys, presented_key(request))
+        limiter: AuthFailureLimiter = request.app.state.auth_limiter
+        key = presented_key(request)
+        ip = client_ip(request)
+        digest = None if key is None else hashlib.sha256(key.encode()).hexdigest()
+        refuse_if_limited(limiter, ip, digest)
+        try:
+            principal = authenticate(keys, key)
+        except ApiError:
+            limiter.failed(ip, digest)
+            raise
         if principal.role not in roles:
             raise ApiError(
                 403,

@@ -12,13 +12,14 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 from sse_starlette.sse import EventSourceResponse
 
-from cloud.api.auth import Principal
+from cloud.api.auth import Principal, client_ip, refuse_if_limited
 from cloud.api.deps import Cloud, Reader
 from cloud.api.errors import ApiError
+from cloud.api.limits import AuthFailureLimiter
 from cloud.api.timestamps import ApiTimestamp, iso_utc
 from cloud.bus import Change
 from cloud.config import Role
@@ -115,13 +116,20 @@ def build_router(
 
     @router.get("/api/v1/dashboard/events", tags=["dashboard"], response_model=None)
     async def events(
-        cloud: Cloud, token: Annotated[str | None, Query()] = None
+        request: Request, cloud: Cloud, token: Annotated[str | None, Query()] = None
     ) -> EventSourceResponse:
         """The live changes of `/api/v1/events`, filtered the same way, for a session token.
         The token is checked when the stream opens; a reconnect needs a fresh one. The
         server ends a stream after `stream_max_age_s`, so an open page re-authenticates
         with its key at least that often."""
-        principal = signer.verify(token)
+        limiter: AuthFailureLimiter = request.app.state.auth_limiter
+        ip = client_ip(request)
+        refuse_if_limited(limiter, ip, None)
+        try:
+            principal = signer.verify(token)
+        except ApiError:
+            limiter.failed(ip, None)  # counted per IP, like a wrong API key
+            raise
         if principal.role not in (Role.OPS, Role.STAFF):
             raise ApiError(403, "forbidden", f"role {principal.role.value} may not do this")
 

@@ -60,6 +60,8 @@ class SessionSigner:
         """The principal a token was issued to; 401 if missing, forged, malformed or expired."""
         if not token:
             raise _unauthorized("a session token is required (?token=, from POST /session)")
+        if not token.isascii():  # a signed token is base64url; anything else is forged
+            raise _unauthorized("malformed session token")
         body, _, mac = token.partition(".")
         if not body or not mac or not hmac.compare_digest(mac, self._mac(body)):
             raise _unauthorized("invalid session token")

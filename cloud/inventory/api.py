@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloud.api.auth import Principal
 from cloud.api.deps import Cloud, Reader, Shopping
 from cloud.api.errors import ApiError
+from cloud.api.params import MAX_ROW_ID, RowIdPath
 from cloud.api.timestamps import ApiTimestamp
 from cloud.bus import Change
 from cloud.config import Role
@@ -343,7 +344,9 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         state: Annotated[AlertState | None, Query()] = None,
         alert_type: Annotated[AlertType | None, Query(alias="type")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        before: Annotated[int | None, Query(description="id to page back from")] = None,
+        before: Annotated[
+            int | None, Query(ge=1, le=MAX_ROW_ID, description="id to page back from")
+        ] = None,
     ) -> AlertPage:
         """Alerts, newest first. Staff see only their stores."""
         t = inventory_alerts
@@ -365,13 +368,13 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         return AlertPage(items=items, next_before=items[-1].id if len(items) == limit else None)
 
     @router.get("/alerts/{alert_id}")
-    async def get_alert(alert_id: int, principal: Reader, cloud: Cloud) -> AlertOut:
+    async def get_alert(alert_id: RowIdPath, principal: Reader, cloud: Cloud) -> AlertOut:
         async with cloud.engine.connect() as connection:
             row = await _alert(connection, alert_id, principal)
         return AlertOut(**alert_data(row))
 
     @router.post("/alerts/{alert_id}/ack")
-    async def acknowledge(alert_id: int, principal: Reader, cloud: Cloud) -> AlertOut:
+    async def acknowledge(alert_id: RowIdPath, principal: Reader, cloud: Cloud) -> AlertOut:
         """Someone is on it. Acknowledging does not clear: the counts do. Idempotent: the
         first acknowledgement is kept."""
         t = inventory_alerts
@@ -463,7 +466,7 @@ def create_router(domain: InventoryDomain) -> APIRouter:
                 "invalid_request",
                 f"gtins: at most {options.availability.max_gtins} per request",
             )
-        bad = [g for g in wanted if not (len(g) == 14 and g.isdigit())]
+        bad = [g for g in wanted if not (len(g) == 14 and g.isascii() and g.isdigit())]
         if bad:
             raise ApiError(422, "invalid_request", f"gtins: not a GTIN-14: {bad[0][:20]!r}")
         store_filter = None

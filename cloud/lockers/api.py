@@ -18,7 +18,7 @@ Illegal order transitions answer 409 with the current state and what it allows.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -388,9 +388,13 @@ def build_router(domain: LockersDomain) -> APIRouter:
     ) -> dict[str, Any]:
         principal.check_store(store)
         end = until or utc_now()
-        start = since or end - timedelta(hours=24)
-        if start.tzinfo is None or end.tzinfo is None:
+        if (since is not None and since.tzinfo is None) or end.tzinfo is None:
             raise ApiError(422, "invalid_request", "since/until need a timezone (e.g. Z)")
+        try:
+            start = since or end - timedelta(hours=24)
+            start, end = start.astimezone(UTC), end.astimezone(UTC)
+        except OverflowError:  # e.g. until=0001-01-01T00:00Z: no 24 h before it
+            raise ApiError(422, "invalid_request", "since/until out of range") from None
         if start >= end:
             raise ApiError(422, "invalid_request", "since must be before until")
         async with domain.transaction() as tx:

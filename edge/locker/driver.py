@@ -336,20 +336,34 @@ class LockerDriver(Driver):
                 writer.close()
             await asyncio.sleep(1)
 
-    async def enter_code(self, text: str) -> bool:
-        """A code typed or scanned at the locker. Verified here, with no cloud involved."""
+    async def enter_code(self, text: str, *, source: str | None = None) -> bool:
+        """A code typed or scanned at the locker. Verified here, with no cloud involved.
+
+        Failures are counted per input device (`source`; by default `scanner` for a QR
+        payload and `keypad` for anything else, since one line may carry both and a keypad
+        cannot type `SGP1:`), never per anything the entry names."""
         now = utc_now()
         qr = parse_qr(text)
-        scope = f"qr:{qr.grant.compartment}" if qr else "keypad"
+        scope = source or ("scanner" if text.startswith("SGP1:") else "keypad")
         verdict = self._guard.check(scope, now)
         if not verdict.allowed:
             self.counters.code_refused += 1
             self._record("code", outcome="refused_backoff", scope=scope)
+            if self._guard.refuse(scope, now):
+                self._code_alarm(scope, now)
+            self._flush()
             return False
-        match = self._match_qr(qr, now) if qr else self._match_keypad(text, now)
+        if qr is not None and (
+            qr.grant.bank != self.device or qr.grant.compartment not in self.compartments
+        ):
+            match = None  # a QR for a door this bank does not have: wrong, and said so
+            outcome = "unknown_compartment"
+        else:
+            match = self._match_qr(qr, now) if qr else self._match_keypad(text, now)
+            outcome = "wrong"
         if match is None:
             self.counters.code_wrong += 1
-            self._record("code", outcome="wrong", scope=scope)
+            self._record("code", outcome=outcome, scope=scope)
             if self._guard.fail(scope, now):
                 self._code_alarm(scope, now)
             self._flush()
@@ -410,8 +424,6 @@ class LockerDriver(Driver):
         log.warning("locker %s: burst of wrong pickup codes at %s", self.device, scope)
         self._record("alarm", cause="code_burst", scope=scope)
         holding = [c for c in self.compartments.values() if c.order_ref is not None]
-        if scope.startswith("qr:") and scope[3:] in self.compartments:
-            holding = [self.compartments[scope[3:]]]
         # No bank-level alarm message exists: the alarm rides on the compartments at risk.
         for c in holding or list(self.compartments.values()):
             self._pending.append(c.alarm("code_burst_alarm", now))

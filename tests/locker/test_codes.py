@@ -121,3 +121,61 @@ def test_used_codes_are_remembered_until_expiry() -> None:
     assert used.used(GRANT, T0)
     assert not used.used(Grant("bank-1", "0-01", 43, GRANT.expiry), T0)
     assert not used.used(GRANT, GRANT.expiry)  # expired: forgotten (the code is dead anyway)
+
+
+# Known answers, worked out from the algorithm in docs/lockers.md with the standard library
+# alone (hmac.new(key, m, sha256), first 8 bytes big-endian mod 10^8; base32 of the first
+# 16 bytes of the "qr|" MAC; scrypt N=2^12 r=8 p=1 salted with m minus the expiry), and
+# written out here so a change to the derivation cannot pass unnoticed. Key: bytes 0..31.
+KNOWN_ANSWERS = [
+    (
+        Grant("bank-1", "0-01", 42, datetime(2026, 11, 25, 12, 0, tzinfo=UTC)),  # 1795608000
+        "61879026",
+        "SGP1:bank-1:0-01:42:1795608000:DMZUONGZCB4A3UFGFVWFRSWDRE",
+        "0bc24c9cc1899af57b89f2b6704a30ab2989d872a0d396aacbcc24dce2e0cc1a",
+    ),
+    (
+        Grant("locker-a", "1-16", 1, datetime.fromtimestamp(1800000000, UTC)),
+        "95882825",
+        "SGP1:locker-a:1-16:1:1800000000:OTIISBWTUVIKDSG5X5I42COLGM",
+        "9c5007fbcd3af6bb10604eff95877206ce6c6f954161c7ea03f39c705f412afd",
+    ),
+]
+
+
+@pytest.mark.parametrize(("grant", "code", "qr", "hashed"), KNOWN_ANSWERS)
+def test_derivation_known_answers(grant: Grant, code: str, qr: str, hashed: str) -> None:
+    assert keypad_code(KEY, grant) == code
+    assert keypad_code(KEY, grant, digits=6) == code[2:]  # the same value mod 10^6
+    assert qr_payload(KEY, grant) == qr
+    assert (
+        code_hash(code, bank=grant.bank, compartment=grant.compartment, order_seq=grant.order_seq)
+        == hashed
+    )
+
+
+def test_a_scope_in_lockout_or_alarm_is_never_forgotten_to_make_room() -> None:
+    guard = AttemptGuard(free_failures=0, base=timedelta(seconds=60), max_scopes=2)
+    guard.fail("keypad", T0)  # locked for 60 s
+    guard.fail("scanner", T0)
+    # Full of scopes that are locked out: a new name is refused, nothing is forgotten.
+    assert not guard.check("intruder", T0).allowed
+    assert not guard.check("keypad", T0 + timedelta(seconds=59)).allowed
+    # Once the lockouts and the alarm window have passed, an idle scope makes room.
+    later = T0 + guard.alarm_window
+    assert guard.check("intruder", later).allowed
+    assert guard.check("keypad", later).allowed
+
+
+def test_a_burst_raises_one_alarm_and_refused_attempts_count_towards_it() -> None:
+    guard = AttemptGuard(free_failures=1, base=timedelta(seconds=60), alarm_failures=5)
+    now = T0
+    alarms = [guard.fail("keypad", now), guard.fail("keypad", now)]  # 2nd: locked 60 s
+    for _ in range(3):
+        assert not guard.check("keypad", now).allowed
+        alarms.append(guard.refuse("keypad", now))
+    assert alarms == [False, False, False, False, True]
+    # the same burst goes on: no second alarm within the window
+    assert not any(guard.refuse("keypad", now) for _ in range(20))
+    later = now + guard.alarm_window
+    assert any(guard.refuse("keypad", later) for _ in range(5))  # a new burst, a new alarm

@@ -11,6 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edge.locker.audit import AuditLog
 from edge.locker.codes import PickupKey, code_hash, keypad_code, qr_payload
 from edge.locker.driver import LockerDriver, SimLockerDriver
@@ -329,3 +331,51 @@ async def test_scripted_people_cycle_a_compartment_twice() -> None:
     collected = [e for e in ctx.events("0-01") if e.cause == "collected"]
     assert [e.previous for e in collected] == [S.PICKUP_OPEN, S.PICKUP_OPEN]
     assert driver.counters.code_wrong == 1
+
+
+async def test_fake_qr_scans_cannot_reset_the_keypad_counter(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue #15: 1,024 QR scans naming made-up compartments used to evict the keypad's
+    failure counter, so 20 wrong codes raised no alarm and the right code then opened."""
+    ctx = RecordingContext()
+    driver = sim_driver()  # defaults: 3 free failures, 2 s doubling, alarm at 5
+    async with running(driver, ctx):
+        key = PickupKey.from_env(KEY_ENV)
+        await load(driver, driver.bank, "0-04", 3)
+        grant = driver.grant_for("0-04")
+        assert grant is not None
+        good = keypad_code(key, grant)
+        wrong = f"{(int(good) + 1) % 10**8:08d}"
+        expiry = int(grant.expiry.timestamp())
+        fake = 0
+        for _ in range(10):  # 2 wrong codes, then 1,024 scans to flush them: 20 wrong codes
+            for _ in range(2):
+                assert not await driver.enter_code(wrong)
+            for _ in range(1024):
+                fake += 1
+                scan = f"SGP1:bank-1:x-{fake}:1:{expiry}:{'A' * 26}"
+                assert not await driver.enter_code(scan)
+        bursts = [r.getMessage() for r in caplog.records if "burst of wrong" in r.getMessage()]
+        # one alarm per input for the burst, not one per 5 codes
+        assert sum(m.endswith(" at keypad") for m in bursts) == 1, bursts
+        assert "code_burst_alarm" in ctx.causes("0-04")
+        assert not await driver.enter_code(good)  # the lockout holds
+        assert state_of(driver, "0-04") is S.AWAITING_PICKUP
+        # The scanner has its own counter: locked out and alarmed too, by its own failures.
+        assert sum(m.endswith(" at scanner") for m in bursts) == 1, bursts
+        assert driver.counters.code_refused > 0
+
+
+async def test_a_qr_for_a_door_that_does_not_exist_leaves_the_keypad_alone() -> None:
+    ctx = RecordingContext()
+    driver = sim_driver()
+    async with running(driver, ctx):
+        await load(driver, driver.bank, "0-02", 1)
+        grant = driver.grant_for("0-02")
+        assert grant is not None
+        expiry = int(grant.expiry.timestamp())
+        for n in range(50):
+            assert not await driver.enter_code(f"SGP1:bank-1:nope-{n}:1:{expiry}:{'A' * 26}")
+        assert driver.counters.code_refused > 0  # the scanner is locked out
+        assert await driver.enter_code(keypad_code(PickupKey.from_env(KEY_ENV), grant))
