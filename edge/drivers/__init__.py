@@ -17,7 +17,6 @@ from edge.drivers.registry import (
     driver_names,
     driver_spec,
     installed_driver_names,
-    register_driver,
 )
 
 __all__ = [
@@ -34,5 +33,4 @@ __all__ = [
     "driver_names",
     "driver_spec",
     "installed_driver_names",
-    "register_driver",
 ]

@@ -7,9 +7,7 @@ Two sources, both lazy (a module is imported only when a config names one of its
   `DriverSpec` as `module:attribute`. The simulated devices (`sim-*`) come this way from
   the `simulators` package, so `edge/` never imports a simulator.
 
-`register_driver()` adds a driver in-process (a program or a test that builds its own).
-Lookup order: registered in-process, built in, entry point. An entry point cannot replace a
-built-in driver: it is ignored with a warning.
+An entry point cannot replace a built-in driver: it is ignored with a warning.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import importlib
 import logging
 from importlib.metadata import EntryPoint, entry_points
 
-from edge.drivers.base import DeviceConfig, Driver, DriverFactory, DriverSpec
+from edge.drivers.base import DeviceConfig, Driver, DriverSpec
 from protocols.messages import DeviceKind
 
 log = logging.getLogger(__name__)
@@ -41,16 +39,8 @@ SIMULATORS_HINT = (
     " pip install 'storegate[sim]' (in a checkout, scripts/bootstrap reinstalls it)"
 )
 
-_REGISTERED: dict[str, DriverSpec] = {}
-
-
 class DriverLookupError(ValueError):
     """A config names a driver that is not installed, or whose module cannot be loaded."""
-
-
-def register_driver(name: str, kind: DeviceKind, factory: DriverFactory) -> None:
-    """Make a driver available under `name` in this process, before any other source."""
-    _REGISTERED[name] = DriverSpec(kind, factory)
 
 
 def _entry_points() -> dict[str, list[EntryPoint]]:
@@ -72,7 +62,7 @@ def _entry_points() -> dict[str, list[EntryPoint]]:
 
 def installed_driver_names() -> list[str]:
     """Every driver name a config may use, without importing any driver module."""
-    return sorted({*_REGISTERED, *BUILTIN_DRIVERS, *_entry_points()})
+    return sorted({*BUILTIN_DRIVERS, *_entry_points()})
 
 
 def _load_target(target: str) -> object:
@@ -82,8 +72,6 @@ def _load_target(target: str) -> object:
 
 def driver_spec(name: str) -> DriverSpec:
     """The spec of driver `name`, importing only the module that defines it."""
-    if name in _REGISTERED:
-        return _REGISTERED[name]
     if name in BUILTIN_DRIVERS:
         target = BUILTIN_DRIVERS[name]
         # A built-in module that fails to import is a broken install: raise it as it is.
