@@ -39,6 +39,7 @@ SIMULATORS_HINT = (
     " pip install 'storegate[sim]' (in a checkout, scripts/bootstrap reinstalls it)"
 )
 
+
 class DriverLookupError(ValueError):
     """A config names a driver that is not installed, or whose module cannot be loaded."""
 
