@@ -38,11 +38,10 @@ from cloud.config import CloudSettings
 from cloud.runtime import CloudRuntime
 from cloud.state import schema
 from edge.config import EdgeSettings, create_drivers
-from edge.drivers.registry import load_builtin_drivers
-from edge.rfid.driver import SimLlrpDriver
 from edge.rfid.epc import decode_epc
 from edge.runtime import EdgeRuntime
 from protocols.messages import CountDelta
+from simulators.drivers.llrp import SimLlrpDriver
 from simulators.llrp.world import World
 
 STORE, NODE, READER = "store-acc", "pi-1", "reader-1"
@@ -148,7 +147,6 @@ async def _measure(plan: Plan, workdir: Path, port: int) -> dict[str, Any]:
         )
     )
     await cloud.start(serve_api=False)
-    load_builtin_drivers()
     settings = EdgeSettings(
         store=STORE,
         node=NODE,

@@ -14,7 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from edge.drivers.base import DeviceConfig, Driver, create_driver, driver_names
+from edge.drivers.base import DeviceConfig, Driver
+from edge.drivers.registry import DriverLookupError, driver_spec
 from protocols.ids import NodeId, StoreId
 from protocols.mqtt import MqttSettings
 from protocols.settings import ConfigError, FileSettings, load_settings
@@ -82,23 +83,20 @@ _OPTION_PREFIX = re.compile(r"^[A-Za-z_][\w.]*:")
 
 def create_drivers(settings: EdgeSettings, source: str = "config") -> dict[str, Driver]:
     """Create every configured driver, or raise ConfigError naming `devices.N....`."""
-    known = driver_names()
     drivers: dict[str, Driver] = {}
     for index, device in enumerate(settings.devices):
         where = f"devices.{index}"
-        if device.driver not in known:
-            names = ", ".join(sorted(known)) or "none registered"
-            raise ConfigError(
-                f"invalid config ({source}):\n  {where}.driver: unknown driver"
-                f" {device.driver!r} (known: {names})"
-            )
-        if known[device.driver] is not device.kind:
+        try:
+            spec = driver_spec(device.driver)
+        except DriverLookupError as exc:
+            raise ConfigError(f"invalid config ({source}):\n  {where}.driver: {exc}") from None
+        if spec.kind is not device.kind:
             raise ConfigError(
                 f"invalid config ({source}):\n  {where}.kind: driver {device.driver!r} is for"
-                f" {known[device.driver]}, not {device.kind}"
+                f" {spec.kind}, not {device.kind}"
             )
         try:
-            drivers[device.id] = create_driver(device)
+            drivers[device.id] = spec.factory(device)
         except ValueError as exc:
             # Factories name the bad option ("rate_hz: must be > 0"); put it under its path.
             text = str(exc)

@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from edge.config import create_drivers, load_edge_settings
-from edge.drivers.registry import load_builtin_drivers
 from edge.runtime import EdgeRuntime
 from protocols.settings import ConfigError
 
@@ -24,7 +23,6 @@ def edge_version() -> str:
 
 def run_edge(config: Path | None, *, console: Console) -> int:
     """Run until SIGTERM/SIGINT; refuses to start (exit 2) on an invalid config."""
-    load_builtin_drivers()
     try:
         settings = load_edge_settings(config)
         # Create every driver now: a bad option must stop the start, naming the field.

@@ -17,8 +17,7 @@ import yaml
 
 from cloud.config import CloudSettings
 from edge.config import EdgeSettings
-from edge.drivers.base import create_driver
-from edge.drivers.registry import load_builtin_drivers
+from edge.drivers.registry import create_driver
 from protocols.settings import load_settings
 from tests.conftest import REPO_ROOT
 
@@ -91,7 +90,6 @@ def test_store_configs_parse_down_to_driver_options(
 ) -> None:
     monkeypatch.setenv("STOREGATE_LOCKER_KEY", "ab" * 32)
     config = load_settings(EdgeSettings, path)
-    load_builtin_drivers()
     for device in config.devices:
         driver = create_driver(device)
         assert driver.device == device.id

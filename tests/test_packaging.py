@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import signal
@@ -50,8 +51,14 @@ def cloud_only_modules() -> set[str]:
     return {module for dist in cloud_only for module in IMPORT_NAMES[dist]} | {"cloud"}
 
 
-def test_edge_and_protocols_never_import_cloud_dependencies() -> None:
-    blocked = sorted(cloud_only_modules())
+def edge_blocked_modules() -> set[str]:
+    """What an edge node must run without: the cloud, its libraries, and the simulators
+    (sim-* drivers reach the edge through entry points, never through an edge import)."""
+    return cloud_only_modules() | {"simulators"}
+
+
+def test_edge_and_protocols_never_import_cloud_dependencies_or_simulators() -> None:
+    blocked = sorted(edge_blocked_modules())
     script = textwrap.dedent(
         f"""
         import importlib, importlib.abc, pkgutil, sys
@@ -69,6 +76,10 @@ def test_edge_and_protocols_never_import_cloud_dependencies() -> None:
         from storegate.cli import app
         result = CliRunner().invoke(app, ["edge", "--help"])
         assert result.exit_code == 0, result.output
+        from edge.drivers.registry import BUILTIN_DRIVERS, driver_spec
+        for name in BUILTIN_DRIVERS:  # every real driver loads on a node without them
+            driver_spec(name)
+        assert not BLOCKED & {{name.split(".")[0] for name in sys.modules}}
         print("ok", len(BLOCKED))
         """
     )
@@ -82,6 +93,47 @@ def test_edge_and_protocols_never_import_cloud_dependencies() -> None:
 def test_the_block_list_really_blocks() -> None:
     assert {"fastapi", "sqlalchemy", "influxdb_client", "cloud"} <= cloud_only_modules()
     assert "paho" not in cloud_only_modules()
+    assert "simulators" in edge_blocked_modules()
+
+
+def imported_top_level_packages(source: str) -> set[str]:
+    """Every package a module imports anywhere: at the top, in a function, under
+    TYPE_CHECKING (a relative import stays inside its own package)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_no_edge_source_imports_simulators_or_cloud() -> None:
+    """The static half: catches an import the subprocess check cannot reach (one inside a
+    function, or under TYPE_CHECKING)."""
+    offenders = {}
+    sources = sorted((REPO_ROOT / "edge").rglob("*.py"))
+    assert len(sources) > 30
+    for path in sources:
+        bad = imported_top_level_packages(path.read_text()) & {"simulators", "cloud"}
+        if bad:
+            offenders[str(path.relative_to(REPO_ROOT))] = sorted(bad)
+    assert not offenders, f"edge/ must not import these: {offenders}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from simulators.llrp.world import World",
+        "import simulators.locker.board as board",
+        "def f():\n    from simulators import demo",
+        "if TYPE_CHECKING:\n    import cloud.api",
+    ],
+)
+def test_the_static_check_sees_every_form_of_import(source: str) -> None:
+    assert imported_top_level_packages(source) & {"simulators", "cloud"}
+    not_ours = imported_top_level_packages("from . import simulators\nimport simulation")
+    assert not_ours == {"simulation"}
 
 
 def _storegate(*args: str) -> list[str]:

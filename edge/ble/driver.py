@@ -1,7 +1,5 @@
-"""The BLE scanner driver (`bleak`) and the registration of it and its simulated twin.
-
-The runtime imports this module; importing it registers `bleak` and `sim-ble`.
-"""
+"""The BLE scanner driver (`bleak`). Its simulated twin `sim-ble` (the same driver on a
+simulated radio) lives in simulators/ble/driver.py."""
 
 from __future__ import annotations
 
@@ -29,8 +27,8 @@ from edge.drivers.base import (
     Driver,
     DriverContext,
     DriverSnapshot,
+    DriverSpec,
     Priority,
-    register_driver,
 )
 from protocols.messages import BlePresence, DeviceKind, DriverState
 
@@ -170,7 +168,7 @@ class BleScannerDriver(Driver):
         return values
 
 
-def _options(config: DeviceConfig, model: type[OptionsT]) -> OptionsT:
+def device_options(config: DeviceConfig, model: type[OptionsT]) -> OptionsT:
     try:
         return model.model_validate(config.options)
     except ValidationError as error:
@@ -181,15 +179,7 @@ def _options(config: DeviceConfig, model: type[OptionsT]) -> OptionsT:
 
 
 def create_bleak(config: DeviceConfig) -> Driver:
-    return BleScannerDriver(config.id, _options(config, BleakOptions))
+    return BleScannerDriver(config.id, device_options(config, BleakOptions))
 
 
-def create_sim_ble(config: DeviceConfig) -> Driver:
-    # The simulator is only imported when a config asks for it.
-    from simulators.ble.driver import SimBleDriver, SimBleOptions
-
-    return SimBleDriver(config.id, _options(config, SimBleOptions))
-
-
-register_driver("bleak", DeviceKind.BLE_SCANNER, create_bleak)
-register_driver("sim-ble", DeviceKind.BLE_SCANNER, create_sim_ble)
+BLEAK_DRIVER = DriverSpec(DeviceKind.BLE_SCANNER, create_bleak)

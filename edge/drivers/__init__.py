@@ -1,4 +1,5 @@
-"""Device drivers behind one small interface; simulated devices are just other drivers."""
+"""Device drivers behind one small interface; simulated devices are just other drivers,
+installed from `simulators/` through the `storegate.drivers` entry points."""
 
 from edge.drivers.base import (
     CommandOutcome,
@@ -7,10 +8,15 @@ from edge.drivers.base import (
     DriverContext,
     DriverFactory,
     DriverSnapshot,
+    DriverSpec,
     Priority,
+)
+from edge.drivers.registry import (
+    DriverLookupError,
     create_driver,
     driver_names,
-    register_driver,
+    driver_spec,
+    installed_driver_names,
 )
 
 __all__ = [
@@ -19,9 +25,12 @@ __all__ = [
     "Driver",
     "DriverContext",
     "DriverFactory",
+    "DriverLookupError",
     "DriverSnapshot",
+    "DriverSpec",
     "Priority",
     "create_driver",
     "driver_names",
-    "register_driver",
+    "driver_spec",
+    "installed_driver_names",
 ]

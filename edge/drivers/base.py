@@ -128,30 +128,18 @@ class DeviceConfig(BaseModel):
 
     id: Identifier
     kind: DeviceKind
-    driver: str = Field(description="registered driver name, e.g. llrp, cu16, bleak, sim-rfid")
+    driver: str = Field(description="registered driver name, e.g. llrp, cu16, bleak, sim-llrp")
     options: dict[str, Any] = Field(default_factory=dict, description="driver-specific")
 
 
 DriverFactory = Callable[[DeviceConfig], Driver]
-_REGISTRY: dict[str, tuple[DeviceKind, DriverFactory]] = {}
 
 
-def register_driver(name: str, kind: DeviceKind, factory: DriverFactory) -> None:
-    """Make a driver available to configs under `name`. A factory validates `options`
-    (with its own pydantic model) and raises ValueError naming the bad option."""
-    _REGISTRY[name] = (kind, factory)
+@dataclass(frozen=True, slots=True)
+class DriverSpec:
+    """What the registry needs to know of a driver: the device kind it serves, and the
+    factory that validates `options` (with its own pydantic model) and raises ValueError
+    naming the bad option. Driver modules expose one per driver name."""
 
-
-def driver_names() -> dict[str, DeviceKind]:
-    return {name: kind for name, (kind, _) in _REGISTRY.items()}
-
-
-def create_driver(config: DeviceConfig) -> Driver:
-    try:
-        kind, factory = _REGISTRY[config.driver]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "none registered"
-        raise ValueError(f"unknown driver {config.driver!r} (known: {known})") from None
-    if kind is not config.kind:
-        raise ValueError(f"driver {config.driver!r} is for {kind}, not {config.kind}")
-    return factory(config)
+    kind: DeviceKind
+    factory: DriverFactory

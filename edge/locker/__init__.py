@@ -1,4 +1,5 @@
 """Smart locker banks: CU16 board bus, compartment state machine, offline pickup codes.
 
-The runtime loads `edge.locker.driver`, which registers the `cu16` and `sim-cu16` drivers.
+`edge.locker.driver` is the `cu16` driver; its simulated twin `sim-cu16` lives in
+simulators/drivers/cu16.py.
 """

@@ -1,7 +1,8 @@
 """The locker bank driver: polls CU16 boards, runs the compartments, verifies codes offline.
 
-Registered as `cu16` (a real bus: serial, pty or TCP) and `sim-cu16` (the byte-level
-simulator started in-process on a pty, then driven through the very same code).
+Registered as `cu16` (a real bus: serial, pty or TCP). Its simulated twin `sim-cu16`
+(simulators/drivers/cu16.py) runs the byte-level simulator on a pty and drives it through
+this very code.
 
 Options (`devices[].options` in the edge config)::
 
@@ -35,7 +36,7 @@ from edge.drivers.base import (
     Driver,
     DriverContext,
     DriverSnapshot,
-    register_driver,
+    DriverSpec,
 )
 from protocols import cu16
 from protocols.messages import (
@@ -71,7 +72,7 @@ _MAX_KEYPAD_LINE = 128
 _RECONNECT_MAX_S = 10.0
 
 
-class _CommonOptions(BaseModel):
+class LockerBankOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     boards: list[int] = Field(default=[0], min_length=1, max_length=cu16.MAX_BOARDS)
@@ -94,13 +95,9 @@ class _CommonOptions(BaseModel):
     audit_keep: int = Field(default=4, ge=1)
 
 
-class Cu16Options(_CommonOptions):
+class Cu16Options(LockerBankOptions):
     transport: str
     keypad: str | None = None
-
-
-class SimCu16Options(_CommonOptions):
-    spring_doors: bool = True
 
 
 @dataclass(slots=True)
@@ -127,7 +124,7 @@ class LockerDriver(Driver):
     kind = DeviceKind.LOCKER_BANK
     driver_name = "cu16"
 
-    def __init__(self, device: str, options: _CommonOptions, key: PickupKey | None) -> None:
+    def __init__(self, device: str, options: LockerBankOptions, key: PickupKey | None) -> None:
         super().__init__(device)
         self.options = options
         self._key = key
@@ -541,51 +538,13 @@ class _CommandArgs(BaseModel):
     out: bool = True
 
 
-def _load_key(env_name: str | None) -> PickupKey | None:
+def load_key(env_name: str | None) -> PickupKey | None:
     return PickupKey.from_env(env_name) if env_name else None
 
 
 def create_cu16(config: DeviceConfig) -> LockerDriver:
     options = Cu16Options.model_validate(config.options)
-    return LockerDriver(config.id, options, _load_key(options.codes_key_env))
+    return LockerDriver(config.id, options, load_key(options.codes_key_env))
 
 
-class SimLockerDriver(LockerDriver):
-    """The simulated bank as just another driver: the simulator runs in-process on a real
-    pty (plus a keypad pty), and the driver code above talks to it byte for byte."""
-
-    driver_name = "sim-cu16"
-
-    def __init__(self, device: str, options: SimCu16Options, key: PickupKey | None) -> None:
-        # The simulated bank has no real key to protect; a fresh random one stands in.
-        super().__init__(device, options, key or PickupKey.generate())
-        from simulators.locker.board import LockerBank
-
-        self.bank = LockerBank(
-            options.boards,
-            options.locks_per_board,
-            polarity=options.polarity,
-            unlock_answers=options.unlock_answers,
-            spring_doors=options.spring_doors,
-        )
-
-    async def run(self, ctx: DriverContext) -> None:
-        from simulators.locker.server import LockerSimulator
-
-        self.simulator = LockerSimulator(self.bank)
-        path = await self.simulator.start_pty()
-        self._transport = TransportUrl("pty", path=path)
-        self._keypad = TransportUrl("pty", path=self.simulator.keypad_path)
-        try:
-            await super().run(ctx)
-        finally:
-            await self.simulator.close()
-
-
-def create_sim_cu16(config: DeviceConfig) -> SimLockerDriver:
-    options = SimCu16Options.model_validate(config.options)
-    return SimLockerDriver(config.id, options, _load_key(options.codes_key_env))
-
-
-register_driver("cu16", DeviceKind.LOCKER_BANK, create_cu16)
-register_driver("sim-cu16", DeviceKind.LOCKER_BANK, create_sim_cu16)
+CU16_DRIVER = DriverSpec(DeviceKind.LOCKER_BANK, create_cu16)

@@ -1,4 +1,4 @@
-"""The LLRP reader driver ("llrp") and its simulated twin ("sim-llrp").
+"""The LLRP reader driver ("llrp"; its simulated twin "sim-llrp" is in simulators/drivers).
 
 The driver connects to a reader on TCP 5084, sets it up to report AntennaID, PeakRSSI,
 FirstSeen/LastSeen and TagSeenCount about every read cycle with a ROSpec that keeps
@@ -23,14 +23,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.drivers.base import DeviceConfig, Driver, DriverContext, register_driver
+from edge.drivers.base import DeviceConfig, Driver, DriverContext, DriverSpec
 from edge.rfid.shelf_reader import (
     MAX_BATCH,  # noqa: F401  (re-exported: older callers import it from here)
     MAX_UNSENT,  # noqa: F401
     Backoff,
     ShelfReaderDriver,
-    SimReaderOptions,
-    simulated_world,
 )
 from protocols.ids import Identifier
 from protocols.llrp import (
@@ -584,55 +582,4 @@ def _llrp_factory(config: DeviceConfig) -> Driver:
     return LlrpDriver(config.id, LlrpOptions.model_validate(config.options))
 
 
-register_driver("llrp", DeviceKind.RFID_READER, _llrp_factory)
-
-
-# ---------------------------------------------------------------------- simulated twin
-
-
-class SimLlrpOptions(SimReaderOptions):
-    """sim-llrp: the simulated reader's tag population."""
-
-    inventory: dict[str, Any] = Field(
-        default_factory=dict, description="as llrp's; cycle_ms defaults to the sim's cycle_s"
-    )
-
-
-class SimLlrpDriver(LlrpDriver):
-    """The same driver, talking LLRP over TCP to a simulated reader it starts itself."""
-
-    driver_name = "sim-llrp"
-
-    def __init__(self, device: str, options: SimLlrpOptions) -> None:
-        from simulators.llrp.reader import SimulatedReader
-
-        world = simulated_world(options)
-        self.simulator = SimulatedReader(world, cycle_s=options.cycle_s)
-        super().__init__(
-            device,
-            LlrpOptions(
-                port=1,  # replaced by the simulator's port once it listens
-                antennas=world.shelves(),
-                report_interval_s=options.report_interval_s,
-                presence=options.presence,
-                inventory=InventoryOptions.model_validate(
-                    {"cycle_ms": max(100, round(options.cycle_s * 1000)), **options.inventory}
-                ),
-            ),
-        )
-
-    async def run(self, ctx: DriverContext) -> None:
-        await self.simulator.start()
-        self.port = self.simulator.port
-        try:
-            await super().run(ctx)
-        finally:
-            with contextlib.suppress(Exception):
-                await self.simulator.stop()
-
-
-def _sim_factory(config: DeviceConfig) -> Driver:
-    return SimLlrpDriver(config.id, SimLlrpOptions.model_validate(config.options))
-
-
-register_driver("sim-llrp", DeviceKind.RFID_READER, _sim_factory)
+LLRP_DRIVER = DriverSpec(DeviceKind.RFID_READER, _llrp_factory)

@@ -1,4 +1,4 @@
-"""The Impinj IoT device interface driver ("impinj-iot") and its simulated twin.
+"""The Impinj IoT device interface driver ("impinj-iot"; its twin is in simulators/drivers).
 
 An Impinj R700 (firmware with the "IoT device interface" REST API) streams tag events as
 newline-delimited JSON on `GET /api/v1/data/stream`. The driver checks the reader with
@@ -29,14 +29,12 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edge.drivers.base import DeviceConfig, Driver, DriverContext, register_driver
+from edge.drivers.base import DeviceConfig, Driver, DriverContext, DriverSpec
 from edge.rfid.shelf_reader import (
     NO_RSSI_DBM,
     Backoff,
     ShelfReaderDriver,
-    SimReaderOptions,
     epc_hex,
-    simulated_world,
 )
 from protocols.ids import Identifier
 from protocols.messages import DeviceKind
@@ -260,49 +258,4 @@ def _factory(config: DeviceConfig) -> Driver:
     return ImpinjIotDriver(config.id, ImpinjIotOptions.model_validate(config.options))
 
 
-register_driver("impinj-iot", DeviceKind.RFID_READER, _factory)
-
-
-# ---------------------------------------------------------------------- simulated twin
-
-
-class SimImpinjIotOptions(SimReaderOptions):
-    """sim-impinj-iot: the simulated R700's tag population."""
-
-
-class SimImpinjIotDriver(ImpinjIotDriver):
-    """The same driver, over real HTTP to a simulated R700 it starts on a free port."""
-
-    driver_name = "sim-impinj-iot"
-
-    def __init__(self, device: str, options: SimImpinjIotOptions) -> None:
-        from simulators.rfid_iot.impinj import SimulatedImpinjReader
-
-        world = simulated_world(options)
-        self.simulator = SimulatedImpinjReader(world, cycle_s=options.cycle_s, credentials=None)
-        super().__init__(
-            device,
-            ImpinjIotOptions(
-                base_url="http://127.0.0.1:1",  # replaced once the simulator listens
-                antennas=world.shelves(),
-                username_env=None,
-                report_interval_s=options.report_interval_s,
-                presence=options.presence,
-            ),
-        )
-
-    async def run(self, ctx: DriverContext) -> None:
-        await self.simulator.start()
-        self.base_url = self.simulator.url
-        try:
-            await super().run(ctx)
-        finally:
-            with contextlib.suppress(Exception):
-                await self.simulator.stop()
-
-
-def _sim_factory(config: DeviceConfig) -> Driver:
-    return SimImpinjIotDriver(config.id, SimImpinjIotOptions.model_validate(config.options))
-
-
-register_driver("sim-impinj-iot", DeviceKind.RFID_READER, _sim_factory)
+IMPINJ_IOT_DRIVER = DriverSpec(DeviceKind.RFID_READER, _factory)

@@ -17,9 +17,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from edge.drivers.base import Driver, DriverContext, DriverSnapshot, Priority
 from edge.rfid.presence import PresenceConfig, PresenceEngine
@@ -32,9 +30,6 @@ from protocols.messages import (
     RfidEvents,
     RfidSnapshot,
 )
-
-if TYPE_CHECKING:
-    from simulators.llrp.world import World
 
 MAX_BATCH = 5_000  # the contract's max items/counts per message
 MAX_UNSENT = 1_000  # batches kept while the runtime refuses them; then the oldest go
@@ -218,39 +213,3 @@ class ShelfReaderDriver(Driver):
                 parts=len(parts),
             )
             self._messages_out += 1
-
-
-# ---------------------------------------------------------------------- simulated twins
-
-
-class SimReaderOptions(BaseModel):
-    """Options every simulated reader shares: the tag population and the reporting."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    antennas: int = Field(default=4, ge=1, le=32)
-    items_per_shelf: int = Field(default=20, ge=0, le=5_000)
-    products_per_shelf: int = Field(default=4, ge=1, le=100)
-    read_rate: float = Field(default=0.7, gt=0, le=1)
-    cross_read_rate: float = Field(default=0.3, ge=0, le=1)
-    seed: int = 1
-    cycle_s: float = Field(default=1.0, gt=0)
-    report_interval_s: float = Field(default=2.0, ge=1.0, le=5.0)
-    presence: dict[str, Any] = Field(default_factory=dict)
-
-
-def simulated_world(options: SimReaderOptions) -> World:
-    """The tag population a simulated reader of any protocol reports (imported lazily:
-    simulators are only needed when a config names a sim-* driver)."""
-    from simulators.llrp.world import World, WorldConfig
-
-    return World(
-        WorldConfig(
-            antennas=options.antennas,
-            items_per_shelf=options.items_per_shelf,
-            products_per_shelf=options.products_per_shelf,
-            read_rate=options.read_rate,
-            cross_read_rate=options.cross_read_rate,
-            seed=options.seed,
-        )
-    )

@@ -1,4 +1,4 @@
-"""The Zebra IoT Connector driver ("zebra-iot") and its simulated twin.
+"""The Zebra IoT Connector driver ("zebra-iot"; its simulated twin is in simulators/drivers).
 
 A Zebra fixed reader (FX7500, FX9600, ATR7000) running the IoT Connector publishes its tag
 data events as JSON to an MQTT broker it is configured for; this driver subscribes to that
@@ -32,13 +32,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from edge.drivers.base import DeviceConfig, Driver, DriverContext, register_driver
+from edge.drivers.base import DeviceConfig, Driver, DriverContext, DriverSpec
 from edge.rfid.shelf_reader import (
     NO_RSSI_DBM,
     ShelfReaderDriver,
-    SimReaderOptions,
     epc_hex,
-    simulated_world,
 )
 from protocols.ids import Identifier
 from protocols.messages import DeviceKind
@@ -298,63 +296,4 @@ def _factory(config: DeviceConfig) -> Driver:
     return ZebraIotDriver(config.id, ZebraIotOptions.model_validate(config.options))
 
 
-register_driver("zebra-iot", DeviceKind.RFID_READER, _factory)
-
-
-# ---------------------------------------------------------------------- simulated twin
-
-
-class SimZebraIotOptions(SimReaderOptions):
-    mqtt: MqttSettings = Field(
-        default_factory=MqttSettings, description="a broker both sides reach (the node's own)"
-    )
-    batch_size: int = Field(default=1, ge=1, le=1_000, description="events per MQTT message")
-
-
-class SimZebraIotDriver(ZebraIotDriver):
-    """The same driver, subscribed to a simulated IoT Connector it starts itself, which
-    publishes to a real broker (by default the node's own, 127.0.0.1:1883)."""
-
-    driver_name = "sim-zebra-iot"
-
-    def __init__(self, device: str, options: SimZebraIotOptions) -> None:
-        from simulators.rfid_iot.zebra import SimulatedZebraConnector
-
-        world = simulated_world(options)
-        data_topic = f"storegate-sim/zebra/{device}/data"
-        management_topic = f"storegate-sim/zebra/{device}/mgmt"
-        self.simulator = SimulatedZebraConnector(
-            world,
-            options.mqtt,
-            data_topic=data_topic,
-            management_topic=management_topic,
-            cycle_s=options.cycle_s,
-            batch_size=options.batch_size,
-            client_id=f"storegate-sim-zebra-{device}",
-        )
-        super().__init__(
-            device,
-            ZebraIotOptions(
-                mqtt=options.mqtt,
-                data_topic=data_topic,
-                management_topic=management_topic,
-                antennas=world.shelves(),
-                report_interval_s=options.report_interval_s,
-                presence=options.presence,
-            ),
-        )
-
-    async def run(self, ctx: DriverContext) -> None:
-        self.simulator.start()
-        try:
-            await super().run(ctx)
-        finally:
-            with contextlib.suppress(Exception):
-                await self.simulator.stop()
-
-
-def _sim_factory(config: DeviceConfig) -> Driver:
-    return SimZebraIotDriver(config.id, SimZebraIotOptions.model_validate(config.options))
-
-
-register_driver("sim-zebra-iot", DeviceKind.RFID_READER, _sim_factory)
+ZEBRA_IOT_DRIVER = DriverSpec(DeviceKind.RFID_READER, _factory)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from edge.locker.codes import code_hash
-from edge.locker.driver import SimLockerDriver
 from protocols.messages import Command, CompartmentState, utc_now
+from simulators.drivers.cu16 import SimLockerDriver
 from simulators.llrp.world import World
 from simulators.locker.board import LatchedError
 from simulators.locker.people import Person

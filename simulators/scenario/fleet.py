@@ -10,7 +10,6 @@ from pathlib import Path
 
 import psutil
 
-from edge.drivers.registry import load_builtin_drivers
 from protocols.mqtt import MqttSettings
 from simulators.scenario.model import Scenario
 from simulators.scenario.store import SimulatedStore, StoreStats
@@ -40,7 +39,6 @@ class Fleet:
         self, scenario: Scenario, *, state_dir: Path, mqtt: MqttSettings | None = None
     ) -> None:
         self.scenario = scenario
-        load_builtin_drivers()  # registers sim-llrp, sim-cu16, sim-ble
         self.truth = TruthWriter(scenario.truth) if scenario.truth is not None else None
         mqtt = mqtt or scenario.broker.settings()
         self.stores = [

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import EdgeSettings, OutboxSettings, create_drivers
-from edge.locker.driver import SimLockerDriver
-from edge.rfid.driver import SimLlrpDriver
 from edge.runtime import EdgeRuntime
 from protocols.messages import DeviceKind
 from protocols.mqtt import MqttSettings
+from simulators.drivers.cu16 import SimLockerDriver
+from simulators.drivers.llrp import SimLlrpDriver
 from simulators.scenario.behaviour import LockerPeople, ShelfPeople, cancel_all
 from simulators.scenario.model import Behaviour, Scenario, StoreSection
 from simulators.scenario.truth import TruthWriter

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-import edge.ble.driver  # noqa: F401  (registers the drivers, as the runtime does)
 from edge.ble.driver import BleScannerDriver
-from edge.drivers.base import DeviceConfig, Priority, create_driver, driver_names
+from edge.drivers.base import DeviceConfig, Priority
+from edge.drivers.registry import create_driver, driver_names
 from protocols.messages import BlePresence, DeviceKind, PresenceKind
 from simulators.ble.driver import SimBleDriver, SimBleOptions
 from simulators.ble.truth import ZoneScorer

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from edge.config import EdgeSettings, create_drivers, load_edge_settings
-from edge.drivers.registry import BUILTIN_DRIVER_MODULES, load_builtin_drivers
 from protocols.settings import ConfigError
 from tests.conftest import REPO_ROOT
 from tests.edge.helpers import edge_config, sim_device
@@ -18,7 +17,6 @@ EXAMPLE = REPO_ROOT / "examples" / "edge.yaml"
 
 
 def test_example_config_parses_and_its_drivers_build() -> None:
-    load_builtin_drivers()
     settings = load_edge_settings(EXAMPLE)
     assert (settings.store, settings.node) == ("store-201", "pi-front")
     assert settings.outbox.synchronous == "normal"
@@ -32,12 +30,6 @@ def test_environment_overrides_nested_values(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("STOREGATE_EDGE_OUTBOX__SYNCHRONOUS", "full")
     settings = load_edge_settings(EXAMPLE)
     assert (settings.mqtt.port, settings.outbox.synchronous) == (8883, "full")
-
-
-def test_the_registry_imports_every_existing_builtin_module() -> None:
-    loaded = load_builtin_drivers()
-    assert loaded[0] == "edge.drivers.sim"
-    assert set(loaded) <= set(BUILTIN_DRIVER_MODULES)
 
 
 @pytest.mark.parametrize(
@@ -55,7 +47,6 @@ def test_the_registry_imports_every_existing_builtin_module() -> None:
 def test_invalid_config_names_the_field(
     tmp_path: Path, devices: list[dict[str, object]], overrides: dict[str, object], field: str
 ) -> None:
-    load_builtin_drivers()
     path = edge_config(tmp_path, 1883, devices, **overrides)
     with pytest.raises(ConfigError) as caught:
         create_drivers(load_edge_settings(path))

@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 from edge.config import create_drivers, load_edge_settings
-from edge.drivers.registry import load_builtin_drivers
 from edge.outbox import Outbox
 from edge.runtime import EdgeRuntime
 from protocols.messages import Birth, Death, NodeState, Status
@@ -17,7 +16,6 @@ from tests.servers import MosquittoBroker
 async def test_clean_shutdown_flushes_then_says_death_and_offline(
     tmp_path: Path, mosquitto_broker: MosquittoBroker
 ) -> None:
-    load_builtin_drivers()
     path = edge_config(tmp_path, mosquitto_broker.port, [sim_device(rate_hz=50)])
     settings = load_edge_settings(path)
     runtime = EdgeRuntime(

@@ -24,10 +24,9 @@ import pytest
 from cloud.config import CloudSettings
 from cloud.runtime import CloudRuntime
 from edge.config import create_drivers, load_edge_settings
-from edge.drivers.registry import load_builtin_drivers
-from edge.rfid.driver import SimLlrpDriver
 from edge.rfid.epc import decode_epc
 from edge.runtime import EdgeRuntime
+from simulators.drivers.llrp import SimLlrpDriver
 from simulators.llrp.world import World
 from tests.cloud.cloudproc import OPS_KEY, cloud_config
 from tests.edge.helpers import NODE, STORE, edge_config
@@ -103,7 +102,6 @@ async def cloud(mosquitto_broker: MosquittoBroker, tmp_path: Path) -> AsyncItera
 async def test_shelves_end_to_end(
     cloud: CloudRuntime, mosquitto_broker: MosquittoBroker, tmp_path: Path
 ) -> None:
-    load_builtin_drivers()
     reader = {
         "id": "reader-1",
         "kind": "rfid_reader",

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from edge.drivers.base import DeviceConfig, Priority
-from edge.locker.driver import LockerDriver, SimLockerDriver, create_cu16, create_sim_cu16
+from edge.locker.driver import LockerDriver, create_cu16
 from protocols.messages import CompartmentEvent, DeviceKind, DriverState, Message
+from simulators.drivers.cu16 import SimLockerDriver, create_sim_cu16
 
 KEY_ENV = "STOREGATE_TEST_LOCKER_KEY"
 TEST_KEY_HEX = "8f" * 16 + "11" * 16  # 256 bits, test only

@@ -15,9 +15,10 @@ import pytest
 
 from edge.locker.audit import AuditLog
 from edge.locker.codes import PickupKey, code_hash, keypad_code, qr_payload
-from edge.locker.driver import LockerDriver, SimLockerDriver
+from edge.locker.driver import LockerDriver
 from protocols import cu16
 from protocols.messages import Command, CompartmentFlag, CompartmentState, DriverState, utc_now
+from simulators.drivers.cu16 import SimLockerDriver
 from simulators.locker.board import LockerBank
 from simulators.locker.people import Person
 from simulators.locker.server import LockerSimulator

@@ -1,12 +1,12 @@
-"""The runtime finds the locker drivers by importing edge.locker.driver; bad options fail
-with the option's name."""
+"""The registry finds both locker drivers (cu16 built in, sim-cu16 through its entry
+point); bad options fail with the option's name."""
 
 from __future__ import annotations
 
 import pytest
 
-import edge.locker.driver  # noqa: F401  (registers the drivers, as the runtime does)
-from edge.drivers.base import DeviceConfig, create_driver, driver_names
+from edge.drivers.base import DeviceConfig
+from edge.drivers.registry import create_driver, driver_names
 from protocols.messages import DeviceKind
 from tests.locker.conftest import KEY_ENV, TEST_KEY_HEX
 

@@ -17,9 +17,8 @@ import pytest
 from cloud.config import CloudSettings
 from cloud.runtime import CloudRuntime
 from edge.config import create_drivers, load_edge_settings
-from edge.drivers.registry import load_builtin_drivers
-from edge.locker.driver import SimLockerDriver
 from edge.runtime import EdgeRuntime
+from simulators.drivers.cu16 import SimLockerDriver
 from simulators.locker.people import Person
 from tests.cloud.cloudproc import OPS_KEY, SHOPPER_KEY, STAFF_KEY, cloud_config
 from tests.edge.helpers import edge_config
@@ -146,7 +145,6 @@ async def running_rig(
     cloud = CloudRuntime(CloudSettings(**config))
     await cloud.start()
 
-    load_builtin_drivers()
     edge_dir = tmp_path / "edge"
     edge_dir.mkdir()
     device = {

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from edge.drivers.base import DeviceConfig, Priority, create_driver
-from edge.rfid.driver import InventoryOptions, LlrpDriver, LlrpOptions, SimLlrpDriver
+from edge.drivers.base import DeviceConfig, Priority
+from edge.drivers.registry import create_driver
+from edge.rfid.driver import InventoryOptions, LlrpDriver, LlrpOptions
 from protocols.messages import DeviceKind, DriverState, ItemEventKind, Message, RfidEvents
+from simulators.drivers.llrp import SimLlrpDriver
 from simulators.llrp.reader import SimulatedReader
 from simulators.llrp.world import World, WorldConfig
 

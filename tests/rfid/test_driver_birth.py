@@ -8,7 +8,6 @@ import asyncio
 from pathlib import Path
 
 from edge.config import create_drivers, load_edge_settings
-from edge.drivers.registry import load_builtin_drivers
 from edge.runtime import EdgeRuntime
 from protocols.messages import Birth
 from simulators.llrp.reader import SimulatedReader
@@ -20,7 +19,6 @@ from tests.servers import MosquittoBroker, free_port
 async def test_first_birth_carries_the_reader_model_and_firmware(
     tmp_path: Path, mosquitto_broker: MosquittoBroker
 ) -> None:
-    load_builtin_drivers()
     port = free_port()
     device = {
         "id": "reader-1",

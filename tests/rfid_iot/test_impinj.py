@@ -6,9 +6,11 @@ import time
 
 import pytest
 
-from edge.drivers.base import DeviceConfig, create_driver
-from edge.rfid.impinj import ImpinjIotDriver, ImpinjIotOptions, SimImpinjIotDriver, parse_event
+from edge.drivers.base import DeviceConfig
+from edge.drivers.registry import create_driver
+from edge.rfid.impinj import ImpinjIotDriver, ImpinjIotOptions, parse_event
 from protocols.messages import DeviceKind, DriverState, ItemEventKind
+from simulators.drivers.impinj import SimImpinjIotDriver
 from simulators.llrp.world import World, WorldConfig
 from simulators.rfid_iot.impinj import SimulatedImpinjReader
 from tests.rfid_iot.helpers import FAST, RecordingContext, running, truth_counts, wait_for

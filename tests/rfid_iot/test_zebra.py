@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from edge.drivers.base import DeviceConfig, create_driver
-from edge.rfid.zebra import SimZebraIotDriver, ZebraIotDriver, ZebraIotOptions, parse_tag_events
+from edge.drivers.base import DeviceConfig
+from edge.drivers.registry import create_driver
+from edge.rfid.zebra import ZebraIotDriver, ZebraIotOptions, parse_tag_events
 from protocols.messages import DeviceKind, DriverState, ItemEventKind
 from protocols.mqtt import MqttSettings
+from simulators.drivers.zebra import SimZebraIotDriver
 from simulators.llrp.world import World, WorldConfig
 from simulators.rfid_iot.zebra import SimulatedZebraConnector
 from tests.rfid_iot.helpers import FAST, RecordingContext, running, truth_counts, wait_for

@@ -20,8 +20,8 @@ from edge.drivers.base import (
     Driver,
     DriverContext,
     DriverSnapshot,
+    DriverSpec,
     Priority,
-    register_driver,
 )
 from protocols.ids import Gtin, Identifier
 from protocols.messages import Command, CountDelta, DeviceInfo, DeviceKind, RfidEvents, ShelfCount
@@ -129,4 +129,4 @@ def _factory(config: DeviceConfig) -> SimCounterDriver:
     return SimCounterDriver(config.id, options)
 
 
-register_driver(DRIVER_NAME, DeviceKind.RFID_READER, _factory)
+SIM_COUNTER_DRIVER = DriverSpec(DeviceKind.RFID_READER, _factory)
