@@ -211,9 +211,10 @@ class EdgeRuntime:
         self.forwarder.ready.clear()
 
     def _publish_birth(self) -> int:
-        birth = self.lifecycle.birth(self.bd_seq, self.supervisors.values())
-        self._publish(birth)
-        return birth.seq
+        births = self.lifecycle.birth(self.bd_seq, self.supervisors.values())
+        for part in births:
+            self._publish(part)
+        return births[0].seq
 
     def _publish(self, message: Message, *, retain: bool = False) -> asyncio.Future[None]:
         future = self.uplink.publish(topic_for(message), encode(message), qos=1, retain=retain)
