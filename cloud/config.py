@@ -121,6 +121,12 @@ class IngestSettings(BaseModel):
     )
     resync_min_interval_s: float = Field(default=30.0, ge=0)
     resync_expiry_s: float = Field(default=60.0, gt=0)
+    snapshot_part_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a split snapshot not complete this long after its first part is dropped"
+        " and the node asked to resync",
+    )
     spool_dir: Path | None = Field(
         default=None, description="time-series spool; default: `spool/` in the data dir"
     )

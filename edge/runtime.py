@@ -225,9 +225,10 @@ class EdgeRuntime:
     def _publish_birth(self) -> int:
         # On every connect, on a resync command, and when the cloud's confirmations stall
         # (the forwarder's on_stall, only while connected): it lists what the outbox holds.
-        birth = self.lifecycle.birth(self.bd_seq, self.supervisors.values())
-        self._publish(birth)
-        return birth.seq
+        births = self.lifecycle.birth(self.bd_seq, self.supervisors.values())
+        for part in births:
+            self._publish(part)
+        return births[0].seq
 
     def _publish(self, message: Message, *, retain: bool = False) -> asyncio.Future[None]:
         future = self.uplink.publish(topic_for(message), encode(message), qos=1, retain=retain)

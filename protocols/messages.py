@@ -60,6 +60,10 @@ CountChange = Annotated[int, Field(ge=-INT32_MAX, le=INT32_MAX)]
 """The difference of two counts."""
 PartNumber = Annotated[int, Field(ge=1, le=INT64_MAX)]
 """Which part of a split snapshot, and of how many."""
+SNAPSHOT_ID_DESCRIPTION = (
+    "the same in every part of one snapshot, so parts of different snapshots never mix;"
+    " set whenever parts > 1"
+)
 
 # The history store keeps nanoseconds since 1970 in 64 bits: 1677-09-21 to 2262-04-11.
 # A whole second inside each end leaves room for the sub-microsecond offsets the history
@@ -271,6 +275,12 @@ class Birth(Message):
         default_factory=dict, description="per locker bank"
     )
     zones: list[ZoneOccupancy] = Field(default_factory=list)
+    # A store's shelves do not fit one payload (50,000 items are ~2.5 MB): the birth goes in
+    # numbered parts, the first with everything but shelves beyond it, the others with
+    # shelves only. The cloud replaces the node's state when all parts are in.
+    part: PartNumber = 1
+    parts: PartNumber = 1
+    snapshot_id: MessageId | None = Field(default=None, description=SNAPSHOT_ID_DESCRIPTION)
 
 
 class Death(Message):
@@ -364,6 +374,7 @@ class RfidSnapshot(Message):
     shelves: list[ShelfCount] = Field(default_factory=list, max_length=5_000)
     part: PartNumber = 1
     parts: PartNumber = 1
+    snapshot_id: MessageId | None = Field(default=None, description=SNAPSHOT_ID_DESCRIPTION)
 
     def device(self) -> str:
         return self.reader

@@ -32,6 +32,8 @@ BOUNDS: list[tuple[str, str, int, int]] = [
     ("birth", "streams.0.dropped.0.last", 0, BIGINT_MAX),
     ("committed", "streams.0.seq", 0, BIGINT_MAX),
     ("birth", "shelves.0.count", 0, INTEGER_MAX),
+    ("birth", "part", 1, BIGINT_MAX),
+    ("birth", "parts", 1, BIGINT_MAX),
     ("health", "rss_bytes", 0, BIGINT_MAX),
     ("health", "disk_free_bytes", 0, BIGINT_MAX),
     ("health", "outbox.depth", 0, BIGINT_MAX),

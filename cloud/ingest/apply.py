@@ -31,6 +31,7 @@ from cloud.ingest.faults import Fault, classify, describe
 from cloud.ingest.history import History, HistoryFullError
 from cloud.ingest.registry import Registry
 from cloud.ingest.sequencing import Admission, StreamPosition, admit, on_birth
+from cloud.ingest.staging import PartError, SnapshotKey, SnapshotPart, SnapshotStaging
 from cloud.ingest.unknown import UnknownSources
 from cloud.metrics import CloudMetrics
 from cloud.state import schema
@@ -143,6 +144,7 @@ class StateApplier:
         self._positions: dict[StreamKey, StreamPosition] = {}
         self._nodes: dict[NodeKey, NodeLiveness] = {}
         self.unknown_sources = UnknownSources()
+        self.staging = SnapshotStaging(settings.snapshot_part_timeout_s)
 
     async def apply(self, batch: Sequence[Incoming]) -> BatchOutcome:
         """Apply and commit `batch`; raises `InfrastructureError` if it must be retried.
@@ -220,6 +222,8 @@ class StateApplier:
             raise InfrastructureError(f"time-series spool full: {exc}") from exc
         self._positions.update(work.positions)
         self._nodes.update(work.nodes)
+        for key, expired in work.finished_snapshots.items():
+            self.staging.discard(key, expired=expired)
         work.count_metrics()
         for reason, store, node in work.unknown:
             self.unknown_sources.note(reason, store, node)
@@ -313,6 +317,9 @@ class _Batch:
         self._inventory_changes: dict[str, list[dict[str, Any]]] = {}
         self._dead: list[dict[str, Any]] = []
         self.unknown: list[tuple[str, str, str]] = []  # (reason, store, node), for the log
+        # staged snapshots this batch completed (False) or gave up on (True): they leave
+        # the staging only once the batch committed
+        self.finished_snapshots: dict[SnapshotKey, bool] = {}
         self._health_rows: dict[NodeKey, Health] = {}  # the latest per node
         self._ingested: dict[str, int] = {}
         self._dead_reasons: dict[str, int] = {}
@@ -357,19 +364,21 @@ class _Batch:
         await self._apply(topic, message)
 
     async def _apply(self, topic: NodeTopic, message: Message) -> None:
-        live = await self._apply_core(topic, message)
-        if live is not None:
+        applied = await self._apply_core(topic, message)
+        if applied is not None:
+            live, whole = applied
             for domain in self.applier.domains:
-                await domain.on_message(self.domain_tx, message, live=live)
+                await domain.on_message(self.domain_tx, whole, live=live)
 
-    async def _apply_core(self, topic: NodeTopic, message: Message) -> bool | None:
-        """Apply to the core state; None if the message was not admitted, else whether it
-        is live (not already covered by the latest birth)."""
+    async def _apply_core(self, topic: NodeTopic, message: Message) -> tuple[bool, Message] | None:
+        """Apply to the core state; None if the message was not admitted (or is a part of
+        a snapshot still incomplete), else whether it is live (not already covered by the
+        latest birth) and the message applied (a split snapshot with all its parts)."""
         if isinstance(message, Status):
             # Status is retained and re-sent on every subscribe; bd_seq orders it, not seq.
             await self._status(message)
             self._applied(message)
-            return True
+            return True, message
         key = (message.store, message.node, message.stream)
         position = await self._position(key)
         admission = admit(
@@ -387,6 +396,12 @@ class _Batch:
             self._gave_up += 1
         if admission.gap is not None and topic.channel in RESYNC_CHANNELS:
             await self._resync(message, admission)
+        await self._expire_staged(message)
+        if isinstance(message, Birth | RfidSnapshot) and message.parts > 1:
+            whole = self._stage(message)
+            if whole is None:
+                return None
+            message = whole
         if isinstance(message, Birth):
             await self._birth(message)
         elif isinstance(message, Death):
@@ -404,7 +419,60 @@ class _Batch:
             for row in message.shelves:
                 self._set_count(message, row.shelf, row.gtin, row.count)
         # Lockers, BLE presence and offers are the domains' (cloud/domains.py).
-        return bool(admission.live)
+        return bool(admission.live), message
+
+    def _stage(self, message: SnapshotPart) -> SnapshotPart | None:
+        """The whole snapshot once `message` completes it, else None (it waits staged)."""
+        try:
+            parts = self.applier.staging.add(message)
+        except PartError as exc:
+            log.warning(
+                "%s/%s: %s on %s ignored: %s",
+                message.store,
+                message.node,
+                message.type,
+                message.stream,
+                exc,
+            )
+            self._ignore("bad_snapshot_part")
+            return None
+        if parts is None:
+            return None
+        assert message.snapshot_id is not None  # add() refuses parts without one
+        key = (message.store, message.node, message.stream, message.snapshot_id)
+        self.finished_snapshots[key] = False
+        shelves = [row for part in parts for row in part.shelves]
+        return parts[0].model_copy(update={"shelves": shelves})
+
+    async def _expire_staged(self, message: Message) -> None:
+        """A staged snapshot whose parts did not all come in time: give up on it and ask
+        the node for a new birth (the whole snapshot again, not the missing parts)."""
+        expired = self.applier.staging.expired_for(message.store, message.node)
+        for key, missing in expired:
+            if key in self.finished_snapshots:
+                continue
+            self.finished_snapshots[key] = True
+            self._ignore("snapshot_expired")
+            stream, snapshot_id = key[2], key[3]
+            log.warning(
+                "%s/%s: snapshot %s on %s incomplete after %.0f s (parts %s missing): "
+                "dropped, asking for a resync",
+                message.store,
+                message.node,
+                snapshot_id,
+                stream,
+                self.applier.staging.timeout_s,
+                missing[:20],
+            )
+            await self._request_resync(
+                message,
+                {
+                    "reason": f"snapshot {snapshot_id} on {stream}: parts {missing[:20]} missing",
+                    "stream": stream,
+                    "snapshot_id": snapshot_id,
+                    "missing_parts": missing[:100],
+                },
+            )
 
     def _applied(self, message: Message) -> None:
         self.outcome.applied += 1
@@ -532,6 +600,17 @@ class _Batch:
     async def _resync(self, message: Message, admission: Admission) -> None:
         assert admission.gap is not None
         first, last = admission.gap
+        await self._request_resync(
+            message,
+            {
+                "reason": f"gap on {message.stream}: seq {first}..{last} missing",
+                "stream": message.stream,
+                "missing_from": first,
+                "missing_to": last,
+            },
+        )
+
+    async def _request_resync(self, message: Message, args: dict[str, Any]) -> None:
         t = schema.commands
         now = utc_now()
         last_sent = (
@@ -559,12 +638,6 @@ class _Batch:
                 )
             )
         ).scalar_one() + 1
-        args: dict[str, Any] = {
-            "reason": f"gap on {message.stream}: seq {first}..{last} missing",
-            "stream": message.stream,
-            "missing_from": first,
-            "missing_to": last,
-        }
         command = Command(
             store=message.store,
             node=message.node,

@@ -29,9 +29,11 @@ from protocols.messages import (
     ItemEvent,
     RfidEvents,
     RfidSnapshot,
+    new_message_id,
 )
+from protocols.sizing import MAX_ENTRIES, WORST_CASE_SEQ, split_by_size, split_pair_by_size
 
-MAX_BATCH = 5_000  # the contract's max items/counts per message
+MAX_BATCH = MAX_ENTRIES  # the contract's max items/counts per message; bytes bound them first
 MAX_UNSENT = 1_000  # batches kept while the runtime refuses them; then the oldest go
 NO_RSSI_DBM = -80.0  # a weak default for a read that came without a peak RSSI
 
@@ -185,12 +187,15 @@ class ShelfReaderDriver(Driver):
 
         Batches the runtime could not take (ctx.emit raised) stay queued, in order, and go
         first next time, also after a restart of run(); past MAX_UNSENT the oldest are
-        dropped and counted (the periodic snapshot then repairs the counts)."""
+        dropped and counted (the periodic snapshot then repairs the counts). Batches are
+        cut by encoded size (protocols.sizing), so a report of any number of tags fits."""
         items = self.engine.drain_events()
         counts = self.engine.drain_counts()
-        while items or counts:
-            self._unsent.append((items[:MAX_BATCH], counts[:MAX_BATCH]))
-            items, counts = items[MAX_BATCH:], counts[MAX_BATCH:]
+        if items or counts:
+            envelope = RfidEvents(
+                store=ctx.store, node=ctx.node, seq=WORST_CASE_SEQ, reader=self.device
+            )
+            self._unsent.extend(split_pair_by_size(items, counts, envelope))
         while len(self._unsent) > MAX_UNSENT:
             self._unsent.popleft()
             self.dropped_batches += 1
@@ -202,7 +207,17 @@ class ShelfReaderDriver(Driver):
 
     def _emit_snapshot(self, ctx: DriverContext) -> None:
         shelves = self.engine.shelf_counts()
-        parts = [shelves[i : i + MAX_BATCH] for i in range(0, len(shelves), MAX_BATCH)] or [[]]
+        snapshot_id = new_message_id()
+        envelope = RfidSnapshot(
+            store=ctx.store,
+            node=ctx.node,
+            seq=WORST_CASE_SEQ,
+            reader=self.device,
+            part=WORST_CASE_SEQ,
+            parts=WORST_CASE_SEQ,
+            snapshot_id=snapshot_id,
+        )
+        parts = split_by_size(shelves, envelope)
         for number, part in enumerate(parts, 1):
             ctx.emit(
                 RfidSnapshot,
@@ -211,5 +226,6 @@ class ShelfReaderDriver(Driver):
                 shelves=part,
                 part=number,
                 parts=len(parts),
+                snapshot_id=snapshot_id if len(parts) > 1 else None,
             )
             self._messages_out += 1

@@ -160,7 +160,7 @@ def test_the_birth_tells_the_cloud_what_the_outbox_holds_and_dropped(tmp_path: P
     _append(box, "ack", Priority.CONTROL)
     box.drop(box.pending(0, 100)[3].id, "test")  # rfid seq 4
     box.confirm({"rfid/r1": 2, "ack": 1})
-    birth = Lifecycle("s1", "n1", "1.0", box).birth(1, [])
+    [birth] = Lifecycle("s1", "n1", "1.0", box).birth(1, [])
     streams = {p.stream: p for p in birth.streams}
     assert (streams["rfid/r1"].seq, streams["rfid/r1"].kept_from) == (6, 3)
     assert [(r.first, r.last) for r in streams["rfid/r1"].dropped] == [(4, 4)]
