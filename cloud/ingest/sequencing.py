@@ -58,6 +58,12 @@ def admit(
     an older seq arriving late is stale.
     """
     hw = position.hw
+    if hw is None and not newest_only:
+        # A stream we know nothing of (no message, no birth yet) starts at 1: what came
+        # before the first seq we see is still in the edge's outbox and will be resent (or
+        # its birth says it is gone). Taking that first seq as the position would confirm
+        # everything below it to the edge, which would then delete what we never had.
+        hw = position.hw = 0
     marks = position.marks
     if (hw is not None and seq <= hw) or seq in marks:
         return _DUPLICATE
@@ -111,6 +117,10 @@ def on_birth(
     position.birth_seq = announced
     position.skips = sorted((first, last) for first, last in dropped if first <= last)
     if position.hw is None:
+        # The first we hear of the stream. An edge that says what it holds resends it from
+        # `kept_from`; an older one resends nothing it had PUBACKed.
+        position.hw = announced if kept_from is None else min(announced, kept_from - 1)
+        _absorb(position)
         return
     if kept_from is None:
         if not position.marks or min(position.marks) - 1 > announced:

@@ -16,12 +16,37 @@ EXAMPLE = REPO_ROOT / "examples" / "cloud.yaml"
 
 def test_in_order_then_duplicates() -> None:
     position = StreamPosition()
-    assert not admit(position, 5, window=8).duplicate  # first seen starts the stream
-    assert not admit(position, 6, window=8).duplicate
-    assert admit(position, 6, window=8).duplicate
+    assert not admit(position, 1, window=8).duplicate
+    assert not admit(position, 2, window=8).duplicate
     assert admit(position, 2, window=8).duplicate
-    assert position.hw == 6
+    assert admit(position, 1, window=8).duplicate
+    assert position.hw == 2
     assert not position.marks
+
+
+def test_an_unknown_stream_starts_at_one_not_at_the_first_seq_seen() -> None:
+    """A new ingestor that catches the tail of a resend (the head went to a broker with no
+    subscriber yet) must not confirm the head to the edge, which would delete it."""
+    position = StreamPosition()
+    admission = admit(position, 231, window=1024)
+    assert admission.gap == (1, 230)
+    assert position.hw == 0  # what the commit mark says: nothing confirmed yet
+    for seq in range(232, 301):
+        admit(position, seq, window=1024)
+    assert position.hw == 0
+    for seq in range(1, 231):  # the edge resends what stays unconfirmed
+        assert not admit(position, seq, window=1024).duplicate
+    assert position.hw == 300
+    assert not position.marks
+
+
+def test_a_first_birth_sets_the_position_from_what_the_edge_holds() -> None:
+    position = StreamPosition()
+    on_birth(position, 300, kept_from=101)
+    assert position.hw == 100  # 101..300 will be resent
+    older = StreamPosition()
+    on_birth(older, 300)  # an edge older than commit marks resends nothing it sent
+    assert older.hw == 300
 
 
 def test_gap_marks_fold_back_when_filled() -> None:
