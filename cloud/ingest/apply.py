@@ -113,6 +113,9 @@ class BatchOutcome:
     committed: dict[StreamKey, int] = field(default_factory=dict)
 
 
+_LATE_PART = Admission(duplicate=False, live=True)
+
+
 class InfrastructureError(Exception):
     """Storage or spool unavailable: retry the whole batch later, ack nothing."""
 
@@ -389,8 +392,13 @@ class _Batch:
             newest_only=message.stream in LIFECYCLE_STREAMS,
         )
         if admission.duplicate:
-            self.outcome.duplicates += 1
-            return None
+            # Births keep only the newest seq, but a late part of a split birth still being
+            # assembled is not stale: it completes that birth.
+            late_part = isinstance(message, Birth) and self.applier.staging.waits_for(message)
+            if not late_part:
+                self.outcome.duplicates += 1
+                return None
+            admission = _LATE_PART
         self._applied(message)
         if admission.gave_up:
             self._gave_up += 1

@@ -63,7 +63,8 @@ def admit(
         # before the first seq we see is still in the edge's outbox and will be resent (or
         # its birth says it is gone). Taking that first seq as the position would confirm
         # everything below it to the edge, which would then delete what we never had.
-        hw = position.hw = 0
+        # (Edges number from 1; a stream that does start at 0 is in order from -1.)
+        hw = position.hw = 0 if seq > 0 else -1
     marks = position.marks
     if (hw is not None and seq <= hw) or seq in marks:
         return _DUPLICATE

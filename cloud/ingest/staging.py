@@ -60,6 +60,15 @@ class SnapshotStaging:
     def __len__(self) -> int:
         return len(self._staged)
 
+    def waits_for(self, message: SnapshotPart) -> bool:
+        """Whether `message` is a part of a snapshot being staged that has not come yet."""
+        if message.parts == 1 or message.snapshot_id is None:
+            return False
+        staged = self._staged.get(
+            (message.store, message.node, message.stream, message.snapshot_id)
+        )
+        return staged is not None and message.part not in staged.received
+
     def add(self, message: SnapshotPart, now: float | None = None) -> list[SnapshotPart] | None:
         """Stage `message`; all parts of its snapshot in order once it completes them."""
         if message.parts == 1:
