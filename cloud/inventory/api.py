@@ -26,6 +26,7 @@ from cloud.config import Role
 from cloud.context import CloudContext
 from cloud.inventory.evaluate import alert_data
 from cloud.inventory.rules import AlertState, AlertType
+from cloud.inventory.stock import available_to_sell, reserved_by_store
 from cloud.inventory.tables import inventory_alerts, planograms, reorder_points
 from cloud.state import schema
 from cloud.state.db import upsert
@@ -109,16 +110,14 @@ class AlertPage(BaseModel):
     next_before: int | None = Field(description="pass as `before` for the next (older) page")
 
 
-def available_to_sell(on_hand: int, safety_stock: int) -> int:
-    """What the online channel may promise: on hand minus the safety stock, never below 0."""
-    return max(0, on_hand - safety_stock)
-
-
 class StoreStock(BaseModel):
     store: str
     on_hand: int = Field(description="items on the store's shelves, as RFID counts them")
+    reserved: int = Field(description="units promised to open online orders, still on shelves")
     safety_stock: int
-    available: int = Field(description="what the webshop may sell: on hand - safety stock")
+    available: int = Field(
+        description="what the webshop may sell: on hand - reserved - safety stock, never < 0"
+    )
     shelves: int = Field(description="shelves holding the GTIN")
     updated_at: ApiTimestamp | None
 
@@ -401,7 +400,8 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         cloud: CloudContext, principal: Principal, gtins: list[str], stores: list[str] | None
     ) -> list[GtinAvailability]:
         """The one definition of what the online channel may sell, for every availability
-        route: per store, on hand minus the store's safety stock, never below 0."""
+        route: per store, on hand - reserved - the store's safety stock, never below 0
+        (cloud/inventory/stock.py)."""
         t = schema.inventory
         query = (
             select(
@@ -419,18 +419,21 @@ def create_router(domain: InventoryDomain) -> APIRouter:
             query = query.where(t.c.store_id.in_(stores))
         async with cloud.engine.connect() as connection:
             rows = (await connection.execute(query)).all()
+            reserved = await reserved_by_store(connection, gtins)
         per_gtin: dict[str, list[StoreStock]] = {g: [] for g in gtins}
         for row in rows:
             if not principal.may_see(row.store_id):
                 continue
             on_hand = int(row.on_hand)
+            held = reserved.get((row.store_id, row.gtin), 0)
             safety = options.availability.safety_for(row.store_id)
             per_gtin[row.gtin].append(
                 StoreStock(
                     store=row.store_id,
                     on_hand=on_hand,
+                    reserved=held,
                     safety_stock=safety,
-                    available=available_to_sell(on_hand, safety),
+                    available=available_to_sell(on_hand, held, safety),
                     shelves=int(row.shelves),
                     updated_at=row.updated_at,
                 )
@@ -455,8 +458,9 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         gtins: Annotated[str, Query(description="comma-separated GTIN-14s")],
         stores: Annotated[str | None, Query(description="comma-separated store ids")] = None,
     ) -> BulkAvailability:
-        """What the webshop may sell per GTIN and store: on hand minus a safety stock, so
-        it never sells the last unit the shelf cannot find."""
+        """What the webshop may sell per GTIN and store: on hand minus what open orders
+        reserved minus a safety stock, so it never sells a unit twice or the last unit the
+        shelf cannot find."""
         wanted = list(dict.fromkeys(g.strip() for g in gtins.split(",") if g.strip()))
         if not wanted:
             raise ApiError(422, "invalid_request", "gtins: give at least one GTIN")
