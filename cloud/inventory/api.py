@@ -8,10 +8,11 @@ announces the alert changes on the live bus after the commit.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,6 +26,7 @@ from cloud.bus import Change
 from cloud.config import Role
 from cloud.context import CloudContext
 from cloud.inventory.evaluate import alert_data
+from cloud.inventory.feed import feed_rows, render
 from cloud.inventory.rules import AlertState, AlertType
 from cloud.inventory.stock import available_to_sell, reserved_by_store
 from cloud.inventory.tables import inventory_alerts, planograms, reorder_points
@@ -479,6 +481,39 @@ def create_router(domain: InventoryDomain) -> APIRouter:
             for s in store_filter:
                 principal.check_store(s)
         return BulkAvailability(items=await stock(cloud, principal, wanted, store_filter))
+
+    @router.get(
+        "/feeds/local-inventory",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "Google Merchant Center local inventory feed: a tab-delimited"
+                " file (`format=tsv`) or JSON lines (`format=jsonl`)",
+                "content": {"text/tab-separated-values": {}, "application/x-ndjson": {}},
+            }
+        },
+    )
+    async def local_inventory_feed(
+        principal: Shopping,
+        cloud: Cloud,
+        format: Annotated[Literal["tsv", "jsonl"], Query()] = "tsv",
+        stores: Annotated[str | None, Query(description="comma-separated store ids")] = None,
+    ) -> StreamingResponse:
+        """Every (store, GTIN) the stores have counted, with what the webshop may sell
+        there (docs/inventory.md, "Local inventory feed")."""
+        store_filter = None
+        if stores is not None:
+            store_filter = sorted({s.strip() for s in stores.split(",") if s.strip()})
+            for s in store_filter:
+                principal.check_store(s)
+        rows = feed_rows(cloud.engine, options, principal.may_see, store_filter)
+        media = "text/tab-separated-values" if format == "tsv" else "application/x-ndjson"
+        name = f"local-inventory.{format}"
+        return StreamingResponse(
+            render(rows, format),
+            media_type=f"{media}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     return router
 
