@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
-from cloud.domains import Domain, DomainTx
+from cloud.domains import Domain, DomainContext, DomainTx
 from cloud.inventory.config import InventoryOptions, parse_options
 from cloud.inventory.evaluate import AlertEvaluator, changed_counts
+from cloud.inventory.webhooks import LevelWebhookSender, load_secret
 from protocols.messages import Birth, ItemEventKind, Message, RfidEvents, RfidSnapshot
 
 if TYPE_CHECKING:
@@ -57,8 +58,15 @@ class RecentEpcs:
 class InventoryDomain(Domain):
     name = "inventory"
 
-    def __init__(self, options: InventoryOptions) -> None:
+    def __init__(self, options: InventoryOptions, webhook_secret: bytes | None = None) -> None:
         self.options = options
+        self.webhooks: LevelWebhookSender | None = None
+        if options.webhook is not None:
+            if webhook_secret is None:
+                raise ValueError("webhook: no signing key")
+            self.webhooks = LevelWebhookSender(
+                options.webhook, options.availability.safety_for, webhook_secret
+            )
         self.recent = RecentEpcs(options.recent_epcs)
         self.evaluator = AlertEvaluator(options, self.recent.get)
         # stores whose shelves a birth or snapshot replaced in the current batch: rows it
@@ -99,6 +107,16 @@ class InventoryDomain(Domain):
 
         return create_router(self)
 
+    async def start(self, context: DomainContext) -> None:
+        if self.webhooks is not None:
+            self.webhooks.start(context.engine, context.bus)
+
+    async def stop(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.stop()
+
 
 def create_domain(settings: CloudSettings, options: dict[str, Any]) -> InventoryDomain:
-    return InventoryDomain(parse_options(options))
+    parsed = parse_options(options)
+    secret = load_secret(parsed.webhook) if parsed.webhook is not None else None
+    return InventoryDomain(parsed, secret)

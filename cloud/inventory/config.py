@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
 
 from protocols.ids import Gtin, Identifier
 
@@ -88,6 +88,40 @@ class LocalFeedOptions(BaseModel):
         return method, None if method == "not supported" else sla
 
 
+class LevelWebhookOptions(BaseModel):
+    """Inventory-level webhooks (cloud/inventory/webhooks.py): the online channel hears when
+    what a store may sell changes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl
+    secret_env: str = Field(
+        min_length=1,
+        description="NAME of the env var holding the HMAC-SHA256 key that signs every POST"
+        " (X-Storegate-Signature); the key itself is never in a file",
+    )
+    debounce_s: float = Field(
+        default=0.5, ge=0, le=60, description="changes this close go out in one POST"
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    levels_per_post: int = Field(default=500, ge=1, le=10_000)
+    reconcile_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="how often every level is compared with what was last sent (catches"
+        " what no change announced: a replaced snapshot, a failed delivery, a restart)",
+    )
+    max_pending: int = Field(
+        default=100_000,
+        ge=1,
+        description="changed (store, GTIN) keys waiting; beyond it the next round compares"
+        " every level instead",
+    )
+
+
 class InventoryOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -104,6 +138,7 @@ class InventoryOptions(BaseModel):
     reorder_points: list[DefaultReorderPoint] = Field(default_factory=list)
     availability: AvailabilityOptions = Field(default_factory=AvailabilityOptions)
     local_feed: LocalFeedOptions = Field(default_factory=LocalFeedOptions)
+    webhook: LevelWebhookOptions | None = None
     recent_epcs: int = Field(
         default=5, ge=0, le=100, description="EPCs kept per (shelf, GTIN) for alert details"
     )

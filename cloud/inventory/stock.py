@@ -21,12 +21,12 @@ it). The GTIN order keeps two multi-line orders from deadlocking.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, true, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud.inventory.tables import reserved_stock, stock_reservations
@@ -192,3 +192,70 @@ async def _lock_counters(connection: AsyncConnection, store: str, gtins: list[st
                 index_elements=[c.c.store_id, c.c.gtin], set_={"reserved": c.c.reserved}
             )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One (store, GTIN) in the one model."""
+
+    on_hand: int
+    reserved: int
+    safety_stock: int
+    available: int
+    updated_at: datetime | None
+
+
+Key = tuple[str, str]  # (store, GTIN)
+_KEYS_PER_QUERY = 500
+
+
+async def levels(
+    connection: AsyncConnection,
+    safety_for: Callable[[str], int],
+    *,
+    keys: Iterable[Key] | None = None,
+    stores: Iterable[str] | None = None,
+) -> dict[Key, Level]:
+    """The model's figures for the given keys, or every GTIN of the given stores, or (both
+    None) everything the stores ever counted or reserved."""
+    t, c = schema.inventory, reserved_stock
+    counted = select(
+        t.c.store_id,
+        t.c.gtin,
+        func.sum(t.c["count"]).label("on_hand"),
+        func.max(t.c.updated_at).label("updated_at"),
+    ).group_by(t.c.store_id, t.c.gtin)
+    held = select(c.c.store_id, c.c.gtin, c.c.reserved)
+    on_hand: dict[Key, tuple[int, datetime | None]] = {}
+    reserved: dict[Key, int] = {}
+
+    async def read(where_counted: Any, where_held: Any) -> None:
+        for row in await connection.execute(counted.where(where_counted)):
+            on_hand[(row.store_id, row.gtin)] = (max(0, int(row.on_hand)), row.updated_at)
+        for store, gtin, units in await connection.execute(held.where(where_held)):
+            reserved[(store, gtin)] = int(units)
+
+    if keys is not None:
+        wanted = sorted(set(keys))
+        for start in range(0, len(wanted), _KEYS_PER_QUERY):
+            chunk = wanted[start : start + _KEYS_PER_QUERY]
+            await read(
+                tuple_(t.c.store_id, t.c.gtin).in_(chunk), tuple_(c.c.store_id, c.c.gtin).in_(chunk)
+            )
+        found = set(wanted)
+    else:
+        if stores is not None:
+            names = sorted(set(stores))
+            await read(t.c.store_id.in_(names), c.c.store_id.in_(names))
+        else:
+            await read(true(), true())
+        found = set(on_hand) | set(reserved)
+    out = {}
+    for key in found:
+        count, updated_at = on_hand.get(key, (0, None))
+        held_units = reserved.get(key, 0)
+        safety = safety_for(key[0])
+        out[key] = Level(
+            count, held_units, safety, available_to_sell(count, held_units, safety), updated_at
+        )
+    return out

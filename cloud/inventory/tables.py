@@ -82,3 +82,16 @@ reserved_stock = Table(
     Column("gtin", GTIN, primary_key=True),
     Column("reserved", Integer, nullable=False),
 )
+# What the inventory-level webhook last delivered per (store, GTIN) (cloud/inventory/
+# webhooks.py): a level is sent when it differs from this row, so nothing depends on every
+# change being announced, and a restart resends only what the receiver has not seen.
+levels_sent = Table(
+    "inventory_levels_sent",
+    metadata,
+    Column("store_id", ID, primary_key=True),
+    Column("gtin", GTIN, primary_key=True),
+    Column("on_hand", Integer, nullable=False),
+    Column("reserved", Integer, nullable=False),
+    Column("available", Integer, nullable=False),
+    Column("sent_at", TS, nullable=False),
+)

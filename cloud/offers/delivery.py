@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import queue
@@ -33,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cloud.bus import Change, LiveBus
 from cloud.offers import tables
 from cloud.offers.options import OffersOptions, WebhookOptions
+from cloud.signing import signature
 from protocols.messages import utc_now
 from protocols.mqtt import MqttSettings, new_client
 from protocols.topics import OFFERS_LEVEL, SHOPPER_LEVEL, TOPIC_PREFIX
@@ -158,10 +157,6 @@ class DeliveryListener:
                 await self._task
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 class WebhookSender:

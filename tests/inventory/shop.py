@@ -38,6 +38,7 @@ def bearer(key: str) -> dict[str, str]:
 class Shop:
     harness: StateHarness
     http: httpx.AsyncClient
+    bus: LiveBus
     birth_seq: int = 0
 
     async def shelves(self, **counts: int) -> None:
@@ -62,6 +63,8 @@ class Shop:
             )
         )
         assert outcome.dead_lettered == 0
+        for change in outcome.changes:  # as the consumer does after the commit
+            self.bus.publish(change)
 
     async def order(self, *lines: tuple[str, int]) -> httpx.Response:
         return await self.http.post(
@@ -123,6 +126,6 @@ async def open_shop(
     app = create_app(context, routers=[inventory.router(), lockers.router()])
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as http:
-        yield Shop(harness, http)
+        yield Shop(harness, http, bus)
     await lockers.stop()
     await harness.close()

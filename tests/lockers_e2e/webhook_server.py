@@ -14,6 +14,8 @@ class Received:
     status: int
     delivery: str | None
     body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes = b""
 
 
 @dataclass
@@ -43,7 +45,9 @@ class WebhookServer:
             status = 503 if self.fail_next > 0 else 204
             self.fail_next = max(0, self.fail_next - 1)
             self.received.append(
-                Received(status, headers.get("x-storegate-delivery"), json.loads(body))
+                Received(
+                    status, headers.get("x-storegate-delivery"), json.loads(body), headers, body
+                )
             )
             reason = "Service Unavailable" if status == 503 else "No Content"
             reply = f"HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n"

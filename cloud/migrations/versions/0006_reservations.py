@@ -1,4 +1,5 @@
-"""Inventory: stock reserved by open online orders (available = on hand - reserved - safety).
+"""Inventory: stock reserved by open online orders (available = on hand - reserved - safety),
+and the levels the inventory-level webhook last delivered.
 
 Revision ID: 0006
 Revises: 0003
@@ -35,8 +36,18 @@ def upgrade() -> None:
         sa.Column("gtin", GTIN, primary_key=True),
         sa.Column("reserved", sa.Integer, nullable=False),
     )
+    op.create_table(
+        "inventory_levels_sent",
+        sa.Column("store_id", ID, primary_key=True),
+        sa.Column("gtin", GTIN, primary_key=True),
+        sa.Column("on_hand", sa.Integer, nullable=False),
+        sa.Column("reserved", sa.Integer, nullable=False),
+        sa.Column("available", sa.Integer, nullable=False),
+        sa.Column("sent_at", TS, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("inventory_levels_sent")
     op.drop_table("reserved_stock")
     op.drop_table("stock_reservations")
