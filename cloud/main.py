@@ -39,7 +39,8 @@ def run_cloud(
             "[red]refusing to start with secrets anyone can know or guess:[/]\n  "
             + "\n  ".join(escape(problem) for problem in problems)
             + "\nreplace them (docs/security.md), or pass --insecure-allow-demo-secrets"
-            " for a demo or a test"
+            " for a demo or a test",
+            soft_wrap=True,  # one line per key, whatever the terminal's width
         )
         return 2
     for problem in problems:

@@ -140,7 +140,7 @@ def run_cloud_command(
         [sys.executable, "-m", "storegate", "cloud", "-c", str(config), *flags],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=20,  # a refusal takes well under a second; a cloud that starts would run on
         env=env,
         cwd=config.parent,
     )
