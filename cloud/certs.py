@@ -52,6 +52,7 @@ class CertsReport:
 
     created: list[Path] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)
+    stale: list[Path] = field(default_factory=list)  # signed by a replaced CA, not re-issued
 
 
 def _now() -> dt.datetime:
@@ -204,15 +205,19 @@ def make_certs(
     *,
     broker_names: Sequence[str],
     stores: Sequence[str],
+    clients: Sequence[str] = (),
     new_ca: bool = False,
     days: int = LEAF_DAYS,
 ) -> CertsReport:
-    """Create or complete the certificate directory (see the module's docstring)."""
+    """Create or complete the certificate directory (see the module's docstring).
+
+    `clients` are other broker logins that get a client certificate like a store's (a
+    second ingestor replica, an operator's tool)."""
     if not broker_names:
         raise CertsError("the broker certificate needs at least one host name or IP address")
-    for store in stores:
-        if not is_identifier(store) or store in (CA_NAME, BROKER_NAME, CLOUD_NAME):
-            raise CertsError(f"store id {store!r} cannot name a certificate")
+    for name in [*stores, *clients]:
+        if not is_identifier(name) or name in (CA_NAME, BROKER_NAME, CLOUD_NAME):
+            raise CertsError(f"{name!r} cannot name a client certificate")
     if not directory.exists():
         directory.mkdir(parents=True, mode=0o700)
     report = CertsReport()
@@ -230,7 +235,7 @@ def make_certs(
     wanted: list[tuple[str, Sequence[str]]] = [
         (BROKER_NAME, broker_names),
         (CLOUD_NAME, ()),
-        *((store, ()) for store in stores),
+        *((name, ()) for name in dict.fromkeys([*stores, *clients])),
     ]
     for name, server_names in wanted:
         cert_path = directory / f"{name}.crt"
@@ -243,4 +248,12 @@ def make_certs(
         _write_key(directory / f"{name}.key", key)
         _write_cert(cert_path, cert)
         report.created.append(cert_path)
+    issued = {directory / f"{name}.crt" for name, _ in wanted} | {directory / f"{CA_NAME}.crt"}
+    for other in sorted(set(directory.glob("*.crt")) - issued):
+        try:
+            good = _still_good(_load_pair(directory, other.stem), ca[0], ())
+        except (CertsError, ValueError):  # not a pair this command wrote
+            good = False
+        if not good:
+            report.stale.append(other)
     return report

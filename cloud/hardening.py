@@ -9,7 +9,8 @@ terminal and into logs.
 API keys are stored as sha256 hashes, so their length cannot be measured: they are compared
 with the hashes of the known demo keys. Plaintext secrets (broker password, InfluxDB token,
 the database URL's password, the metrics key, webhook and session secrets) are checked for
-known values, `change-me` and an estimated strength below 128 bits.
+known values, `change-me` and an estimated strength below 128 bits. A TLS connection to the
+broker that skips the check of the broker's name is refused too.
 """
 
 from __future__ import annotations
@@ -114,6 +115,11 @@ def insecure_secrets(settings: CloudSettings) -> list[str]:
         for key in settings.api.keys
         if key.sha256 in _KNOWN_DEMO_HASHES
     ]
+    if settings.mqtt.tls is not None and settings.mqtt.tls.insecure_skip_verify:
+        problems.append(
+            "mqtt.tls.insecure_skip_verify: the broker's certificate name is not checked,"
+            " so anyone with a certificate from its CA can pose as the broker"
+        )
     for location, secret in _plaintext_secrets(settings):
         problem = secret_problem(secret)
         if problem is not None:

@@ -166,6 +166,14 @@ def certs(
         list[str] | None,
         typer.Option("--store", help="Issue a client certificate for this store (repeatable)."),
     ] = None,
+    client: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--client",
+            help="Issue a client certificate for another broker login, e.g. a second"
+            " ingestor replica (repeatable; CN = the login).",
+        ),
+    ] = None,
     new_ca: Annotated[
         bool,
         typer.Option(
@@ -182,7 +190,14 @@ def certs(
 
     hosts = broker_host or ["mosquitto", "localhost", "127.0.0.1"]
     try:
-        report = make_certs(out, broker_names=hosts, stores=store or [], new_ca=new_ca, days=days)
+        report = make_certs(
+            out,
+            broker_names=hosts,
+            stores=store or [],
+            clients=client or [],
+            new_ca=new_ca,
+            days=days,
+        )
     except CertsError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
@@ -190,6 +205,11 @@ def certs(
         console.print(f"created {path} (key {path.with_suffix('.key').name}, mode 0600)")
     for path in report.kept:
         console.print(f"kept    {path}")
+    for path in report.stale:
+        console.print(
+            f"[yellow]stale   {path}: not signed by this CA or expiring; name it again to"
+            " re-issue it[/]"
+        )
 
 
 @app.command()

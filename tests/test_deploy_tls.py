@@ -184,7 +184,19 @@ def test_certs_runs_again_without_replacing_the_ca_unless_asked(tmp_path: Path) 
     assert {n: b for n, b in second.items() if n in first} == first  # nothing re-issued
     assert set(second) - set(first) == {"store-002.crt", "store-002.key"}
     assert re.search(r"kept\s+\S+ca\.crt", again)
-    storegate_certs(out, "--store", "store-001", "--new-ca")
+    # other broker names: only the broker's certificate is re-issued
+    storegate_certs(out, "--store", "store-001", "--broker-host", "mqtt.example.com")
+    renamed = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {n for n in second if renamed[n] != second[n]} == {"broker.crt", "broker.key"}
+    broker = x509.load_pem_x509_certificate(renamed["broker.crt"])
+    sans = broker.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(name.value) for name in sans] == ["mqtt.example.com"]
+    renewed = storegate_certs(out, "--store", "store-001", "--client", "ingest-2", "--new-ca")
     third = {p.name: p.read_bytes() for p in out.iterdir()}
     changed = {n for n in first if third[n] != first[n]}
     assert changed == set(first)  # a new CA: every certificate and key re-issued
+    assert {"ingest-2.crt", "ingest-2.key"} <= set(third)
+    # store-002 was not named again: still signed by the old CA, and said so
+    assert third["store-002.crt"] == second["store-002.crt"]
+    assert re.search(r"stale\s+\S+store-002\.crt", renewed)
+    assert "stale" not in again

@@ -95,6 +95,18 @@ def test_the_influxdb_token_is_checked(tmp_path: Path) -> None:
     ]
 
 
+def test_a_tls_connection_that_does_not_check_the_broker_is_refused(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("not read by the check")
+    tls = {"ca_file": str(ca), "insecure_skip_verify": True}
+    assert insecure_secrets(settings(tmp_path, **{"mqtt.tls": tls})) == [
+        "mqtt.tls.insecure_skip_verify: the broker's certificate name is not checked, so anyone"
+        " with a certificate from its CA can pose as the broker"
+    ]
+    checked = {"ca_file": str(ca)}
+    assert insecure_secrets(settings(tmp_path, **{"mqtt.tls": checked})) == []
+
+
 def test_strength_is_length_times_the_bits_of_the_smallest_alphabet() -> None:
     assert estimated_bits("0" * 32) == pytest.approx(32 * 3.3219, rel=1e-3)  # digits only
     assert estimated_bits("ab" * 16) == 128  # 32 lowercase hex: exactly enough
