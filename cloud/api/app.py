@@ -124,7 +124,10 @@ def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAP
     @app.get(
         "/metrics",
         tags=["ops"],
-        responses={401: {"description": "`api.metrics_key` is set and was not sent"}},
+        responses={
+            401: {"description": "`api.metrics_key` is set and was not sent"},
+            429: {"description": "too many failed authentications from this client"},
+        },
     )
     async def metrics(
         request: Request, _bearer: BearerCredentials = None, _header: HeaderKey = None
