@@ -178,6 +178,11 @@ class ApiSettings(BaseModel):
         ge=16,
         description="client IPs and keys whose failures are remembered (each table)",
     )
+    metrics_key: SecretStr | None = Field(
+        default=None,
+        description="when set, /metrics answers only `Authorization: Bearer <key>` (or"
+        " X-API-Key); default: public, for a scraper on a private network",
+    )
 
 
 class CloudSettings(FileSettings):

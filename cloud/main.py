@@ -9,8 +9,10 @@ import signal
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from cloud.config import DATA_DIR_ENV, load_cloud_settings
+from cloud.hardening import insecure_secrets
 from cloud.inventory.config import parse_options as parse_inventory_options
 from cloud.inventory.feed import write_file
 from cloud.state.db import create_engine, sqlite_path
@@ -19,7 +21,13 @@ from protocols.settings import ConfigError
 log = logging.getLogger(__name__)
 
 
-def run_cloud(config: Path | None, *, console: Console, data_dir: Path | None = None) -> int:
+def run_cloud(
+    config: Path | None,
+    *,
+    console: Console,
+    data_dir: Path | None = None,
+    allow_insecure_secrets: bool = False,
+) -> int:
     if data_dir is not None:
         # The command line wins over the environment, which wins over the file.
         os.environ[DATA_DIR_ENV] = str(data_dir)
@@ -28,6 +36,18 @@ def run_cloud(config: Path | None, *, console: Console, data_dir: Path | None = 
     except ConfigError as exc:
         console.print(f"[red]{exc}[/]")
         return 2
+    problems = insecure_secrets(settings)
+    if problems and not allow_insecure_secrets:
+        console.print(
+            "[red]refusing to start with secrets anyone can know or guess:[/]\n  "
+            + "\n  ".join(escape(problem) for problem in problems)
+            + "\nreplace them (docs/security.md), or pass --insecure-allow-demo-secrets"
+            " for a demo or a test",
+            soft_wrap=True,  # one line per key, whatever the terminal's width
+        )
+        return 2
+    for problem in problems:
+        log.warning("insecure (allowed by --insecure-allow-demo-secrets): %s", problem)
     from cloud.runtime import CloudRuntime
 
     async def serve() -> None:

@@ -125,13 +125,91 @@ def cloud(
             " ./.storegate). Wins over `data_dir` in the file and STOREGATE_CLOUD_DATA_DIR."
         ),
     ] = None,
+    insecure_allow_demo_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-allow-demo-secrets",
+            help="Start even with the repository's demo keys, change-me placeholders or"
+            " secrets under 128 bits (refused otherwise). For demos and tests only.",
+        ),
+    ] = False,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the cloud: ingestor, state store, time series, API and dashboard."""
     _logging(log_level)
     from cloud.main import run_cloud
 
-    raise typer.Exit(run_cloud(config, console=console, data_dir=data_dir))
+    raise typer.Exit(
+        run_cloud(
+            config,
+            console=console,
+            data_dir=data_dir,
+            allow_insecure_secrets=insecure_allow_demo_secrets,
+        )
+    )
+
+
+@app.command()
+def certs(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory for the CA, keys and certificates.")
+    ] = Path("deploy/certs"),
+    broker_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--broker-host",
+            help="A host name or IP address clients use for the broker (repeatable; the"
+            " first is also its CN). Default: mosquitto, localhost, 127.0.0.1.",
+        ),
+    ] = None,
+    store: Annotated[
+        list[str] | None,
+        typer.Option("--store", help="Issue a client certificate for this store (repeatable)."),
+    ] = None,
+    client: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--client",
+            help="Issue a client certificate for another broker login, e.g. a second"
+            " ingestor replica (repeatable; CN = the login).",
+        ),
+    ] = None,
+    new_ca: Annotated[
+        bool,
+        typer.Option(
+            "--new-ca",
+            help="Replace an existing CA (and so re-issue every certificate). Without it an"
+            " existing CA is kept.",
+        ),
+    ] = False,
+    days: Annotated[int, typer.Option(min=1, help="Validity of the certificates.")] = 825,
+) -> None:
+    """Create the private CA, the broker's server certificate and client certificates for
+    the cloud and each store (MQTT over TLS, docs/security.md). Safe to run again."""
+    from cloud.certs import CertsError, make_certs
+
+    hosts = broker_host or ["mosquitto", "localhost", "127.0.0.1"]
+    try:
+        report = make_certs(
+            out,
+            broker_names=hosts,
+            stores=store or [],
+            clients=client or [],
+            new_ca=new_ca,
+            days=days,
+        )
+    except CertsError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    for path in report.created:
+        console.print(f"created {path} (key {path.with_suffix('.key').name}, mode 0600)")
+    for path in report.kept:
+        console.print(f"kept    {path}")
+    for path in report.stale:
+        console.print(
+            f"[yellow]stale   {path}: not signed by this CA or expiring; name it again to"
+            " re-issue it[/]"
+        )
 
 
 @app.command()

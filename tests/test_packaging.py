@@ -36,6 +36,8 @@ IMPORT_NAMES = {
     "httpx": ["httpx"],
     "psutil": ["psutil"],
     "iotcore": ["iotcore"],
+    "cryptography": ["cryptography"],
+    "swagger-ui-bundle-v2": ["swagger_ui_bundle"],
 }
 
 

@@ -13,7 +13,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select, text
 from sse_starlette.sse import EventSourceResponse
 
+from cloud.api.auth import BearerCredentials, HeaderKey, check_metrics_key
 from cloud.api.deps import Ops, Reader
+from cloud.api.docs import install_docs
 from cloud.api.errors import ApiError, error_response, install_error_handlers
 from cloud.api.limits import AuthFailureLimiter, BodyLimit, RequestSanity
 from cloud.api.params import MAX_ROW_ID
@@ -73,7 +75,14 @@ class DeadLetterPage(BaseModel):
 
 
 def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAPI:
-    app = FastAPI(title="storegate cloud", version="1", openapi_url="/openapi.json")
+    app = FastAPI(
+        title="storegate cloud",
+        version="1",
+        openapi_url="/openapi.json",
+        docs_url=None,  # served below from vendored files, never from a CDN
+        redoc_url=None,
+    )
+    install_docs(app)
     app.state.cloud = cloud
     api = cloud.settings.api
     app.state.auth_limiter = AuthFailureLimiter(
@@ -112,8 +121,20 @@ def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAP
                 return {"status": "degraded", "degraded": [f"history: {d}" for d in degraded]}
         return {"status": "ready"}
 
-    @app.get("/metrics", tags=["ops"])
-    async def metrics() -> Response:
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        responses={
+            401: {"description": "`api.metrics_key` is set and was not sent"},
+            429: {"description": "too many failed authentications from this client"},
+        },
+    )
+    async def metrics(
+        request: Request, _bearer: BearerCredentials = None, _header: HeaderKey = None
+    ) -> Response:
+        """Prometheus metrics; with `api.metrics_key` set, only for that key."""
+        if api.metrics_key is not None:
+            check_metrics_key(request, app.state.auth_limiter, api.metrics_key)
         # In a thread: the history collector reads the spool's SQLite file.
         body = await asyncio.to_thread(generate_latest, cloud.metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -15,9 +15,11 @@ import hashlib
 import hmac
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
 from cloud.api.errors import ApiError
 from cloud.api.limits import AuthFailureLimiter
@@ -83,10 +85,26 @@ def refuse_if_limited(limiter: AuthFailureLimiter, ip: str, key_sha256: str | No
         )
 
 
-def require(*roles: Role) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
+# Declared in the OpenAPI document (two alternative schemes) so that /docs can send a key.
+# auto_error=False: the checks below give the API's own error shape and rate limits.
+BEARER_SCHEME = HTTPBearer(
+    auto_error=False, scheme_name="BearerKey", description="Authorization: Bearer <API key>"
+)
+HEADER_SCHEME = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader", description="the API key"
+)
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER_SCHEME)]
+HeaderKey = Annotated[str | None, Security(HEADER_SCHEME)]
+
+
+def require(
+    *roles: Role,
+) -> Callable[[Request, Any, Any], Coroutine[Any, Any, Principal]]:
     """A FastAPI dependency: the caller's principal, if its role is one of `roles`."""
 
-    async def dependency(request: Request) -> Principal:
+    async def dependency(
+        request: Request, _bearer: BearerCredentials = None, _header: HeaderKey = None
+    ) -> Principal:
         keys: list[ApiKey] = request.app.state.cloud.settings.api.keys
         limiter: AuthFailureLimiter = request.app.state.auth_limiter
         key = presented_key(request)
@@ -108,3 +126,20 @@ def require(*roles: Role) -> Callable[[Request], Coroutine[Any, Any, Principal]]
         return principal
 
     return dependency
+
+
+def check_metrics_key(request: Request, limiter: AuthFailureLimiter, expected: SecretStr) -> None:
+    """/metrics with `api.metrics_key` set: that key (Bearer or X-API-Key), else 401."""
+    key = presented_key(request)
+    ip = client_ip(request)
+    digest = None if key is None else hashlib.sha256(key.encode()).hexdigest()
+    refuse_if_limited(limiter, ip, digest)
+    wanted = hashlib.sha256(expected.get_secret_value().encode()).hexdigest()
+    if digest is None or not hmac.compare_digest(digest, wanted):
+        limiter.failed(ip, digest)
+        raise ApiError(
+            401,
+            "unauthorized",
+            "/metrics needs the metrics key (api.metrics_key): Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -9,7 +9,9 @@ COPY simulators simulators
 COPY storegate storegate
 COPY cloud cloud
 COPY bench bench
-RUN pip install ".[cloud]" && useradd --system --home /var/lib/storegate-cloud storegate \
+# A fixed uid: the TLS keys mounted from deploy/certs are chown-ed to it (docs/security.md).
+RUN pip install ".[cloud]" \
+    && useradd --system --uid 10001 --home /var/lib/storegate-cloud storegate \
     && mkdir -p /var/lib/storegate-cloud && chown storegate /var/lib/storegate-cloud
 USER storegate
 WORKDIR /var/lib/storegate-cloud

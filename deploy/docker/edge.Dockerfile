@@ -10,7 +10,9 @@ COPY simulators simulators
 COPY storegate storegate
 COPY cloud cloud
 COPY bench bench
-RUN pip install ".[edge]" && useradd --system --home /var/lib/storegate-edge storegate \
+# A fixed uid: the TLS keys mounted from deploy/certs are chown-ed to it (docs/security.md).
+RUN pip install ".[edge]" \
+    && useradd --system --uid 10001 --home /var/lib/storegate-edge storegate \
     && mkdir -p /var/lib/storegate-edge && chown storegate /var/lib/storegate-edge
 USER storegate
 VOLUME /var/lib/storegate-edge
