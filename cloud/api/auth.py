@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import Request
 
@@ -83,10 +81,16 @@ def refuse_if_limited(limiter: AuthFailureLimiter, ip: str, key_sha256: str | No
         )
 
 
-def require(*roles: Role) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
-    """A FastAPI dependency: the caller's principal, if its role is one of `roles`."""
+class RoleRequirement:
+    """A FastAPI dependency: the caller's principal, if its role is one of `roles`.
 
-    async def dependency(request: Request) -> Principal:
+    A class rather than a closure so that the OpenAPI document can tell which routes need a
+    key (and so may answer 401, 403 and 429): see `cloud/api/errors.py`."""
+
+    def __init__(self, roles: tuple[Role, ...]) -> None:
+        self.roles = roles
+
+    async def __call__(self, request: Request) -> Principal:
         keys: list[ApiKey] = request.app.state.cloud.settings.api.keys
         limiter: AuthFailureLimiter = request.app.state.auth_limiter
         key = presented_key(request)
@@ -98,13 +102,16 @@ def require(*roles: Role) -> Callable[[Request], Coroutine[Any, Any, Principal]]
         except ApiError:
             limiter.failed(ip, digest)
             raise
-        if principal.role not in roles:
+        if principal.role not in self.roles:
             raise ApiError(
                 403,
                 "forbidden",
                 f"role {principal.role.value} may not do this (needs"
-                f" {' or '.join(r.value for r in roles)})",
+                f" {' or '.join(r.value for r in self.roles)})",
             )
         return principal
 
-    return dependency
+
+def require(*roles: Role) -> RoleRequirement:
+    """A FastAPI dependency: the caller's principal, if its role is one of `roles`."""
+    return RoleRequirement(roles)

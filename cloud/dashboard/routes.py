@@ -18,7 +18,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from cloud.api.auth import Principal, client_ip, refuse_if_limited
 from cloud.api.deps import Cloud, Reader
-from cloud.api.errors import ApiError
+from cloud.api.errors import ApiError, error_responses
 from cloud.api.limits import AuthFailureLimiter
 from cloud.api.timestamps import ApiTimestamp, iso_utc
 from cloud.bus import Change
@@ -114,7 +114,13 @@ def build_router(
             stores=sorted(principal.stores),
         )
 
-    @router.get("/api/v1/dashboard/events", tags=["dashboard"], response_model=None)
+    @router.get(
+        "/api/v1/dashboard/events",
+        tags=["dashboard"],
+        response_model=None,
+        response_class=EventSourceResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, **error_responses(401, 403, 429)},
+    )
     async def events(
         request: Request, cloud: Cloud, token: Annotated[str | None, Query()] = None
     ) -> EventSourceResponse:
@@ -166,7 +172,11 @@ def build_router(
 
         return EventSourceResponse(stream(), ping=15)
 
-    @router.get("/api/v1/dashboard/history", tags=["dashboard"])
+    @router.get(
+        "/api/v1/dashboard/history",
+        tags=["dashboard"],
+        responses=error_responses(404, 502, 503),
+    )
     async def history(
         principal: Reader,
         cloud: Cloud,
