@@ -125,16 +125,17 @@ def build_router(
         request: Request, cloud: Cloud, token: Annotated[str | None, Query()] = None
     ) -> EventSourceResponse:
         """The live changes of `/api/v1/events`, filtered the same way, for a session token.
-        The token is checked when the stream opens; a reconnect needs a fresh one. The
-        server ends a stream after `stream_max_age_s`, so an open page re-authenticates
-        with its key at least that often."""
+        The token is checked when the stream opens and opens one stream only; a reconnect
+        needs a fresh one. The server ends a stream after `stream_max_age_s`, so an open
+        page re-authenticates with its key at least that often."""
         limiter: AuthFailureLimiter = request.app.state.auth_limiter
         ip = client_ip(request)
         refuse_if_limited(limiter, ip, None)
         try:
-            principal = signer.verify(token)
-        except ApiError:
-            limiter.failed(ip, None)  # counted per IP, like a wrong API key
+            principal = signer.redeem(token)
+        except ApiError as refused:
+            if refused.status == 401:
+                limiter.failed(ip, None)  # counted per IP, like a wrong API key
             raise
         if principal.role not in (Role.OPS, Role.STAFF):
             raise ApiError(403, "forbidden", f"role {principal.role.value} may not do this")
