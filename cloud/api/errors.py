@@ -132,11 +132,13 @@ def declare_error_responses(app: FastAPI, routers: Sequence[APIRouter] = ()) -> 
         if isinstance(route, APIRoute)
     ]
 
+    patched: list[dict[str, Any]] = []  # the document last patched (FastAPI caches it)
+
     def openapi() -> dict[str, Any]:
-        document = generate()  # cached by FastAPI after the first call, so patched once
-        if not document.get("x-errors-declared"):
+        document = generate()
+        if not patched or patched[0] is not document:
             _add_errors(routes, document)
-            document["x-errors-declared"] = True
+            patched[:] = [document]
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
