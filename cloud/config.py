@@ -185,6 +185,26 @@ class ApiSettings(BaseModel):
     )
 
 
+class RetentionSettings(BaseModel):
+    """How long rows that only record the past are kept (cloud/state/retention.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dead_letters_days: float = Field(
+        default=30, gt=0, description="rejected messages are deleted this long after arrival"
+    )
+    history_days: float = Field(
+        default=90,
+        gt=0,
+        description="points of the SQL `history` table (no InfluxDB configured) older than"
+        " this are deleted; InfluxDB keeps its own retention policy",
+    )
+    interval_s: float = Field(default=3600, gt=0, description="how often a pass runs")
+    batch_rows: int = Field(
+        default=10_000, ge=1, description="rows deleted per statement (short write locks)"
+    )
+
+
 class CloudSettings(FileSettings):
     model_config = SettingsConfigDict(
         env_prefix="STOREGATE_CLOUD_", env_nested_delimiter="__", extra="forbid"
@@ -200,6 +220,7 @@ class CloudSettings(FileSettings):
     database_url: str = Field(default="", description="default: SQLite `cloud.db` in the data dir")
     influxdb: InfluxSettings | None = None
     api: ApiSettings = Field(default_factory=ApiSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     stores: list[StoreConfig] = Field(default_factory=list)
     domains: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

@@ -50,6 +50,12 @@ class CloudMetrics:
             "messages acked unapplied: their store held over twice its share of a full queue",
             registry=r,
         )
+        self.rows_expired = Counter(
+            "storegate_rows_expired",
+            "rows deleted by the retention policy (retention: in the cloud config)",
+            ["table"],
+            registry=r,
+        )
         self.resyncs = Counter("storegate_resync_commands", "resync commands sent", registry=r)
         self.gaps_given_up = Counter(
             "storegate_gaps_given_up", "gaps abandoned after the dedup window filled", registry=r

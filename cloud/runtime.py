@@ -22,6 +22,7 @@ from cloud.ingest.history import History, SpoolHistory
 from cloud.ingest.registry import Registry
 from cloud.metrics import CloudMetrics
 from cloud.state.db import create_engine, migrate, sqlite_path
+from cloud.state.retention import RetentionPolicy, RetentionTask
 from cloud.timeseries import InfluxConfig, InfluxSink, LineSink, Pump, Spool, SqlSink
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,15 @@ class CloudRuntime:
         self.app: FastAPI = create_app(
             self.context, routers=[r for d in self.domains if (r := d.router()) is not None]
         )
+        retention = settings.retention
+        self.retention = RetentionTask(
+            self.engine,
+            RetentionPolicy(
+                retention.dead_letters_days, retention.history_days, retention.batch_rows
+            ),
+            retention.interval_s,
+            on_expired=lambda table, rows: self.metrics.rows_expired.labels(table).inc(rows),
+        )
         self._worker: asyncio.Task[None] | None = None
         self._server: _Server | None = None
         self._server_task: asyncio.Task[None] | None = None
@@ -108,6 +118,7 @@ class CloudRuntime:
             await domain.start(domain_context)
         if self.pump is not None:
             self.pump.start()
+        self.retention.start()
         self.consumer.start()
         self._worker = asyncio.create_task(self.consumer.run(), name="ingest-worker")
         if serve_api:
@@ -142,6 +153,7 @@ class CloudRuntime:
     async def stop(self) -> None:
         """Stop consuming, finish and ack the batch in progress, disconnect, close."""
         self.consumer.stop()
+        await self.retention.stop()
         if self._worker is not None:
             await self._worker
         for domain in reversed(self.domains):

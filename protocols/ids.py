@@ -16,8 +16,18 @@ _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 RESERVED_STORE_IDS = frozenset({"shopper"})
 
 # A raw MAC address is personal data (phones rotate theirs to stay anonymous); no identifier
-# that crosses the broker may carry one. Both 01:23:45:67:89:ab and 01-23-... forms count.
-_MAC = re.compile(r"(?i)(?<![0-9a-f])(?:[0-9a-f]{2}[:-]){5}[0-9a-f]{2}(?![0-9a-f])")
+# that crosses the broker may carry one. Every form a MAC is written in counts:
+#   separated   01:23:45:67:89:ab, 01-23-45-67-89-ab
+#   dotted      0123.4567.89ab (Cisco)
+#   bare        0123456789ab: 12 hex digits standing alone (no letter or digit either side).
+# The one 12-hex-digit group let through is the last group of a UUID (8-4-4-4-12), which an
+# iBeacon's proximity UUID is written with: it follows the UUID's other groups.
+_MAC = re.compile(
+    r"(?i)"
+    r"(?<![0-9a-f])(?:[0-9a-f]{2}[:-]){5}[0-9a-f]{2}(?![0-9a-f])"
+    r"|(?<![0-9a-z])[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}(?![0-9a-z])"
+    r"|(?<![0-9a-z])(?<![0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-)[0-9a-f]{12}(?![0-9a-z])"
+)
 
 
 def is_identifier(value: str) -> bool:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, text
@@ -16,7 +17,13 @@ from sse_starlette.sse import EventSourceResponse
 from cloud.api.auth import BearerCredentials, HeaderKey, check_metrics_key
 from cloud.api.deps import Ops, Reader
 from cloud.api.docs import install_docs
-from cloud.api.errors import ApiError, error_response, install_error_handlers
+from cloud.api.errors import (
+    ApiError,
+    declare_error_responses,
+    error_response,
+    error_responses,
+    install_error_handlers,
+)
 from cloud.api.limits import AuthFailureLimiter, BodyLimit, RequestSanity
 from cloud.api.params import MAX_ROW_ID
 from cloud.api.timestamps import ApiTimestamp, iso_utc
@@ -69,6 +76,13 @@ class DeadLetterOut(BaseModel):
     received_at: ApiTimestamp
 
 
+class ReadyOut(BaseModel):
+    status: Literal["ready", "degraded"]
+    degraded: list[str] = Field(
+        default_factory=list, description="why history is degraded (only with `degraded`)"
+    )
+
+
 class DeadLetterPage(BaseModel):
     items: list[DeadLetterOut]
     next_before: int | None = Field(description="pass as `before` for the next (older) page")
@@ -100,7 +114,12 @@ def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAP
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], response_model=None)
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        response_model=None,
+        responses={200: {"model": ReadyOut}, **error_responses(503)},
+    )
     async def readyz() -> Any:
         """The state store answers and the broker is connected (else 503). A history outage
         (sink down, spool growing) answers 200 `degraded` with the reasons: the cloud still
@@ -124,15 +143,17 @@ def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAP
     @app.get(
         "/metrics",
         tags=["ops"],
+        response_class=PlainTextResponse,
         responses={
-            401: {"description": "`api.metrics_key` is set and was not sent"},
-            429: {"description": "too many failed authentications from this client"},
+            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}},
+            **error_responses(401, 429),
         },
     )
     async def metrics(
         request: Request, _bearer: BearerCredentials = None, _header: HeaderKey = None
     ) -> Response:
-        """Prometheus metrics; with `api.metrics_key` set, only for that key."""
+        """Prometheus metrics; with `api.metrics_key` set, only for that key (401 without it,
+        429 after too many failed tries)."""
         if api.metrics_key is not None:
             check_metrics_key(request, app.state.auth_limiter, api.metrics_key)
         # In a thread: the history collector reads the spool's SQLite file.
@@ -252,7 +273,13 @@ def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAP
         next_before = items[-1].id if len(items) == limit else None
         return DeadLetterPage(items=items, next_before=next_before)
 
-    @app.get("/api/v1/events", tags=["live"], response_model=None)
+    @app.get(
+        "/api/v1/events",
+        tags=["live"],
+        response_model=None,
+        response_class=EventSourceResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
     async def events(request: Request, principal: Reader) -> EventSourceResponse:
         """Server-sent events: node_status, inventory, inventory_replaced, dead_letter."""
         subscription = cloud.bus.subscribe()
@@ -280,6 +307,7 @@ def create_app(cloud: CloudContext, routers: Sequence[APIRouter] = ()) -> FastAP
 
         return EventSourceResponse(stream(), ping=15)
 
+    declare_error_responses(app, routers)
     return app
 
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -97,13 +96,17 @@ BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEAR
 HeaderKey = Annotated[str | None, Security(HEADER_SCHEME)]
 
 
-def require(
-    *roles: Role,
-) -> Callable[[Request, Any, Any], Coroutine[Any, Any, Principal]]:
-    """A FastAPI dependency: the caller's principal, if its role is one of `roles`."""
+class RoleRequirement:
+    """A FastAPI dependency: the caller's principal, if its role is one of `roles`.
 
-    async def dependency(
-        request: Request, _bearer: BearerCredentials = None, _header: HeaderKey = None
+    A class rather than a closure so that the OpenAPI document can tell which routes need a
+    key (and so may answer 401, 403 and 429): see `cloud/api/errors.py`."""
+
+    def __init__(self, roles: tuple[Role, ...]) -> None:
+        self.roles = roles
+
+    async def __call__(
+        self, request: Request, _bearer: BearerCredentials = None, _header: HeaderKey = None
     ) -> Principal:
         keys: list[ApiKey] = request.app.state.cloud.settings.api.keys
         limiter: AuthFailureLimiter = request.app.state.auth_limiter
@@ -116,16 +119,19 @@ def require(
         except ApiError:
             limiter.failed(ip, digest)
             raise
-        if principal.role not in roles:
+        if principal.role not in self.roles:
             raise ApiError(
                 403,
                 "forbidden",
                 f"role {principal.role.value} may not do this (needs"
-                f" {' or '.join(r.value for r in roles)})",
+                f" {' or '.join(r.value for r in self.roles)})",
             )
         return principal
 
-    return dependency
+
+def require(*roles: Role) -> RoleRequirement:
+    """A FastAPI dependency: the caller's principal, if its role is one of `roles`."""
+    return RoleRequirement(roles)
 
 
 def check_metrics_key(request: Request, limiter: AuthFailureLimiter, expected: SecretStr) -> None:

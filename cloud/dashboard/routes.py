@@ -18,7 +18,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from cloud.api.auth import Principal, client_ip, refuse_if_limited
 from cloud.api.deps import Cloud, Reader
-from cloud.api.errors import ApiError
+from cloud.api.errors import ApiError, error_responses
 from cloud.api.limits import AuthFailureLimiter
 from cloud.api.timestamps import ApiTimestamp, iso_utc
 from cloud.bus import Change
@@ -114,21 +114,28 @@ def build_router(
             stores=sorted(principal.stores),
         )
 
-    @router.get("/api/v1/dashboard/events", tags=["dashboard"], response_model=None)
+    @router.get(
+        "/api/v1/dashboard/events",
+        tags=["dashboard"],
+        response_model=None,
+        response_class=EventSourceResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, **error_responses(401, 403, 429)},
+    )
     async def events(
         request: Request, cloud: Cloud, token: Annotated[str | None, Query()] = None
     ) -> EventSourceResponse:
         """The live changes of `/api/v1/events`, filtered the same way, for a session token.
-        The token is checked when the stream opens; a reconnect needs a fresh one. The
-        server ends a stream after `stream_max_age_s`, so an open page re-authenticates
-        with its key at least that often."""
+        The token is checked when the stream opens and opens one stream only; a reconnect
+        needs a fresh one. The server ends a stream after `stream_max_age_s`, so an open
+        page re-authenticates with its key at least that often."""
         limiter: AuthFailureLimiter = request.app.state.auth_limiter
         ip = client_ip(request)
         refuse_if_limited(limiter, ip, None)
         try:
-            principal = signer.verify(token)
-        except ApiError:
-            limiter.failed(ip, None)  # counted per IP, like a wrong API key
+            principal = signer.redeem(token)
+        except ApiError as refused:
+            if refused.status == 401:
+                limiter.failed(ip, None)  # counted per IP, like a wrong API key
             raise
         if principal.role not in (Role.OPS, Role.STAFF):
             raise ApiError(403, "forbidden", f"role {principal.role.value} may not do this")
@@ -166,7 +173,11 @@ def build_router(
 
         return EventSourceResponse(stream(), ping=15)
 
-    @router.get("/api/v1/dashboard/history", tags=["dashboard"])
+    @router.get(
+        "/api/v1/dashboard/history",
+        tags=["dashboard"],
+        responses=error_responses(404, 502, 503),
+    )
     async def history(
         principal: Reader,
         cloud: Cloud,

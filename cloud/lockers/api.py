@@ -27,7 +27,7 @@ from sqlalchemy import Row, insert, select
 
 from cloud.api.auth import Principal
 from cloud.api.deps import Reader, ShopperApp, Shopping
-from cloud.api.errors import ApiError
+from cloud.api.errors import ApiError, error_responses
 from cloud.inventory import stock
 from cloud.lockers import commands, kpis, orders, tables
 from cloud.lockers.domain import AssignmentError, LockersDomain
@@ -142,7 +142,7 @@ def build_router(domain: LockersDomain) -> APIRouter:
             ],
         }
 
-    @router.post("/orders/{order_id}/pickup-code")
+    @router.post("/orders/{order_id}/pickup-code", responses=error_responses(409))
     async def pickup_code(order_id: str, principal: ShopperApp) -> dict[str, Any]:
         """The code for the shopper, handed out ONCE when the parcel is ready (the cloud
         keeps only its hash). Ask again and you get 409."""
@@ -170,7 +170,7 @@ def build_router(domain: LockersDomain) -> APIRouter:
             "expires_at": iso(order.hold_until),
         }
 
-    @router.post("/orders/{order_id}/state")
+    @router.post("/orders/{order_id}/state", responses=error_responses(409))
     async def set_state(order_id: str, body: StateIn, principal: Reader) -> dict[str, Any]:
         """Staff move an order by hand: picking, staged, cancelled, exception, returned."""
         async with domain.transaction() as tx:
@@ -196,7 +196,7 @@ def build_router(domain: LockersDomain) -> APIRouter:
                 raise ApiError(409, "illegal_transition", str(exc)) from None
         return {"order_id": order_id, "state": target.value}
 
-    @router.post("/orders/{order_id}/assign", status_code=202)
+    @router.post("/orders/{order_id}/assign", status_code=202, responses=error_responses(409))
     async def assign(order_id: str, body: AssignIn, principal: Reader) -> dict[str, Any]:
         """Reserve a compartment for a staged order (`locker.reserve`); the order becomes
         `assigned` when the edge acks."""

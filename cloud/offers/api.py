@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from cloud.api.deps import Cloud, Ops, Reader, ShopperApp
-from cloud.api.errors import ApiError
+from cloud.api.errors import ApiError, error_responses
 from cloud.api.timestamps import ApiTimestamp
 from cloud.offers import registry
 from cloud.offers.campaigns import CampaignSpec
@@ -167,7 +167,9 @@ def build_router(campaigns: CampaignCache) -> APIRouter:
         return mark
 
     for stage in ("opened", "redeemed"):
-        router.post(f"/offers/{{offer_id}}/{stage}")(progress(stage))
+        router.post(f"/offers/{{offer_id}}/{stage}", responses=error_responses(409))(
+            progress(stage)
+        )
     return router
 
 

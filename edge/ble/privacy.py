@@ -36,8 +36,11 @@ class Allowlist:
 
     @classmethod
     def build(cls, app_uuids: Iterable[uuid.UUID], fixed: Mapping[str, str]) -> Allowlist:
-        for key, beacon_id in fixed.items():
-            if contains_mac_address(key) or contains_mac_address(beacon_id):
+        for beacon_id in fixed.values():
+            # Only the published id is checked: the frame key is matched here and never
+            # leaves the edge, and an Eddystone-UID key's instance is 12 hex digits by
+            # definition (which the guard takes for a bare MAC).
+            if contains_mac_address(beacon_id):
                 raise ValueError(f"fixed beacon {beacon_id!r}: ids must not contain a MAC")
             if not beacon_id or not all(c.isalnum() or c in ":._-" for c in beacon_id):
                 raise ValueError(

@@ -7,6 +7,7 @@ import logging
 import uuid
 
 import pytest
+from pydantic import ValidationError
 
 from edge.ble.frames import AltBeacon, EddystoneTlm, EddystoneUid, IBeacon
 from edge.ble.options import AllowlistOptions, BleakOptions
@@ -14,7 +15,7 @@ from edge.ble.privacy import Allowlist
 from edge.drivers.base import DriverSnapshot
 from protocols.codec import decode
 from protocols.ids import contains_mac_address
-from protocols.messages import BlePresence
+from protocols.messages import BlePresence, PresenceEvent
 from simulators.ble.driver import SimBleDriver, SimBleOptions
 from tests.ble.conftest import RecordingContext
 
@@ -62,6 +63,55 @@ def test_fixed_beacons_by_frame_key() -> None:
 )
 def test_everything_else_is_dropped(frame: IBeacon | EddystoneUid | EddystoneTlm) -> None:
     assert allowlist().beacon_id(frame) is None
+
+
+MAC_FORMS = [
+    "aa:bb:cc:dd:ee:ff",
+    "AA-BB-CC-DD-EE-FF",
+    "aabbccddeeff",  # bare
+    "AABBCCDDEEFF",
+    "aabb.ccdd.eeff",  # dotted (Cisco)
+    "tag-aabbccddeeff",
+    "cafe-aabbccddeeff",  # looks like the tail of a UUID, but is not one
+    "tag_aabb.ccdd.eeff",
+    "001122334455",
+]
+NOT_MACS = [
+    "app:0001002a",
+    f"ibeacon:{OTHER}:1:2",  # a UUID's last group is 12 hex digits
+    "04012345678901",  # a GTIN-14
+    "aabbccddeeff00",  # 14 hex digits: not a MAC
+    "xaabbccddeeff",
+    "aabbccddeef",
+    "E2801160600002084A9B1234",  # an EPC
+    "aabb.ccdd.eeff0",
+    "shelf-tag.aa",
+]
+
+
+@pytest.mark.parametrize("value", MAC_FORMS)
+def test_every_written_form_of_a_mac_is_caught(value: str) -> None:
+    assert contains_mac_address(value)
+    with pytest.raises(ValidationError, match="MAC"):
+        PresenceEvent.model_validate(
+            {"kind": "enter", "beacon": value, "zone": "z1", "at": "2026-12-05T09:00:00Z"}
+        )
+    with pytest.raises(ValueError, match="MAC"):
+        Allowlist.build([], {"ibeacon:x:1:2": value})
+
+
+@pytest.mark.parametrize("value", NOT_MACS)
+def test_ids_that_only_look_hex_pass(value: str) -> None:
+    assert not contains_mac_address(value)
+
+
+def test_an_eddystone_key_may_hold_its_12_digit_instance() -> None:
+    """The key is matched on the edge and never published; only the id is guarded."""
+    key = f"eddystone-uid:{NAMESPACE.hex()}:aabbccddeeff"
+    allow = Allowlist.build([], {key: "shelf-tag.b"})
+    assert allow.beacon_id(EddystoneUid(NAMESPACE, bytes.fromhex("aabbccddeeff"), -18)) == (
+        "shelf-tag.b"
+    )
 
 
 def test_a_mac_cannot_be_configured_as_a_beacon_id() -> None:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from cloud.api.auth import Principal
+from cloud.api.errors import ApiError
 from cloud.bus import Change
 from cloud.config import CloudSettings, Role
 from cloud.dashboard import create_domain
@@ -171,3 +172,41 @@ def test_bad_dashboard_options_are_named() -> None:
         create_domain(settings, {"session_secret": "short"})
     with pytest.raises(ValueError, match="colour"):
         create_domain(settings, {"colour": "blue"})
+
+
+async def test_a_session_token_opens_one_stream_only(http: httpx.AsyncClient) -> None:
+    token = (await http.post("/api/v1/dashboard/session", headers=bearer(STAFF_KEY))).json()[
+        "token"
+    ]
+    async with http.stream("GET", "/api/v1/dashboard/events", params={"token": token}) as first:
+        assert first.status_code == 200
+        async for line in first.aiter_lines():
+            if line.startswith("data:"):
+                assert json.loads(line.removeprefix("data:"))["kind"] == "hello"
+                break
+        # Reused while the first stream is still open, and after it closed: refused.
+        again = await http.get("/api/v1/dashboard/events", params={"token": token})
+        assert again.status_code == 401
+        assert again.json()["detail"] == "session token already used: ask for a new one"
+    after = await http.get("/api/v1/dashboard/events", params={"token": token})
+    assert after.status_code == 401
+
+
+def test_spent_tokens_are_remembered_until_they_expire_and_bounded() -> None:
+    signer = SessionSigner(b"0123456789abcdef0123", ttl_s=30, max_spent=2)
+    principal = Principal("ops", Role.OPS, frozenset())
+    first, second, third = (signer.issue(principal, now=1000.0 + i) for i in range(3))
+    assert signer.redeem(first.token, now=1010.0) == principal
+    with pytest.raises(ApiError, match="already used"):
+        signer.redeem(first.token, now=1029.9)  # the last instant it is still valid
+    assert signer.redeem(second.token, now=1010.0) == principal
+    with pytest.raises(ApiError, match="2 session tokens opened") as full:
+        signer.redeem(third.token, now=1029.0)
+    assert full.value.status == 429
+    assert full.value.headers == {"Retry-After": "1"}
+    assert signer.spent == 2
+    # At 1030 the first token has expired: its id is forgotten, which makes room.
+    assert signer.redeem(third.token, now=1030.0) == principal
+    assert signer.spent == 2
+    with pytest.raises(ApiError, match="expired"):
+        signer.redeem(first.token, now=1030.0)
