@@ -51,6 +51,11 @@ class AssignmentError(Exception):
     """No compartment can take the order (the API answers 409 with this reason)."""
 
 
+class BankKeyChangedError(Exception):
+    """The bank's key is not the one the order was assigned under: the code derived now
+    would not open the locker (the API answers 409 with this reason)."""
+
+
 class LockersDomain(Domain):
     name = "lockers"
 
@@ -341,7 +346,10 @@ class LockersDomain(Domain):
             hmac.compare_digest(key_check(key, grant), stored)
             or hmac.compare_digest(_legacy_code_hash(code, grant), stored)
         ):
-            raise RuntimeError(f"order {order.order_id}: the bank key changed since assignment")
+            raise BankKeyChangedError(
+                f"order {order.order_id}: the key of bank {order.bank} changed since the order"
+                " was assigned; its code would not open the locker (re-assign the order)"
+            )
         return code, qr_payload(key, grant)
 
     # ------------------------------------------------------------------ expiry

@@ -24,7 +24,7 @@ from cloud.context import CloudContext
 from cloud.domains import DomainContext, load_domains
 from cloud.lockers import create_domain, kpis, orders, tables
 from cloud.lockers.config import WebhookConfig
-from cloud.lockers.domain import LockersDomain, _legacy_code_hash
+from cloud.lockers.domain import BankKeyChangedError, LockersDomain, _legacy_code_hash
 from cloud.lockers.machine import ALLOWED, IllegalTransitionError, OrderState, check
 from cloud.metrics import CloudMetrics
 from protocols.codec import decode, encode, topic_for
@@ -302,7 +302,7 @@ async def test_a_refused_reservation_is_an_exception_and_staff_can_retry(setup: 
         setup.domain.pickup_code(with_check(_legacy_code_hash(code["code"], grant)))[0]
         == (code["code"])
     )
-    with pytest.raises(RuntimeError, match="key changed"):
+    with pytest.raises(BankKeyChangedError, match="changed since the order was assigned"):
         setup.domain.pickup_code(with_check("0" * 64))
 
 
