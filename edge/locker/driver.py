@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -108,6 +109,7 @@ class _Counters:
     keypad_lines_dropped: int = 0
     reconnects: int = 0
     polls: int = 0
+    state_save_errors: int = 0
 
 
 class LockerDriver(Driver):
@@ -150,6 +152,7 @@ class LockerDriver(Driver):
         self._saved: dict[str, SavedCompartment] = {}
         self._newly_used: list[Grant] = []
         self._hash_ignored_logged = False
+        self._save_failing = False
         self._state_path = Path(options.state_path) if options.state_path else None
         self._audit = (
             AuditLog(
@@ -225,8 +228,26 @@ class LockerDriver(Driver):
                 changed[cid] = row
         if not changed and not self._newly_used:
             return
-        used, self._newly_used = self._newly_used, []
-        self._store.save(changed, used, utc_now() if used else None)
+        try:
+            self._store.save(changed, self._newly_used, utc_now() if self._newly_used else None)
+        except sqlite3.Error as exc:
+            # Kept in memory and tried again on every poll; the bank keeps working (a
+            # shopper with the right code is not turned away because a disk is full).
+            self.counters.state_save_errors += 1
+            if self.counters.state_save_errors == 1 or not self._save_failing:
+                log.error(
+                    "locker %s: cannot save its state to %s (holds would not survive a"
+                    " restart; retrying every poll): %s",
+                    self.device,
+                    self._store.path,
+                    exc,
+                )
+            self._save_failing = True
+            return
+        if self._save_failing:
+            self._save_failing = False
+            log.warning("locker %s: state saved again to %s", self.device, self._store.path)
+        self._newly_used = []
         self._saved |= changed
 
     # ------------------------------------------------------------------ run
@@ -585,6 +606,7 @@ class LockerDriver(Driver):
             "code_wrong": float(self.counters.code_wrong),
             "code_refused": float(self.counters.code_refused),
             "code_alarms": float(self.counters.code_alarms),
+            "state_save_errors": float(self.counters.state_save_errors),
         }
         if (bus := self._bus) is not None:
             s = bus.stats

@@ -267,3 +267,28 @@ def test_a_real_config_keeps_locker_state_beside_the_outbox(tmp_path: Path) -> N
     assert not expected.exists()  # creating drivers (a config check) writes nothing
     asyncio.run(driver.handle_command(command("locker.out_of_service", compartment="0-01")))
     assert expected.exists()
+
+
+async def test_a_state_file_that_cannot_be_written_is_said_and_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge.locker.reservations import ReservationStore
+
+    path = tmp_path / "locker.sqlite3"
+    driver = sim_driver(state_path=str(path))
+    async with running(driver, RecordingContext()):
+        store = driver._store
+        assert store is not None
+        store.close()  # every write now fails, as on a broken disk
+        expiry = (utc_now() + timedelta(hours=1)).isoformat()
+        args = {"compartment": "0-01", "order_ref": "order-1", "expiry": expiry, "order_seq": 1}
+        assert (await driver.handle_command(command("locker.reserve", **args))).ok
+        assert driver.metrics()["state_save_errors"] >= 1
+        assert sum("cannot save its state" in r.getMessage() for r in caplog.records) == 1
+        await asyncio.sleep(0.5)  # polls retry, without a log line each
+        assert sum("cannot save its state" in r.getMessage() for r in caplog.records) == 1
+        driver._store = ReservationStore(path, "bank-1")  # the disk is back
+        await wait_until(lambda: any("saved again" in r.getMessage() for r in caplog.records))
+    saved = ReservationStore(path, "bank-1").load()
+    assert saved["0-01"].order_ref == "order-1"
+    assert saved["0-01"].grant == driver.grant_for("0-01")
