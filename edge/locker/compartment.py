@@ -132,6 +132,7 @@ class Compartment:
             self.door_open, self.occupied = door_open, occupied
             if door_open:
                 self._door_opened_at = now
+                self._unlock_until = None  # restored mid-loading/pickup: it did open
             elif self.state in _REVERT_IF_NOT_OPENED:
                 # Restored mid-loading or mid-pickup with the door shut: whatever happened
                 # while the edge was down is over; the item sensor says what it was.
