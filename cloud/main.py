@@ -11,6 +11,9 @@ from pathlib import Path
 from rich.console import Console
 
 from cloud.config import DATA_DIR_ENV, load_cloud_settings
+from cloud.inventory.config import parse_options as parse_inventory_options
+from cloud.inventory.feed import write_file
+from cloud.state.db import create_engine, sqlite_path
 from protocols.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,4 +51,41 @@ def run_cloud(config: Path | None, *, console: Console, data_dir: Path | None = 
         log.debug("cloud failed", exc_info=True)
         console.print(f"[red]cloud failed: {type(exc).__name__}: {exc}[/]")
         return 1
+    return 0
+
+
+def write_local_inventory_feed(
+    config: Path | None, out: Path, fmt: str, *, console: Console, data_dir: Path | None = None
+) -> int:
+    """`storegate feed`: the local inventory feed from the database the cloud keeps."""
+    if fmt not in ("tsv", "jsonl"):
+        console.print(f'[red]--format must be "tsv" or "jsonl", not {fmt!r}[/]')
+        return 2
+    if data_dir is not None:
+        os.environ[DATA_DIR_ENV] = str(data_dir)
+    try:
+        settings = load_cloud_settings(config)
+        options = parse_inventory_options(settings.domains.get("inventory", {}))
+    except (ConfigError, ValueError) as exc:
+        console.print(f"[red]{exc}[/]")
+        return 2
+    path = sqlite_path(settings.database_url)
+    if path is not None and not path.exists():
+        console.print(f"[red]no cloud database at {path}: run `storegate cloud` first[/]")
+        return 2
+
+    async def write() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            return await write_file(engine, options, out, "tsv" if fmt == "tsv" else "jsonl")
+        finally:
+            await engine.dispose()
+
+    try:
+        rows = asyncio.run(write())
+    except Exception as exc:  # one clear line; the log has the trace
+        log.debug("feed failed", exc_info=True)
+        console.print(f"[red]feed failed: {type(exc).__name__}: {exc}[/]")
+        return 1
+    console.print(f"wrote {rows} rows to {out}")
     return 0

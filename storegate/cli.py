@@ -135,6 +135,27 @@ def cloud(
 
 
 @app.command()
+def feed(
+    out: Annotated[Path, typer.Argument(help="The file to write (replaced atomically).")],
+    config: ConfigOption = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help='"tsv" (Google Merchant Center) or "jsonl".')
+    ] = "tsv",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="The cloud's data dir, as for `storegate cloud`.")
+    ] = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Write the local inventory feed (Google Merchant Center) from the cloud's database."""
+    _logging(log_level)
+    from cloud.main import write_local_inventory_feed
+
+    raise typer.Exit(
+        write_local_inventory_feed(config, out, fmt, console=console, data_dir=data_dir)
+    )
+
+
+@app.command()
 def sim(
     scenario: Annotated[
         Path | None, typer.Argument(help="Scenario YAML (stores, shelves, shoppers).")

@@ -8,10 +8,11 @@ announces the alert changes on the live bus after the commit.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,7 +26,9 @@ from cloud.bus import Change
 from cloud.config import Role
 from cloud.context import CloudContext
 from cloud.inventory.evaluate import alert_data
+from cloud.inventory.feed import feed_rows, render
 from cloud.inventory.rules import AlertState, AlertType
+from cloud.inventory.stock import available_to_sell, reserved_by_store
 from cloud.inventory.tables import inventory_alerts, planograms, reorder_points
 from cloud.state import schema
 from cloud.state.db import upsert
@@ -109,16 +112,14 @@ class AlertPage(BaseModel):
     next_before: int | None = Field(description="pass as `before` for the next (older) page")
 
 
-def available_to_sell(on_hand: int, safety_stock: int) -> int:
-    """What the online channel may promise: on hand minus the safety stock, never below 0."""
-    return max(0, on_hand - safety_stock)
-
-
 class StoreStock(BaseModel):
     store: str
     on_hand: int = Field(description="items on the store's shelves, as RFID counts them")
+    reserved: int = Field(description="units promised to open online orders, still on shelves")
     safety_stock: int
-    available: int = Field(description="what the webshop may sell: on hand - safety stock")
+    available: int = Field(
+        description="what the webshop may sell: on hand - reserved - safety stock, never < 0"
+    )
     shelves: int = Field(description="shelves holding the GTIN")
     updated_at: ApiTimestamp | None
 
@@ -401,7 +402,8 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         cloud: CloudContext, principal: Principal, gtins: list[str], stores: list[str] | None
     ) -> list[GtinAvailability]:
         """The one definition of what the online channel may sell, for every availability
-        route: per store, on hand minus the store's safety stock, never below 0."""
+        route: per store, on hand - reserved - the store's safety stock, never below 0
+        (cloud/inventory/stock.py)."""
         t = schema.inventory
         query = (
             select(
@@ -419,18 +421,21 @@ def create_router(domain: InventoryDomain) -> APIRouter:
             query = query.where(t.c.store_id.in_(stores))
         async with cloud.engine.connect() as connection:
             rows = (await connection.execute(query)).all()
+            reserved = await reserved_by_store(connection, gtins)
         per_gtin: dict[str, list[StoreStock]] = {g: [] for g in gtins}
         for row in rows:
             if not principal.may_see(row.store_id):
                 continue
             on_hand = int(row.on_hand)
+            held = reserved.get((row.store_id, row.gtin), 0)
             safety = options.availability.safety_for(row.store_id)
             per_gtin[row.gtin].append(
                 StoreStock(
                     store=row.store_id,
                     on_hand=on_hand,
+                    reserved=held,
                     safety_stock=safety,
-                    available=available_to_sell(on_hand, safety),
+                    available=available_to_sell(on_hand, held, safety),
                     shelves=int(row.shelves),
                     updated_at=row.updated_at,
                 )
@@ -455,8 +460,9 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         gtins: Annotated[str, Query(description="comma-separated GTIN-14s")],
         stores: Annotated[str | None, Query(description="comma-separated store ids")] = None,
     ) -> BulkAvailability:
-        """What the webshop may sell per GTIN and store: on hand minus a safety stock, so
-        it never sells the last unit the shelf cannot find."""
+        """What the webshop may sell per GTIN and store: on hand minus what open orders
+        reserved minus a safety stock, so it never sells a unit twice or the last unit the
+        shelf cannot find."""
         wanted = list(dict.fromkeys(g.strip() for g in gtins.split(",") if g.strip()))
         if not wanted:
             raise ApiError(422, "invalid_request", "gtins: give at least one GTIN")
@@ -475,6 +481,39 @@ def create_router(domain: InventoryDomain) -> APIRouter:
             for s in store_filter:
                 principal.check_store(s)
         return BulkAvailability(items=await stock(cloud, principal, wanted, store_filter))
+
+    @router.get(
+        "/feeds/local-inventory",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "Google Merchant Center local inventory feed: a tab-delimited"
+                " file (`format=tsv`) or JSON lines (`format=jsonl`)",
+                "content": {"text/tab-separated-values": {}, "application/x-ndjson": {}},
+            }
+        },
+    )
+    async def local_inventory_feed(
+        principal: Shopping,
+        cloud: Cloud,
+        format: Annotated[Literal["tsv", "jsonl"], Query()] = "tsv",
+        stores: Annotated[str | None, Query(description="comma-separated store ids")] = None,
+    ) -> StreamingResponse:
+        """Every (store, GTIN) the stores have counted, with what the webshop may sell
+        there (docs/inventory.md, "Local inventory feed")."""
+        store_filter = None
+        if stores is not None:
+            store_filter = sorted({s.strip() for s in stores.split(",") if s.strip()})
+            for s in store_filter:
+                principal.check_store(s)
+        rows = feed_rows(cloud.engine, options, principal.may_see, store_filter)
+        media = "text/tab-separated-values" if format == "tsv" else "application/x-ndjson"
+        name = f"local-inventory.{format}"
+        return StreamingResponse(
+            render(rows, format),
+            media_type=f"{media}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     return router
 

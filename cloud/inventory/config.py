@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,6 +39,55 @@ class AvailabilityOptions(BaseModel):
         return self.stores.get(store, self.safety_stock)
 
 
+PickupMethod = Literal["buy", "reserve", "ship to store", "not supported"]
+PickupSla = Literal[
+    "same day", "next day", "2-day", "3-day", "4-day", "5-day", "6-day", "multi-week"
+]
+
+
+class LocalFeedStore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store_code: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Business Profile store code"
+    )
+    pickup_method: PickupMethod | None = None
+    pickup_sla: PickupSla | None = None
+
+
+class LocalFeedOptions(BaseModel):
+    """Google Merchant Center's local inventory feed (cloud/inventory/feed.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limited_max: int = Field(
+        default=2,
+        ge=0,
+        description="available units up to which a product is limited_availability (Google:"
+        " 1-2 limited, 3+ in stock, 0 out of stock)",
+    )
+    pickup_method: PickupMethod = "reserve"
+    pickup_sla: PickupSla = "same day"
+    stores: dict[Identifier, LocalFeedStore] = Field(
+        default_factory=dict, description="per store: its Business Profile code, pickup terms"
+    )
+    product_ids: dict[Gtin, Annotated[str, Field(min_length=1, max_length=50)]] = Field(
+        default_factory=dict,
+        description="GTIN -> the product `id` of the Merchant Center product feed (default:"
+        " the GTIN itself)",
+    )
+
+    def store_code(self, store: str) -> str:
+        entry = self.stores.get(store)
+        return entry.store_code if entry and entry.store_code else store
+
+    def pickup(self, store: str) -> tuple[str, str | None]:
+        entry = self.stores.get(store)
+        method = (entry.pickup_method if entry else None) or self.pickup_method
+        sla = (entry.pickup_sla if entry else None) or self.pickup_sla
+        return method, None if method == "not supported" else sla
+
+
 class InventoryOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +103,7 @@ class InventoryOptions(BaseModel):
     )
     reorder_points: list[DefaultReorderPoint] = Field(default_factory=list)
     availability: AvailabilityOptions = Field(default_factory=AvailabilityOptions)
+    local_feed: LocalFeedOptions = Field(default_factory=LocalFeedOptions)
     recent_epcs: int = Field(
         default=5, ge=0, le=100, description="EPCs kept per (shelf, GTIN) for alert details"
     )

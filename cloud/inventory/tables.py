@@ -1,4 +1,4 @@
-"""The inventory domain's tables (on the core metadata; alembic revision 0003).
+"""The inventory domain's tables (on the core metadata; alembic revisions 0003, 0006).
 
 - `reorder_points`: per (store, GTIN) the on-hand level at or below which the store runs
   low; `shelf` is "" for the store-wide point (sum over shelves) or a shelf id for a
@@ -61,3 +61,24 @@ inventory_alerts = Table(
     UniqueConstraint("open_key", name="uq_inventory_alerts_open_key"),
 )
 Index("ix_inventory_alerts_store_state", inventory_alerts.c.store_id, inventory_alerts.c.state)
+
+# Open online orders' claims on the shelves (cloud/inventory/stock.py; revision 0006): one
+# row per (order, GTIN) while the order's goods are still on the shelves ...
+stock_reservations = Table(
+    "stock_reservations",
+    metadata,
+    Column("order_id", ID, primary_key=True),
+    Column("gtin", GTIN, primary_key=True),
+    Column("store_id", ID, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("at", TS, nullable=False),
+)
+# ... and their sum per (store, GTIN), whose row is also the lock that serialises orders for
+# the same GTIN in the same store.
+reserved_stock = Table(
+    "reserved_stock",
+    metadata,
+    Column("store_id", ID, primary_key=True),
+    Column("gtin", GTIN, primary_key=True),
+    Column("reserved", Integer, nullable=False),
+)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 
 def create_domain(settings: CloudSettings, options: dict[str, Any]) -> LockersDomain:
+    from cloud.inventory.config import parse_options as parse_inventory_options
     from cloud.lockers import tables  # noqa: F401  (registers the tables on the metadata)
     from cloud.lockers.config import LockersOptions
     from cloud.lockers.domain import LockersDomain
@@ -25,4 +26,6 @@ def create_domain(settings: CloudSettings, options: dict[str, Any]) -> LockersDo
         problem = exc.errors()[0]
         where = ".".join(str(p) for p in problem["loc"])
         raise ValueError(f"{where}: {problem['msg']}") from None
-    return LockersDomain(parsed, parsed.load_keys())
+    # Orders reserve stock by the inventory domain's one definition of "available".
+    availability = parse_inventory_options(settings.domains.get("inventory", {})).availability
+    return LockersDomain(parsed, parsed.load_keys(), availability.safety_for)

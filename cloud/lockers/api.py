@@ -28,6 +28,7 @@ from sqlalchemy import Row, insert, select
 from cloud.api.auth import Principal
 from cloud.api.deps import Reader, ShopperApp, Shopping
 from cloud.api.errors import ApiError
+from cloud.inventory import stock
 from cloud.lockers import commands, kpis, orders, tables
 from cloud.lockers.domain import AssignmentError, BankKeyChangedError, LockersDomain
 from cloud.lockers.machine import IllegalTransitionError, OrderState
@@ -84,6 +85,20 @@ def build_router(domain: LockersDomain) -> APIRouter:
         now = utc_now()
         order_id = new_message_id()
         async with domain.transaction() as tx:
+            if domain.options.reserve_stock:
+                # First statement of the transaction: it takes the write lock (cloud/inventory/
+                # stock.py), so the order and its reservation commit together or not at all.
+                try:
+                    await stock.reserve(
+                        tx.connection,
+                        order_id=order_id,
+                        store=store,
+                        wanted=stock.quantities(line.model_dump() for line in body.items),
+                        safety_stock=domain.safety_stock_for(store),
+                        at=now,
+                    )
+                except stock.InsufficientStockError as exc:
+                    raise ApiError(409, "insufficient_stock", str(exc)) from None
             await tx.connection.execute(
                 insert(tables.orders).values(
                     order_id=order_id,

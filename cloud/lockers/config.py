@@ -56,6 +56,12 @@ class LockersOptions(BaseModel):
     cloud_node: str = Field(
         default="cloud", pattern=IDENTIFIER_PATTERN, description="`node` of order updates"
     )
+    reserve_stock: bool = Field(
+        default=True,
+        description="an order reserves its lines out of what RFID counts on the shelves and is"
+        " refused (409) when they are not available; false only for stores whose goods carry"
+        " no RFID tags (nothing would ever be available)",
+    )
 
     @model_validator(mode="after")
     def _unique_banks(self) -> LockersOptions:

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -59,9 +59,15 @@ class BankKeyChangedError(Exception):
 class LockersDomain(Domain):
     name = "lockers"
 
-    def __init__(self, options: LockersOptions, keys: dict[tuple[str, str], PickupKey]) -> None:
+    def __init__(
+        self,
+        options: LockersOptions,
+        keys: dict[tuple[str, str], PickupKey],
+        safety_stock_for: Callable[[str], int] = lambda _store: 0,
+    ) -> None:
         self.options = options
         self._keys = keys
+        self.safety_stock_for = safety_stock_for
         self.banks: dict[tuple[str, str], BankConfig] = {
             (b.store, b.bank): b for b in options.banks
         }

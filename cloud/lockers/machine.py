@@ -45,6 +45,9 @@ ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     S.CANCELLED: frozenset(),
 }
 TERMINAL = frozenset(s for s, targets in ALLOWED.items() if not targets)
+# Orders whose goods are still on the shelves: their units are reserved (cloud/inventory/
+# stock.py) until the order leaves these states.
+ON_SHELVES = frozenset({S.CREATED, S.PICKING})
 # Orders that hold (or are about to hold) a compartment.
 IN_LOCKER = frozenset({S.ASSIGNED, S.READY_FOR_PICKUP, S.EXPIRED, S.EXCEPTION})
 

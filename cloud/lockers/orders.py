@@ -13,8 +13,9 @@ from typing import Any
 from sqlalchemy import Row, insert, select, update
 
 from cloud.domains import DomainTx
+from cloud.inventory import stock
 from cloud.lockers import tables
-from cloud.lockers.machine import IN_LOCKER, OrderState, check
+from cloud.lockers.machine import IN_LOCKER, ON_SHELVES, OrderState, check
 from cloud.lockers.notify import NOTIFY_STATES, Notifier
 from cloud.lockers.views import order_view
 
@@ -53,6 +54,9 @@ async def move(
     """Move `order` to `target`; IllegalTransitionError if the state machine forbids it."""
     current = OrderState(order.state)
     check(order.order_id, current, target)
+    if current in ON_SHELVES and target not in ON_SHELVES:
+        # picked (staged) or given up: RFID no longer counts the goods as ours to hold
+        await stock.release(tx.connection, order.order_id)
     o = tables.orders
     await tx.connection.execute(
         update(o)

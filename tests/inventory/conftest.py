@@ -19,6 +19,7 @@ from cloud.inventory import InventoryDomain, create_domain
 from tests.cloud.conftest import database_url, postgres_server  # noqa: F401  (fixtures)
 from tests.cloud.harness import StateHarness
 from tests.cloud.streams import NODE, STORE
+from tests.inventory.shop import shop  # noqa: F401  (fixture)
 
 OTHER_STORE = "store-007"
 OPS_KEY, STAFF_KEY, SHOPPER_KEY = "ops-key-1", "staff-key-1", "shopper-key-1"

@@ -135,6 +135,9 @@ async def running_rig(
     lockers: dict[str, Any] = {
         "banks": [{"store": STORE, "node": NODE, "bank": BANK, "codes_key_env": KEY_ENV}],
         "hold_hours": hold_hours,
+        # this store has a locker bank and no RFID shelves: nothing would ever be available
+        # (reservations are tested in tests/inventory/test_reservations.py)
+        "reserve_stock": False,
     }
     if webhook_url is not None:
         lockers["webhook"] = {"url": webhook_url, "backoff_base_s": 0.3, "max_attempts": 4}

@@ -38,6 +38,7 @@ from protocols.messages import (
     CompartmentStatus,
     LockerEvents,
     Message,
+    ShelfCount,
     StreamPosition,
     utc_now,
 )
@@ -51,6 +52,7 @@ from tests.lockers_e2e.webhook_server import WebhookServer
 STORE, NODE, BANK = "store-042", "pi-1", "bank-1"
 KEY_ENV = "STOREGATE_TEST_LOCKER_KEY_UNIT"
 GTIN = "09506000134352"
+STOCK = 100  # on the shelves (birth), so orders can reserve
 S = OrderState
 
 
@@ -187,6 +189,7 @@ async def setup(
                 seq=0,
                 bd_seq=1,
                 version="1",
+                shelves=[ShelfCount(shelf="shelf-1", gtin=GTIN, count=STOCK)],
                 compartments={
                     BANK: [
                         CompartmentStatus(compartment=c, state=CompartmentState.AVAILABLE)
