@@ -96,7 +96,9 @@ def create_drivers(settings: EdgeSettings, source: str = "config") -> dict[str, 
                 f" {spec.kind}, not {device.kind}"
             )
         try:
-            drivers[device.id] = spec.factory(device)
+            driver = spec.factory(device)
+            driver.use_state_dir(settings.outbox.path.parent)
+            drivers[device.id] = driver
         except ValueError as exc:
             # Factories name the bad option ("rate_hz: must be > 0"); put it under its path.
             text = str(exc)

@@ -30,7 +30,7 @@ from cloud.api.deps import Reader, ShopperApp, Shopping
 from cloud.api.errors import ApiError, error_responses
 from cloud.inventory import stock
 from cloud.lockers import commands, kpis, orders, tables
-from cloud.lockers.domain import AssignmentError, LockersDomain
+from cloud.lockers.domain import AssignmentError, BankKeyChangedError, LockersDomain
 from cloud.lockers.machine import IllegalTransitionError, OrderState
 from cloud.lockers.views import iso
 from protocols.ids import IDENTIFIER_PATTERN
@@ -145,7 +145,8 @@ def build_router(domain: LockersDomain) -> APIRouter:
     @router.post("/orders/{order_id}/pickup-code", responses=error_responses(409))
     async def pickup_code(order_id: str, principal: ShopperApp) -> dict[str, Any]:
         """The code for the shopper, handed out ONCE when the parcel is ready (the cloud
-        keeps only its hash). Ask again and you get 409."""
+        derives it from the bank's key and keeps neither it nor a hash of it). Ask again
+        and you get 409."""
         async with domain.transaction() as tx:
             order = await order_or_404(tx, order_id, principal)
             if order.state != S.READY_FOR_PICKUP.value:
@@ -159,7 +160,10 @@ def build_router(domain: LockersDomain) -> APIRouter:
                     f"the pickup code of order {order_id} was already issued at"
                     f" {iso(order.code_issued_at)}",
                 )
-            code, qr = domain.pickup_code(order)
+            try:
+                code, qr = domain.pickup_code(order)
+            except BankKeyChangedError as exc:
+                raise ApiError(409, "conflict", str(exc)) from None
             await orders.update_fields(tx, order_id, code_issued_at=utc_now())
         return {
             "order_id": order_id,

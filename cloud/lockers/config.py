@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
-from edge.locker.codes import PickupKey
 from protocols.ids import IDENTIFIER_PATTERN
+from protocols.pickup import PickupKey
 
 
 class BankConfig(BaseModel):

@@ -9,6 +9,8 @@ events already covered by the node's birth snapshot must not roll the mirror bac
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,7 +26,6 @@ from cloud.lockers.machine import IllegalTransitionError, OrderState
 from cloud.lockers.mirror import ALARM_CAUSES, mirror
 from cloud.lockers.notify import Notifier
 from cloud.lockers.views import as_utc
-from edge.locker.codes import Grant, PickupKey, code_hash, keypad_code, qr_payload
 from protocols.codec import encode, topic_for
 from protocols.messages import (
     AckStatus,
@@ -36,6 +37,7 @@ from protocols.messages import (
     Message,
     utc_now,
 )
+from protocols.pickup import Grant, PickupKey, key_check, keypad_code, qr_payload
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -47,6 +49,11 @@ S = OrderState
 
 class AssignmentError(Exception):
     """No compartment can take the order (the API answers 409 with this reason)."""
+
+
+class BankKeyChangedError(Exception):
+    """The bank's key is not the one the order was assigned under: the code derived now
+    would not open the locker (the API answers 409 with this reason)."""
 
 
 class LockersDomain(Domain):
@@ -292,10 +299,6 @@ class LockersDomain(Domain):
             order.seq,
             utc_now() + timedelta(hours=self.options.hold_hours),
         )
-        code = keypad_code(self._keys[(store, chosen.bank)], hold, config.code_digits)
-        hashed = code_hash(
-            code, bank=chosen.bank, compartment=chosen.compartment, order_seq=order.seq
-        )
         await orders.update_fields(
             tx,
             order.order_id,
@@ -303,7 +306,7 @@ class LockersDomain(Domain):
             bank=chosen.bank,
             compartment=chosen.compartment,
             hold_until=hold.expiry,
-            code_hash=hashed,
+            code_hash=key_check(self._keys[(store, chosen.bank)], hold),
             updated_at=utc_now(),
         )
         await commands.send(
@@ -320,7 +323,8 @@ class LockersDomain(Domain):
         return chosen.bank, chosen.compartment
 
     async def _send_code(self, tx: DomainTx, order: Row[Any]) -> None:
-        """The parcel is in: hand the edge the code's hash (it verifies codes offline)."""
+        """The parcel is in: tell the edge which grant to derive the code from (it verifies
+        codes offline with its own copy of the key). Nothing here reveals the code."""
         await commands.send(
             tx,
             store=order.store_id,
@@ -331,24 +335,27 @@ class LockersDomain(Domain):
             args={
                 "order_seq": order.seq,
                 "expiry": as_utc(order.hold_until).isoformat(),
-                "code_hash": order.code_hash,
             },
             expiry_s=self.options.command_expiry_s,
             order_id=order.order_id,
         )
 
     def pickup_code(self, order: Row[Any]) -> tuple[str, str]:
-        """(keypad code, QR payload) for the order, re-derived from the bank's key and
-        checked against the stored hash."""
+        """(keypad code, QR payload) for the order, re-derived from the bank's key, which
+        must be the key the order was assigned under (the edge has that one)."""
         key = self._keys[(order.store_id, order.bank)]
         grant = Grant.make(order.bank, order.compartment, order.seq, as_utc(order.hold_until))
         digits = self.banks[(order.store_id, order.bank)].code_digits
         code = keypad_code(key, grant, digits)
-        hashed = code_hash(
-            code, bank=order.bank, compartment=order.compartment, order_seq=order.seq
-        )
-        if hashed != order.code_hash:
-            raise RuntimeError(f"order {order.order_id}: the bank key changed since assignment")
+        stored = order.code_hash or ""
+        if not (
+            hmac.compare_digest(key_check(key, grant), stored)
+            or hmac.compare_digest(_legacy_code_hash(code, grant), stored)
+        ):
+            raise BankKeyChangedError(
+                f"order {order.order_id}: the key of bank {order.bank} changed since the order"
+                " was assigned; its code would not open the locker (re-assign the order)"
+            )
         return code, qr_payload(key, grant)
 
     # ------------------------------------------------------------------ expiry
@@ -378,3 +385,17 @@ class LockersDomain(Domain):
                 expired_at = as_utc(order.hold_until)
                 await orders.move(tx, self.notifier, order, S.EXPIRED, "hold_over", expired_at)
         return len(due)
+
+
+def _legacy_code_hash(code: str, grant: Grant) -> str:
+    """What `code_hash` held for orders assigned before the keyed check (scrypt of the
+    code, salted with where it is valid): still accepted, so those orders keep working."""
+    salt = b"|".join(
+        [
+            b"storegate-pickup-v1",
+            grant.bank.encode(),
+            grant.compartment.encode(),
+            b"%d" % grant.order_seq,
+        ]
+    )
+    return hashlib.scrypt(code.encode(), salt=salt, n=2**12, r=8, p=1, dklen=32).hex()

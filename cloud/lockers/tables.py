@@ -8,7 +8,10 @@
 - `locker_alarms`: door and code alarms (forced_open, door_ajar, code_burst_alarm);
 - `locker_notifications`: shopper notifications and their delivery attempts.
 
-The pickup code itself is never stored: only `code_hash` (edge.locker.codes.code_hash).
+The pickup code itself is never stored, nor anything it could be recovered from without
+the bank's key: `code_hash` holds `protocols.pickup.key_check` (a keyed MAC of the grant,
+used to notice a key that changed since assignment; the column keeps its old name, and
+rows from before hold a scrypt hash of the code, still accepted).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ orders = Table(
     Column("bank", ID, nullable=True),
     Column("compartment", ID, nullable=True),
     Column("hold_until", TS, nullable=True),
-    Column("code_hash", String(64), nullable=True),
+    Column("code_hash", String(64), nullable=True),  # key_check, see the docstring
     Column("code_issued_at", TS, nullable=True),
     Column("reason", Text, nullable=True),  # why it is in `exception` (or was refused)
     Column("created_at", TS, nullable=False),

@@ -14,6 +14,7 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
@@ -113,6 +114,11 @@ class Driver(abc.ABC):
 
     def info(self) -> DeviceInfo:
         return DeviceInfo(device=self.device, kind=self.kind, driver=self.driver_name)
+
+    def use_state_dir(self, directory: Path) -> None:
+        """Where the driver may keep state that must survive a restart (the outbox's
+        directory). Called once, before `run()`; most drivers keep nothing."""
+        return
 
     async def identified(self) -> None:
         """Returns once `info()` knows what the device is (model, firmware), at once for a

@@ -27,6 +27,8 @@ from protocols.messages import (
     CompartmentStatus,
 )
 
+from .reservations import SavedCompartment
+
 S = CompartmentState
 F = CompartmentFlag
 
@@ -93,6 +95,28 @@ class Compartment:
             self.hold_until = None
         return self._event(cause, now, previous)
 
+    def saved(self) -> SavedCompartment:
+        """What a restart must not lose (see edge/locker/reservations.py)."""
+        return SavedCompartment(
+            state=self.state,
+            order_ref=self.order_ref,
+            hold_until=self.hold_until,
+            before_service=self._before_service_stop,
+            forced_open=F.FORCED_OPEN in self.flags,
+        )
+
+    def restore(self, saved: SavedCompartment, now: datetime) -> None:
+        """Back to what was saved, before the first poll. A door unlocked just before the
+        restart gets a fresh unlock window; the first poll settles it (see `observe`)."""
+        self.state = saved.state
+        self.order_ref = saved.order_ref
+        self.hold_until = saved.hold_until
+        self._before_service_stop = saved.before_service
+        if saved.forced_open:
+            self.flags.add(F.FORCED_OPEN)
+        if self.state in _REVERT_IF_NOT_OPENED:
+            self._expect_unlock(now)
+
     def _note(self, cause: str, now: datetime) -> CompartmentEvent:
         return self._event(cause, now, self.state)
 
@@ -108,6 +132,12 @@ class Compartment:
             self.door_open, self.occupied = door_open, occupied
             if door_open:
                 self._door_opened_at = now
+                self._unlock_until = None  # restored mid-loading/pickup: it did open
+            elif self.state in _REVERT_IF_NOT_OPENED:
+                # Restored mid-loading or mid-pickup with the door shut: whatever happened
+                # while the edge was down is over; the item sensor says what it was.
+                self._unlock_until = None
+                return [self._door_closed(now)]
             return []
         events: list[CompartmentEvent] = []
         if door_open and not self.door_open:

@@ -14,6 +14,7 @@ Options (`devices[].options` in the edge config)::
     unlock_answers: true               # does the board reply to an unlock?
     poll_interval_s: 0.3               # 0.2 .. 0.5
     codes_key_env: STOREGATE_LOCKER_KEY  # NAME of the env var holding the hex key
+    state_path: /var/lib/storegate-edge/locker-bank-1.sqlite3  # default: beside the outbox
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,21 +50,13 @@ from protocols.messages import (
     LockerEvents,
     utc_now,
 )
+from protocols.pickup import Grant, PickupKey, QrEntry, keypad_code, parse_qr, verify_qr
 
 from .audit import AuditLog
 from .bus import BoardSilentError, BusClosedError, BusMaster
-from .codes import (
-    AttemptGuard,
-    Grant,
-    PickupKey,
-    QrEntry,
-    UsedCodes,
-    code_hash,
-    keypad_code,
-    parse_qr,
-    verify_qr,
-)
+from .codes import AttemptGuard, UsedCodes
 from .compartment import Compartment, TransitionRefusedError
+from .reservations import ReservationStore, SavedCompartment
 from .transport import TransportUrl, open_transport
 
 log = logging.getLogger(__name__)
@@ -93,19 +87,16 @@ class LockerBankOptions(BaseModel):
     audit_path: str | None = None
     audit_max_bytes: int = Field(default=4 * 1024 * 1024, ge=4096)
     audit_keep: int = Field(default=4, ge=1)
+    state_path: str | None = Field(
+        default=None,
+        description="SQLite file keeping holds and pickup grants across restarts"
+        " (default: locker-<bank>.sqlite3 beside the outbox)",
+    )
 
 
 class Cu16Options(LockerBankOptions):
     transport: str
     keypad: str | None = None
-
-
-@dataclass(slots=True)
-class _Credential:
-    """What the edge needs to check a pickup code for one compartment."""
-
-    grant: Grant
-    hashed: str | None = None  # a cloud-supplied code_hash; else derive from the key
 
 
 @dataclass(slots=True)
@@ -118,6 +109,7 @@ class _Counters:
     keypad_lines_dropped: int = 0
     reconnects: int = 0
     polls: int = 0
+    state_save_errors: int = 0
 
 
 class LockerDriver(Driver):
@@ -147,7 +139,8 @@ class LockerDriver(Driver):
                 )
                 self.compartments[c.id] = c
                 self._by_address[(board, lock)] = c
-        self._credentials: dict[str, _Credential] = {}
+        # The grant each compartment's pickup code is derived from (no code is stored).
+        self._grants: dict[str, Grant] = {}
         self._guard = AttemptGuard(
             free_failures=options.backoff_free_failures,
             base=timedelta(seconds=options.backoff_base_s),
@@ -155,6 +148,12 @@ class LockerDriver(Driver):
             alarm_failures=options.alarm_failures,
         )
         self._used = UsedCodes()
+        self._store: ReservationStore | None = None
+        self._saved: dict[str, SavedCompartment] = {}
+        self._newly_used: list[Grant] = []
+        self._hash_ignored_logged = False
+        self._save_failing = False
+        self._state_path = Path(options.state_path) if options.state_path else None
         self._audit = (
             AuditLog(
                 Path(options.audit_path),
@@ -172,10 +171,90 @@ class LockerDriver(Driver):
         self.counters = _Counters()
         self.ready = asyncio.Event()  # set after the first full poll
 
+    # ------------------------------------------------------------------ durable state
+
+    def use_state_dir(self, directory: Path) -> None:
+        """Keep holds and grants in `state_path`, or else in `directory` (the outbox's).
+        Without either (a bare driver in a test) they live in memory only."""
+        if self._state_path is None:
+            self._state_path = directory / f"locker-{self.device}.sqlite3"
+
+    def _open_state(self) -> None:
+        """Open the state file and restore what an earlier run saved: once, on first use
+        (a driver created only to check a config never touches the file)."""
+        path = self._state_path
+        if self._store is not None or path is None:
+            return
+        self._store = ReservationStore(path, self.device)
+        now = utc_now()
+        saved = self._store.load()
+        gone = sorted(set(saved) - set(self.compartments))
+        if gone:
+            log.warning(
+                "locker %s: %s holds state for compartment(s) %s this config lacks; ignored",
+                self.device,
+                path,
+                ", ".join(gone),
+            )
+        for cid, row in saved.items():
+            c = self.compartments.get(cid)
+            if c is None:
+                continue
+            c.restore(row, now)
+            if row.grant is not None:
+                self._grants[cid] = row.grant
+            self._saved[cid] = row
+        for grant in self._store.used_grants(now):
+            self._used.mark(grant)
+        held = sum(1 for c in self.compartments.values() if c.order_ref is not None)
+        log.info("locker %s: state in %s; %d compartment(s) hold orders", self.device, path, held)
+
+    def _persist(self) -> None:
+        """Commit what changed since the last call (compares, so cheap on every poll)."""
+        if self._store is None:
+            return
+        changed: dict[str, SavedCompartment] = {}
+        for cid, c in self.compartments.items():
+            row = c.saved()
+            row = SavedCompartment(
+                state=row.state,
+                order_ref=row.order_ref,
+                hold_until=row.hold_until,
+                before_service=row.before_service,
+                forced_open=row.forced_open,
+                grant=self._grants.get(cid),
+            )
+            if self._saved.get(cid, SavedCompartment(CompartmentState.AVAILABLE)) != row:
+                changed[cid] = row
+        if not changed and not self._newly_used:
+            return
+        try:
+            self._store.save(changed, self._newly_used, utc_now() if self._newly_used else None)
+        except sqlite3.Error as exc:
+            # Kept in memory and tried again on every poll; the bank keeps working (a
+            # shopper with the right code is not turned away because a disk is full).
+            self.counters.state_save_errors += 1
+            if self.counters.state_save_errors == 1 or not self._save_failing:
+                log.error(
+                    "locker %s: cannot save its state to %s (holds would not survive a"
+                    " restart; retrying every poll): %s",
+                    self.device,
+                    self._store.path,
+                    exc,
+                )
+            self._save_failing = True
+            return
+        if self._save_failing:
+            self._save_failing = False
+            log.warning("locker %s: state saved again to %s", self.device, self._store.path)
+        self._newly_used = []
+        self._saved |= changed
+
     # ------------------------------------------------------------------ run
 
     async def run(self, ctx: DriverContext) -> None:
         self._ctx = ctx
+        self._open_state()
         delay = 0.5
         while True:
             url = self._transport
@@ -275,6 +354,7 @@ class LockerDriver(Driver):
             self._ctx.set_state(state, error)
 
     def _flush(self) -> None:
+        self._persist()
         if not self._pending or self._ctx is None:
             return
         events, self._pending = self._pending, []
@@ -339,6 +419,7 @@ class LockerDriver(Driver):
         Failures are counted per input device (`source`; by default `scanner` for a QR
         payload and `keypad` for anything else, since one line may carry both and a keypad
         cannot type `SGP1:`), never per anything the entry names."""
+        self._open_state()
         now = utc_now()
         qr = parse_qr(text)
         scope = source or ("scanner" if text.startswith("SGP1:") else "keypad")
@@ -365,55 +446,53 @@ class LockerDriver(Driver):
                 self._code_alarm(scope, now)
             self._flush()
             return False
-        c, credential = match
+        c, grant = match
         self._guard.succeed(scope)
-        self._used.mark(credential.grant)
-        del self._credentials[c.id]
+        self._used.mark(grant)
+        self._newly_used.append(grant)
+        del self._grants[c.id]
         self.counters.code_ok += 1
         self._record("code", outcome="ok", scope=scope, compartment=c.id)
         self._pending.append(c.open_for_pickup("qr_ok" if qr else "code_ok", now))
+        self._persist()  # the code is spent on disk before the door opens
         reason = await self._unlock(c)
         if reason is not None:
             log.warning("locker %s: code ok but unlock failed: %s", self.device, reason)
         self._flush()
         return reason is None
 
-    def _candidates(self, now: datetime) -> list[tuple[Compartment, _Credential]]:
+    def _candidates(self, now: datetime) -> list[tuple[Compartment, Grant]]:
+        """Compartments a code may open now: awaiting pickup, with a grant that has not
+        expired and was not used. Only a compartment's own current grant counts, so a code
+        of an earlier hold (or of another compartment) never matches."""
         found = []
-        for cid, credential in self._credentials.items():
+        for cid, grant in self._grants.items():
             c = self.compartments[cid]
             if (
                 c.state is CompartmentState.AWAITING_PICKUP
-                and credential.grant.expiry > now
-                and not self._used.used(credential.grant, now)
+                and grant.valid_at(now)
+                and not self._used.used(grant, now)
             ):
-                found.append((c, credential))
+                found.append((c, grant))
         return found
 
-    def _match_keypad(self, text: str, now: datetime) -> tuple[Compartment, _Credential] | None:
-        if not (text.isascii() and text.isdigit() and len(text) == self.options.code_digits):
+    def _match_keypad(self, text: str, now: datetime) -> tuple[Compartment, Grant] | None:
+        key = self._key
+        if key is None or not (
+            text.isascii() and text.isdigit() and len(text) == self.options.code_digits
+        ):
             return None
-        for c, credential in self._candidates(now):
-            grant = credential.grant
-            if credential.hashed is not None:
-                entered = code_hash(
-                    text, bank=grant.bank, compartment=grant.compartment, order_seq=grant.order_seq
-                )
-                expected = credential.hashed
-            elif self._key is not None:
-                entered, expected = text, keypad_code(self._key, grant, self.options.code_digits)
-            else:
-                continue
-            if hmac.compare_digest(entered, expected):
-                return c, credential
+        for c, grant in self._candidates(now):
+            if hmac.compare_digest(text, keypad_code(key, grant, self.options.code_digits)):
+                return c, grant
         return None
 
-    def _match_qr(self, qr: QrEntry, now: datetime) -> tuple[Compartment, _Credential] | None:
+    def _match_qr(self, qr: QrEntry, now: datetime) -> tuple[Compartment, Grant] | None:
         if self._key is None or qr.grant.bank != self.device or not verify_qr(self._key, qr):
             return None
-        for c, credential in self._candidates(now):
-            if credential.grant == qr.grant:
-                return c, credential
+        for c, grant in self._candidates(now):
+            if grant == qr.grant:
+                return c, grant
         return None
 
     def _code_alarm(self, scope: str, now: datetime) -> None:
@@ -439,6 +518,7 @@ class LockerDriver(Driver):
         )
 
     async def handle_command(self, command: Command) -> CommandOutcome:
+        self._open_state()
         try:
             args = _CommandArgs.model_validate(command.args)
         except ValidationError as exc:
@@ -459,9 +539,11 @@ class LockerDriver(Driver):
         if name == "locker.reserve":
             if args.order_ref is None or args.expiry is None:
                 return CommandOutcome(False, "locker.reserve needs order_ref and expiry")
+            if args.order_seq is not None:
+                self._require_key()  # before anything changes
             self._pending.append(c.reserve(args.order_ref, args.expiry, now))
             # A new order never inherits the previous order's code.
-            self._credentials.pop(c.id, None)
+            self._grants.pop(c.id, None)
             if args.order_seq is not None:
                 self._set_credential(c, args)
         elif name == "locker.set_code":
@@ -485,12 +567,28 @@ class LockerDriver(Driver):
             return CommandOutcome(False, f"{self.driver_name} driver has no command {name}")
         return CommandOutcome(True, result={"compartment": c.id, "state": c.state.value})
 
+    def _require_key(self) -> None:
+        if self._key is None:
+            raise TransitionRefusedError(
+                f"locker {self.device} has no pickup code key (codes_key_env): it cannot"
+                " check pickup codes"
+            )
+
     def _set_credential(self, c: Compartment, args: _CommandArgs) -> None:
+        self._require_key()
+        if args.code_hash is not None and not self._hash_ignored_logged:
+            # An older cloud sends the code's hash; the key derives the code, so it is
+            # not needed, and a hash of an 8-digit code is not kept anywhere.
+            self._hash_ignored_logged = True
+            log.warning(
+                "locker %s: ignoring code_hash in a command (the edge derives codes from its"
+                " key; upgrade the cloud so it stops sending it)",
+                self.device,
+            )
         expiry = args.expiry or c.hold_until
         if expiry is None or args.order_seq is None:
             raise TransitionRefusedError("a pickup code needs order_seq and an expiry")
-        grant = Grant.make(self.device, c.id, args.order_seq, expiry)
-        self._credentials[c.id] = _Credential(grant, args.code_hash)
+        self._grants[c.id] = Grant.make(self.device, c.id, args.order_seq, expiry)
 
     # ------------------------------------------------------------------ runtime hooks
 
@@ -508,6 +606,7 @@ class LockerDriver(Driver):
             "code_wrong": float(self.counters.code_wrong),
             "code_refused": float(self.counters.code_refused),
             "code_alarms": float(self.counters.code_alarms),
+            "state_save_errors": float(self.counters.state_save_errors),
         }
         if (bus := self._bus) is not None:
             s = bus.stats
@@ -523,8 +622,7 @@ class LockerDriver(Driver):
 
     def grant_for(self, compartment: str) -> Grant | None:
         """The pickup grant set for a compartment (tests and the simulator's shoppers)."""
-        credential = self._credentials.get(compartment)
-        return credential.grant if credential else None
+        return self._grants.get(compartment)
 
 
 class _CommandArgs(BaseModel):
@@ -534,7 +632,9 @@ class _CommandArgs(BaseModel):
     order_ref: str | None = Field(default=None, max_length=64)
     expiry: datetime | None = None
     order_seq: int | None = Field(default=None, ge=0)
-    code_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    code_hash: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="sent by older clouds; ignored"
+    )
     out: bool = True
 
 

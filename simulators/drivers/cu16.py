@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from edge.drivers.base import DeviceConfig, DriverContext, DriverSpec
-from edge.locker.codes import PickupKey
 from edge.locker.driver import LockerBankOptions, LockerDriver, load_key
 from edge.locker.transport import TransportUrl
 from protocols.messages import DeviceKind
+from protocols.pickup import PickupKey
 from simulators.locker.board import LockerBank
 from simulators.locker.server import LockerSimulator
 
@@ -31,6 +33,18 @@ class SimLockerDriver(LockerDriver):
             unlock_answers=options.unlock_answers,
             spring_doors=options.spring_doors,
         )
+
+    def use_state_dir(self, directory: Path) -> None:
+        """Nothing to keep by default: each run starts a fresh simulated bank (empty
+        compartments) with a fresh key, so holds from an earlier run would be lies.
+        An explicit `state_path` still works (restart tests)."""
+        return
+
+    @property
+    def key(self) -> PickupKey:
+        """The simulated bank's key: its simulated shoppers derive their codes with it."""
+        assert self._key is not None
+        return self._key
 
     async def run(self, ctx: DriverContext) -> None:
         self.simulator = LockerSimulator(self.bank)

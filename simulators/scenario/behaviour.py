@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from edge.locker.codes import code_hash
 from protocols.messages import Command, CompartmentState, utc_now
+from protocols.pickup import keypad_code
 from simulators.drivers.cu16 import SimLockerDriver
 from simulators.llrp.world import World
 from simulators.locker.board import LatchedError
@@ -157,8 +157,8 @@ class LockerPeople:
 
     The simulator plays the order system: it reserves a compartment on the edge driver
     (as the cloud's `locker.reserve` command would), a courier loads it, and the shopper
-    types the pickup code at the keypad later. The edge checks the code against
-    `code_hash` exactly as for a cloud order."""
+    types the pickup code at the keypad later. The code is derived from the bank's key
+    exactly as the cloud derives it for an order, and the edge checks it the same way."""
 
     driver: SimLockerDriver
     store: str
@@ -195,16 +195,12 @@ class LockerPeople:
         compartment = self.rng.choice(free)
         self.counters.placed += 1
         seq = self.counters.placed
-        code = f"{self.rng.randrange(10**8):08d}"
         expiry = (utc_now() + timedelta(hours=2)).replace(microsecond=0)
         reserve: dict[str, object] = {
             "compartment": compartment.id,
             "order_ref": f"sim-{self.store}-{seq}",
             "expiry": expiry.isoformat(),
             "order_seq": seq,
-            "code_hash": code_hash(
-                code, bank=self.driver.device, compartment=compartment.id, order_seq=seq
-            ),
         }
         person = Person(self.driver.bank)
         try:
@@ -215,6 +211,9 @@ class LockerPeople:
                     self.counters.refused += 1
                     log.info("%s: %s refused: %s", self.store, name, outcome.reason)
                     return
+            grant = self.driver.grant_for(compartment.id)
+            assert grant is not None, "locker.reserve with order_seq sets the grant"
+            code = keypad_code(self.driver.key, grant, self.driver.options.code_digits)
             await person.load(compartment.board, compartment.lock)
             self.counters.loaded += 1
             await asyncio.sleep(draw(self.rng, self.behaviour.pickup_after_s))

@@ -7,12 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edge.locker.codes import (
-    AttemptGuard,
+from edge.locker.codes import AttemptGuard, UsedCodes
+from protocols.pickup import (
     Grant,
     PickupKey,
-    UsedCodes,
-    code_hash,
+    key_check,
     keypad_code,
     parse_qr,
     qr_payload,
@@ -72,14 +71,20 @@ def test_qr_roundtrip_and_tampering() -> None:
     assert parse_qr(payload + "A") is None
 
 
-def test_code_hash_matches_only_the_same_code_and_place() -> None:
-    code = keypad_code(KEY, GRANT)
-    h = code_hash(code, bank="bank-1", compartment="0-01", order_seq=42)
-    assert len(h) == 64
-    assert code not in h
-    assert h == code_hash(code, bank="bank-1", compartment="0-01", order_seq=42)
-    assert h != code_hash(code, bank="bank-1", compartment="0-02", order_seq=42)
-    assert h != code_hash("00000000", bank="bank-1", compartment="0-01", order_seq=42)
+def test_key_check_is_keyed_and_bound_to_the_grant() -> None:
+    check = key_check(KEY, GRANT)
+    assert len(check) == 64
+    assert keypad_code(KEY, GRANT) not in check
+    assert check == key_check(KEY, GRANT)
+    assert check != key_check(PickupKey(bytes(32)), GRANT)  # another key: noticed
+    assert check != key_check(KEY, Grant("bank-1", "0-02", 42, GRANT.expiry))
+
+
+def test_a_grant_opens_nothing_from_its_expiry_on() -> None:
+    """The expiry comparison (issue #15): valid strictly before the expiry instant."""
+    assert GRANT.valid_at(GRANT.expiry - timedelta(microseconds=1))
+    assert not GRANT.valid_at(GRANT.expiry)
+    assert not GRANT.valid_at(GRANT.expiry + timedelta(seconds=1))
 
 
 def test_backoff_grows_exponentially_after_free_failures_and_alarms_on_burst() -> None:
@@ -125,33 +130,30 @@ def test_used_codes_are_remembered_until_expiry() -> None:
 
 # Known answers, worked out from the algorithm in docs/lockers.md with the standard library
 # alone (hmac.new(key, m, sha256), first 8 bytes big-endian mod 10^8; base32 of the first
-# 16 bytes of the "qr|" MAC; scrypt N=2^12 r=8 p=1 salted with m minus the expiry), and
+# 16 bytes of the "qr|" MAC; the key check is the hex HMAC of "key-check|" + m), and
 # written out here so a change to the derivation cannot pass unnoticed. Key: bytes 0..31.
 KNOWN_ANSWERS = [
     (
         Grant("bank-1", "0-01", 42, datetime(2026, 11, 25, 12, 0, tzinfo=UTC)),  # 1795608000
         "61879026",
         "SGP1:bank-1:0-01:42:1795608000:DMZUONGZCB4A3UFGFVWFRSWDRE",
-        "0bc24c9cc1899af57b89f2b6704a30ab2989d872a0d396aacbcc24dce2e0cc1a",
+        "875cd9086d2a21fd4912444a1fa11e2ef15ac6fd6cd7ebd1232f80d38d449fed",
     ),
     (
         Grant("locker-a", "1-16", 1, datetime.fromtimestamp(1800000000, UTC)),
         "95882825",
         "SGP1:locker-a:1-16:1:1800000000:OTIISBWTUVIKDSG5X5I42COLGM",
-        "9c5007fbcd3af6bb10604eff95877206ce6c6f954161c7ea03f39c705f412afd",
+        "5b0c3a487a4b0df7de45ba4c355c86d755736cc44e456fff0b5094c8b500b40a",
     ),
 ]
 
 
-@pytest.mark.parametrize(("grant", "code", "qr", "hashed"), KNOWN_ANSWERS)
-def test_derivation_known_answers(grant: Grant, code: str, qr: str, hashed: str) -> None:
+@pytest.mark.parametrize(("grant", "code", "qr", "check"), KNOWN_ANSWERS)
+def test_derivation_known_answers(grant: Grant, code: str, qr: str, check: str) -> None:
     assert keypad_code(KEY, grant) == code
     assert keypad_code(KEY, grant, digits=6) == code[2:]  # the same value mod 10^6
     assert qr_payload(KEY, grant) == qr
-    assert (
-        code_hash(code, bank=grant.bank, compartment=grant.compartment, order_seq=grant.order_seq)
-        == hashed
-    )
+    assert key_check(KEY, grant) == check
 
 
 def test_a_scope_in_lockout_or_alarm_is_never_forgotten_to_make_room() -> None:

@@ -151,3 +151,40 @@ def test_reserve_refuses_busy_faulty_or_past() -> None:
     c.set_fault(True, at(0))
     with pytest.raises(TransitionRefusedError, match="fault"):
         c.reserve("o", at(100), at(0))
+
+
+def restored(state: S) -> Compartment:
+    from edge.locker.reservations import SavedCompartment
+
+    c = Compartment("0-01", 0, 0, unlock_window=timedelta(seconds=30))
+    c.restore(SavedCompartment(state, order_ref="order-1", hold_until=at(3600)), at(0))
+    return c
+
+
+@pytest.mark.parametrize(
+    ("state", "door_open", "occupied", "settled"),
+    [
+        (S.LOADING, False, True, [(S.LOADING, S.AWAITING_PICKUP, "loaded")]),
+        (S.LOADING, False, False, [(S.LOADING, S.RESERVED, "closed_empty")]),
+        (S.PICKUP_OPEN, False, False, [(S.PICKUP_OPEN, S.AVAILABLE, "collected")]),
+        (S.PICKUP_OPEN, False, True, [(S.PICKUP_OPEN, S.AWAITING_PICKUP, "closed_not_collected")]),
+        (S.AWAITING_PICKUP, False, True, []),
+        (S.RESERVED, True, False, []),
+    ],
+)
+def test_a_restored_compartment_settles_on_the_first_poll(
+    state: S, door_open: bool, occupied: bool, settled: list[tuple[S, S, str]]
+) -> None:
+    c = restored(state)
+    events = c.observe(door_open, occupied, at(1))
+    assert [(e.previous, e.state, e.cause) for e in events] == settled
+    assert F.FORCED_OPEN not in c.flags
+
+
+def test_restored_mid_loading_with_the_door_open_waits_for_it_to_shut() -> None:
+    c = restored(S.LOADING)
+    assert c.observe(True, False, at(1)) == []  # the courier is at it
+    assert c.tick(at(40)) == []  # past the unlock window: the door did open, no revert
+    events = c.observe(True, True, at(41)) + c.observe(False, True, at(42))
+    assert [e.cause for e in events] == ["item_placed", "loaded"]
+    assert c.state is S.AWAITING_PICKUP

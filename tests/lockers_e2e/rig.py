@@ -129,11 +129,12 @@ async def running_rig(
     *,
     webhook_url: str | None = None,
     locker_options: dict[str, Any] | None = None,
+    hold_hours: float = 2,
 ) -> AsyncIterator[Rig]:
     monkeypatch.setenv(KEY_ENV, secrets.token_hex(32))
     lockers: dict[str, Any] = {
         "banks": [{"store": STORE, "node": NODE, "bank": BANK, "codes_key_env": KEY_ENV}],
-        "hold_hours": 2,
+        "hold_hours": hold_hours,
         # this store has a locker bank and no RFID shelves: nothing would ever be available
         # (reservations are tested in tests/inventory/test_reservations.py)
         "reserve_stock": False,

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -23,10 +24,9 @@ from cloud.context import CloudContext
 from cloud.domains import DomainContext, load_domains
 from cloud.lockers import create_domain, kpis, orders, tables
 from cloud.lockers.config import WebhookConfig
-from cloud.lockers.domain import LockersDomain
+from cloud.lockers.domain import BankKeyChangedError, LockersDomain, _legacy_code_hash
 from cloud.lockers.machine import ALLOWED, IllegalTransitionError, OrderState, check
 from cloud.metrics import CloudMetrics
-from edge.locker.codes import code_hash
 from protocols.codec import decode, encode, topic_for
 from protocols.messages import (
     AckStatus,
@@ -42,6 +42,7 @@ from protocols.messages import (
     StreamPosition,
     utc_now,
 )
+from protocols.pickup import Grant, PickupKey, keypad_code, qr_payload
 from protocols.settings import ConfigError
 from tests.cloud.cloudproc import OPS_KEY, SHOPPER_KEY, STAFF_KEY, cloud_config
 from tests.cloud.conftest import database_url, postgres_server  # noqa: F401  (fixtures)
@@ -272,23 +273,40 @@ async def test_a_refused_reservation_is_an_exception_and_staff_can_retry(setup: 
     )
     await setup.ack(setup.commands()[-1], AckStatus.DONE)
     assert (await setup.order(order_id))["state"] == "assigned"
-    # the parcel goes in: the cloud hands the edge the code's hash, never the code
+    # the parcel goes in: the cloud names the grant; neither the code nor a hash of it
     await setup.events("0-02", ("loaded", CompartmentState.AWAITING_PICKUP))
     set_code = setup.commands()[-1]
     assert set_code.name == "locker.set_code"
-    assert set(set_code.args) == {"compartment", "order_seq", "expiry", "code_hash"}
+    assert set(set_code.args) == {"compartment", "order_seq", "expiry"}
     await setup.ack(set_code, AckStatus.DONE)
     assert (await setup.order(order_id))["state"] == "ready_for_pickup"
     code = await setup.call("POST", f"/api/v1/orders/{order_id}/pickup-code", SHOPPER_KEY)
-    order_seq = set_code.args["order_seq"]
+    # what the edge derives from the command's grant with its copy of the key is the code
+    # the shopper got: cloud and edge agree through protocols.pickup
+    order_seq, expiry = set_code.args["order_seq"], set_code.args["expiry"]
     assert isinstance(order_seq, int)
-    assert (
-        code_hash(code["code"], bank=BANK, compartment="0-02", order_seq=order_seq)
-        == set_code.args["code_hash"]
-    )
+    assert isinstance(expiry, str)
+    grant = Grant.make(BANK, "0-02", order_seq, datetime.fromisoformat(expiry))
+    key = PickupKey.from_env(KEY_ENV)
+    assert keypad_code(key, grant) == code["code"]
+    assert qr_payload(key, grant) == code["qr"]
     async with setup.harness.engine.connect() as connection:
         stored = (await connection.execute(select(tables.orders))).one()
-    assert code["code"] not in str(stored._asdict())  # only the hash is kept
+    row = str(stored._asdict())
+    assert code["code"] not in row
+    assert _legacy_code_hash(code["code"], grant) not in row  # no crackable hash either
+
+    # an order assigned before the keyed check (scrypt hash stored) still gets its code,
+    # and a key changed since assignment is noticed
+    def with_check(value: str) -> Any:
+        return SimpleNamespace(**(stored._asdict() | {"code_hash": value}))
+
+    assert (
+        setup.domain.pickup_code(with_check(_legacy_code_hash(code["code"], grant)))[0]
+        == (code["code"])
+    )
+    with pytest.raises(BankKeyChangedError, match="changed since the order was assigned"):
+        setup.domain.pickup_code(with_check("0" * 64))
 
 
 async def test_replayed_events_move_orders_but_not_the_mirror(setup: Setup) -> None:
