@@ -10,8 +10,8 @@
     storegate/v1/{store}/{node}/cmd/{command}       commands, cloud -> edge
     storegate/v1/{store}/{node}/ack                 command acks, edge -> cloud
     storegate/v1/{store}/{node}/committed           retained: what the cloud has committed
-    storegate/v1/shopper/{token}/offers             offers to one shopper's app
-    storegate/v1/shopper/{token}/orders             order updates (BOPIS) to one shopper's app
+    storegate/v1/shopper/{inbox}/offers             offers to one shopper's app
+    storegate/v1/shopper/{inbox}/orders             order updates (BOPIS) to one shopper's app
 
 The major version lives in the topic so that a v2 can run beside v1 during a migration;
 the payload carries the same version (`v`) so a message is self-describing in a dead-letter

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cloud.broker.dynsec_file import load_logins
 from cloud.config import CloudSettings
 from edge.config import EdgeSettings
 from edge.drivers.registry import create_driver
@@ -93,8 +94,26 @@ def test_store_configs_parse_down_to_driver_options(
     for device in config.devices:
         driver = create_driver(device)
         assert driver.device == device.id
-    # every store user is named like its store, which is what the broker ACL relies on
-    assert config.mqtt.username == config.store
+    # one login per node, named like its client id: the broker pins each login to its id
+    assert config.mqtt.username == config.client_id()
+    logins = load_logins(REPO_ROOT / "deploy" / "mosquitto" / "logins.yaml")
+    assert config.mqtt.username in {node.username for node in logins.nodes}
+
+
+def test_broker_logins_cover_the_deployment_and_get_their_passwords() -> None:
+    logins = load_logins(REPO_ROOT / "deploy" / "mosquitto" / "logins.yaml")
+    cloud = load_settings(CloudSettings, REPO_ROOT / "deploy" / "cloud.yaml")
+    # the ingestor's login is its client id, and its admin login exists
+    assert cloud.mqtt.username == cloud.ingest.client_id
+    assert cloud.mqtt.username in {login.username for login in logins.cloud}
+    assert cloud.broker_admin is not None
+    assert cloud.broker_admin.username in {admin.username for admin in logins.admins}
+    configured_nodes = {(s.id, n) for s in cloud.stores for n in s.nodes}
+    assert configured_nodes == {(node.store, node.node) for node in logins.nodes}
+    # every password the logins file names reaches the service that writes the broker file
+    service = compose()["services"]["mosquitto-logins"]
+    needed = {login.password_env for login in [*logins.admins, *logins.cloud, *logins.nodes]}
+    assert needed <= set(service["environment"]), needed - set(service["environment"])
 
 
 def test_grafana_dashboard_queries_known_measurements() -> None:

@@ -1,191 +1,300 @@
-"""The shipped Mosquitto ACLs, enforced by a real Mosquitto with per-store passwords."""
+"""The shipped broker identities, enforced by a real Mosquitto with the shipped config.
+
+The broker runs `deploy/mosquitto/mosquitto.conf` (only its listener, data directory and the
+plugin's path rewritten for this machine) with the dynamic-security file that `storegate
+broker-logins` writes from `deploy/mosquitto/logins.yaml`; shopper logins are created the
+way the cloud creates them, through the plugin's control topic.
+"""
 
 from __future__ import annotations
 
-import subprocess
-import threading
+import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import SecretStr
 
-from tests.conftest import REPO_ROOT
-from tests.servers import MosquittoBroker, mosquitto, require_binary
+from cloud.broker import policy
+from cloud.broker.control import BrokerControl, provision_shopper
+from cloud.broker.dynsec_file import LoginsError, NodeLogin, build_document, load_logins
+from cloud.config import BrokerAdminSettings
+from protocols.mqtt import MqttSettings
+from tests.servers import MosquittoBroker
+from tests.shipped_broker import (
+    ADMIN,
+    INGEST,
+    LOGINS,
+    Client,
+    ConnectionRefusedByBrokerError,
+    start_shipped_mosquitto,
+    wait_for,
+)
+from tests.shipped_broker import PASSWORDS as SHIPPED_PASSWORDS
 
-ACL = REPO_ROOT / "deploy" / "mosquitto" / "acl"
-USERS = {"store-1": "pw-one", "store-2": "pw-two", "storegate-cloud": "pw-cloud"}
+PASSWORDS = {**SHIPPED_PASSWORDS, "MQTT_STORE_001_PI_2_PASSWORD": "store-001-pi-2-password-01"}
+NODE_A = "storegate-edge-store-001-pi-1"
+NODE_A2 = "storegate-edge-store-001-pi-2"
+NODE_B = "storegate-edge-store-002-pi-1"
+SHOPPER_ID = "shopper-alice"
+OTHER_SHOPPER_ID = "shopper-bob"
+SHOPPER_PASSWORD = "shopper-password-0123456789"
 
 
-@pytest.fixture
-def secured_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    passwd = require_binary("mosquitto_passwd", hint="Debian package mosquitto")
-    password_file = tmp_path / "passwd"
-    for index, (user, password) in enumerate(USERS.items()):
-        create = ["-c"] if index == 0 else []
-        subprocess.run([passwd, "-b", *create, str(password_file), user, password], check=True)
-    broker = mosquitto(
-        tmp_path,
-        allow_anonymous=False,
-        extra_config=f"password_file {password_file}\nacl_file {ACL}\n",
+@pytest.fixture(scope="module")
+def shipped_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    workdir = tmp_path_factory.mktemp("shipped-mosquitto")
+    logins = load_logins(LOGINS)
+    # One more node in store A, to show nodes of one store are kept apart too.
+    logins.nodes.append(
+        NodeLogin(store="store-001", node="pi-2", password_env="MQTT_STORE_001_PI_2_PASSWORD")
     )
-    broker.start()
+    broker = start_shipped_mosquitto(workdir, PASSWORDS, logins)
+    control = BrokerControl(
+        MqttSettings(host=broker.host, port=broker.port),
+        BrokerAdminSettings(username=ADMIN, password=SecretStr(PASSWORDS["MQTT_ADMIN_PASSWORD"])),
+    )
+    for shopper in (SHOPPER_ID, OTHER_SHOPPER_ID):
+        asyncio.run(provision_shopper(control, shopper, SHOPPER_PASSWORD + shopper))
     yield broker
     broker.kill()
 
 
-class Client:
-    """A logged-in MQTT 5 client that records messages and the broker's answers."""
-
-    def __init__(self, broker: MosquittoBroker, user: str, password: str) -> None:
-        self.received: list[tuple[str, bytes]] = []
-        self.suback: list[ReasonCode] = []
-        self.puback: dict[int, ReasonCode] = {}
-        self._connected = threading.Event()
-        self._subscribed = threading.Event()
-        self._lock = threading.Lock()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"{user}-test", protocol=mqtt.MQTTv5
-        )
-        self.client.username_pw_set(user, password)
-        self.connack: ReasonCode | None = None
-
-        def on_connect(
-            client: object, userdata: object, flags: object, code: ReasonCode, props: object
-        ) -> None:
-            self.connack = code
-            self._connected.set()
-
-        self.client.on_connect = on_connect
-        self.client.on_message = lambda c, u, m: self.received.append((m.topic, bytes(m.payload)))
-
-        def on_subscribe(
-            client: object, userdata: object, mid: int, codes: list[ReasonCode], props: object
-        ) -> None:
-            self.suback = list(codes)
-            self._subscribed.set()
-
-        def on_publish(
-            client: object, userdata: object, mid: int, code: ReasonCode, props: object
-        ) -> None:
-            with self._lock:
-                self.puback[mid] = code
-
-        self.client.on_subscribe = on_subscribe
-        self.client.on_publish = on_publish
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        assert self._connected.wait(10), f"{user}: no CONNACK"
-        if self.connack is None or self.connack.is_failure:  # type: ignore[unreachable]
-            self.close()
-            raise PermissionError(f"{user} could not connect: {self.connack}")
-
-    def subscribe(self, topic: str) -> list[ReasonCode]:
-        self._subscribed.clear()
-        self.client.subscribe(topic, qos=1)
-        assert self._subscribed.wait(10)
-        return self.suback
-
-    def publish(self, topic: str, payload: bytes) -> ReasonCode:
-        info = self.client.publish(topic, payload, qos=1)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with self._lock:
-                if info.mid in self.puback:
-                    return self.puback[info.mid]
-            time.sleep(0.01)
-        raise TimeoutError(f"no PUBACK for {topic}")
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+LOGIN_PASSWORDS = {
+    INGEST: PASSWORDS["MQTT_CLOUD_PASSWORD"],
+    INGEST + policy.OFFERS_LISTENER_SUFFIX: PASSWORDS["MQTT_CLOUD_PASSWORD"],
+    NODE_A: PASSWORDS["MQTT_STORE_001_PASSWORD"],
+    NODE_A2: PASSWORDS["MQTT_STORE_001_PI_2_PASSWORD"],
+    NODE_B: PASSWORDS["MQTT_STORE_002_PASSWORD"],
+    policy.shopper_login(SHOPPER_ID): SHOPPER_PASSWORD + SHOPPER_ID,
+    policy.shopper_login(OTHER_SHOPPER_ID): SHOPPER_PASSWORD + OTHER_SHOPPER_ID,
+}
 
 
-def _wait_for(predicate: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
+def login(broker: MosquittoBroker, user: str, **kwargs: object) -> Client:
+    return Client(broker, user, LOGIN_PASSWORDS[user], **kwargs)  # type: ignore[arg-type]
 
 
-def test_store_publishes_only_under_its_own_prefix(secured_broker: MosquittoBroker) -> None:
-    cloud = Client(secured_broker, "storegate-cloud", USERS["storegate-cloud"])
-    store = Client(secured_broker, "store-1", USERS["store-1"])
-    try:
-        assert not cloud.subscribe("storegate/v1/#")[0].is_failure
-        own = store.publish("storegate/v1/store-1/pi-1/rfid/reader-1", b"own")
-        forged = store.publish("storegate/v1/store-2/pi-1/rfid/reader-1", b"forged")
-        command = store.publish("storegate/v1/store-1/pi-1/cmd/resync", b"self-command")
-        assert not own.is_failure
-        assert forged.is_failure
-        assert forged.getName() == "Not authorized"
-        assert command.is_failure
-        assert _wait_for(
-            lambda: ("storegate/v1/store-1/pi-1/rfid/reader-1", b"own") in cloud.received
-        )
-        time.sleep(0.3)
-        assert [payload for _, payload in cloud.received] == [b"own"]
-    finally:
-        cloud.close()
-        store.close()
+# --- the file the broker starts from -------------------------------------------------------
 
 
-def test_store_reads_only_its_own_commands(secured_broker: MosquittoBroker) -> None:
-    cloud = Client(secured_broker, "storegate-cloud", USERS["storegate-cloud"])
-    store = Client(secured_broker, "store-1", USERS["store-1"])
-    try:
-        assert not store.subscribe("storegate/v1/store-1/+/cmd/+")[0].is_failure
-        # Mosquitto 2.0 grants a wildcard subscription and enforces read ACLs per message:
-        # what matters is that nothing of store-2 is ever delivered to store-1.
-        store.subscribe("storegate/v1/store-2/+/cmd/+")
-        store.subscribe("storegate/v1/#")
-        assert not cloud.publish("storegate/v1/store-1/pi-1/cmd/resync", b"for-1").is_failure
-        assert not cloud.publish("storegate/v1/store-2/pi-1/cmd/resync", b"for-2").is_failure
-        assert _wait_for(lambda: len(store.received) >= 1)
-        time.sleep(0.3)
-        # (overlapping subscriptions may deliver the same message twice: compare as a set)
-        assert set(store.received) == {("storegate/v1/store-1/pi-1/cmd/resync", b"for-1")}
-    finally:
-        cloud.close()
-        store.close()
+def test_passwords_are_stored_hashed_and_short_ones_refused() -> None:
+    document = build_document(load_logins(LOGINS), PASSWORDS)
+    text = repr(document)
+    assert not any(password in text for password in PASSWORDS.values())
+    assert {c["clientid"] for c in document["clients"]} == {
+        c["username"] for c in document["clients"]
+    }
+    with pytest.raises(LoginsError, match=r"MQTT_CLOUD_PASSWORD: .* >= 16 characters"):
+        build_document(load_logins(LOGINS), {**PASSWORDS, "MQTT_CLOUD_PASSWORD": "change-me"})
 
 
-def test_store_reads_only_its_own_commit_marks_and_cannot_forge_them(
-    secured_broker: MosquittoBroker,
+def test_regenerating_keeps_the_shopper_logins_and_drops_removed_nodes() -> None:
+    logins = load_logins(LOGINS)
+    shopper = policy.shopper_login(SHOPPER_ID)
+    running = build_document(logins, PASSWORDS)
+    running["clients"].append({"username": shopper, "clientid": shopper, "roles": []})
+    running["roles"].append({"rolename": shopper, "acls": policy.shopper_acls(SHOPPER_ID)})
+    logins.nodes = [n for n in logins.nodes if n.store != "store-003"]
+    again = build_document(logins, PASSWORDS, running)
+    users = {c["username"] for c in again["clients"]}
+    assert shopper in users
+    assert "storegate-edge-store-003-pi-1" not in users
+    assert shopper in {r["rolename"] for r in again["roles"]}
+
+
+def test_two_logins_with_one_client_id_are_refused() -> None:
+    logins = load_logins(LOGINS).model_dump()
+    # store "a-b" node "c" and store "a" node "b-c" would share storegate-edge-a-b-c.
+    logins["nodes"] = [
+        {"store": "a-b", "node": "c", "password_env": "X"},
+        {"store": "a", "node": "b-c", "password_env": "Y"},
+    ]
+    with pytest.raises(ValueError, match="client ids used by two logins: storegate-edge-a-b-c"):
+        type(load_logins(LOGINS)).model_validate(logins)
+
+
+# --- one identity per session ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Takeover:
+    victim: str
+    attacker: str
+    queue_topic: str  # where the victim's persistent session queues QoS 1 messages
+    publisher: str  # a login allowed to publish there
+
+
+TAKEOVERS = [
+    Takeover(INGEST, NODE_B, "storegate/v1/store-001/pi-1/rfid/reader-1", NODE_A),
+    Takeover(
+        INGEST, policy.shopper_login(SHOPPER_ID), "storegate/v1/store-001/pi-1/health", NODE_A
+    ),
+    Takeover(INGEST, INGEST + "-offers", "storegate/v1/store-001/pi-1/health", NODE_A),
+    Takeover(NODE_A, NODE_B, "storegate/v1/store-001/pi-1/cmd/resync", INGEST),
+    Takeover(NODE_A, NODE_A2, "storegate/v1/store-001/pi-1/committed", INGEST),
+    Takeover(NODE_A, INGEST, "storegate/v1/store-001/pi-1/cmd/resync", INGEST),
+]
+
+
+@pytest.mark.parametrize("case", TAKEOVERS, ids=[f"{t.attacker}-as-{t.victim}" for t in TAKEOVERS])
+def test_another_login_cannot_take_a_client_id_over(
+    shipped_broker: MosquittoBroker, case: Takeover
 ) -> None:
-    cloud = Client(secured_broker, "storegate-cloud", USERS["storegate-cloud"])
-    store = Client(secured_broker, "store-1", USERS["store-1"])
+    victim = login(shipped_broker, case.victim, clean_start=False)
     try:
-        # A forged mark would make the edge delete messages the cloud never committed.
-        assert store.publish("storegate/v1/store-1/pi-1/committed", b"forged").is_failure
-        assert not store.subscribe("storegate/v1/store-1/pi-1/committed")[0].is_failure
-        store.subscribe("storegate/v1/store-2/pi-1/committed")
-        assert not cloud.publish("storegate/v1/store-1/pi-1/committed", b"for-1").is_failure
-        assert not cloud.publish("storegate/v1/store-2/pi-1/committed", b"for-2").is_failure
-        assert _wait_for(lambda: len(store.received) >= 1)
-        time.sleep(0.3)
-        assert set(store.received) == {("storegate/v1/store-1/pi-1/committed", b"for-1")}
+        assert not victim.subscribe(case.queue_topic).is_failure
+        # While the victim is connected: a clean-start takeover is refused, the victim stays.
+        with pytest.raises(ConnectionRefusedByBrokerError) as refused:
+            login(shipped_broker, case.attacker, client_id=case.victim, clean_start=True)
+        assert refused.value.code.getName() == "Not authorized"
+        time.sleep(0.2)
+        assert victim.disconnected is None
     finally:
-        cloud.close()
-        store.close()
-
-
-def test_shopper_offers_are_cloud_only(secured_broker: MosquittoBroker) -> None:
-    store = Client(secured_broker, "store-2", USERS["store-2"])
-    cloud = Client(secured_broker, "storegate-cloud", USERS["storegate-cloud"])
+        victim.close()
+    # While it is away: its queued QoS 1 messages survive another takeover attempt.
+    sender = _publisher(shipped_broker, case.publisher, case.victim)
     try:
-        assert store.publish("storegate/v1/shopper/tok1/offers", b"spam").is_failure
-        assert not cloud.publish("storegate/v1/shopper/tok1/offers", b"offer").is_failure
+        for n in range(5):
+            assert not sender.publish(case.queue_topic, b"queued-%d" % n).is_failure
     finally:
-        store.close()
-        cloud.close()
+        sender.close()
+    with pytest.raises(ConnectionRefusedByBrokerError):
+        login(shipped_broker, case.attacker, client_id=case.victim, clean_start=True)
+    back = login(shipped_broker, case.victim, clean_start=False)
+    try:
+        expected = [(case.queue_topic, b"queued-%d" % n) for n in range(5)]
+        assert wait_for(lambda: back.messages() == expected), back.messages()
+    finally:
+        back.close()
 
 
-def test_wrong_password_is_refused(secured_broker: MosquittoBroker) -> None:
-    with pytest.raises(PermissionError, match="could not connect: Not authorized"):
-        Client(secured_broker, "store-1", "wrong")
+def _publisher(broker: MosquittoBroker, user: str, victim: str) -> Client:
+    # The victim's own login is busy being the victim: publish as the cloud's offer listener
+    # (same role as the ingestor) when the ingestor is the publisher of a node's queue.
+    if user == victim:
+        raise AssertionError("a case's publisher must not be its victim")
+    if user == INGEST:
+        return login(broker, INGEST + policy.OFFERS_LISTENER_SUFFIX)
+    return login(broker, user)
+
+
+# --- the ACL matrix -----------------------------------------------------------------------
+
+SHOPPER_TOPICS = policy.shopper_topics(SHOPPER_ID)
+OTHER_SHOPPER_TOPICS = policy.shopper_topics(OTHER_SHOPPER_ID)
+STORE_A = "storegate/v1/store-001/pi-1"
+TOPIC_FAMILIES = {
+    "status": f"{STORE_A}/status",
+    "birth": f"{STORE_A}/birth",
+    "death": f"{STORE_A}/death",
+    "health": f"{STORE_A}/health",
+    "rfid": f"{STORE_A}/rfid/reader-1",
+    "locker": f"{STORE_A}/locker/bank-a",
+    "ble": f"{STORE_A}/ble/scanner-1",
+    "ack": f"{STORE_A}/ack",
+    "cmd": f"{STORE_A}/cmd/open",
+    "committed": f"{STORE_A}/committed",
+    "own-offers": SHOPPER_TOPICS.offers,
+    "own-orders": SHOPPER_TOPICS.orders,
+    "other-offers": OTHER_SHOPPER_TOPICS.offers,
+    "other-orders": OTHER_SHOPPER_TOPICS.orders,
+    "all-stores": "storegate/v1/#",
+    "shared": "$share/ingest/storegate/v1/+/+/rfid/+",
+    "control": policy.CONTROL_TOPIC,
+}
+EDGE_STREAMS = {"status", "birth", "death", "health", "rfid", "locker", "ble", "ack"}
+TO_EDGE = {"cmd", "committed"}
+TO_SHOPPERS = {"own-offers", "own-orders", "other-offers", "other-orders"}
+FILTERS = {"all-stores", "shared"}  # subscribe only: a filter is not a topic
+# "own" is the shopper SHOPPER_ID and store-001/pi-1 (NODE_A). Everything not listed is denied.
+ALLOWED: dict[str, dict[str, set[str]]] = {
+    "cloud": {"publish": TO_EDGE | TO_SHOPPERS, "subscribe": set(TOPIC_FAMILIES) - {"control"}},
+    "store-A-node": {"publish": EDGE_STREAMS, "subscribe": TO_EDGE},
+    "store-A-other-node": {"publish": set(), "subscribe": set()},
+    "store-B-node": {"publish": set(), "subscribe": set()},
+    "shopper": {"publish": set(), "subscribe": {"own-offers", "own-orders"}},
+}
+ROLE_LOGINS = {
+    "cloud": INGEST,
+    "store-A-node": NODE_A,
+    "store-A-other-node": NODE_A2,
+    "store-B-node": NODE_B,
+    "shopper": policy.shopper_login(SHOPPER_ID),
+}
+MATRIX = [
+    (role, action, family)
+    for role in ROLE_LOGINS
+    for action in ("publish", "subscribe")
+    for family in TOPIC_FAMILIES
+    if not (action == "publish" and family in FILTERS)
+]
+
+
+@pytest.fixture(scope="module")
+def role_clients(shipped_broker: MosquittoBroker) -> Iterator[dict[str, Client]]:
+    # Clean sessions with their pinned ids; the takeover tests above have ended theirs.
+    clients = {role: login(shipped_broker, user) for role, user in ROLE_LOGINS.items()}
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+@pytest.mark.parametrize(("role", "action", "family"), MATRIX)
+def test_acl_matrix(
+    shipped_broker: MosquittoBroker,
+    role_clients: dict[str, Client],
+    role: str,
+    action: str,
+    family: str,
+) -> None:
+    client = role_clients[role]
+    topic = TOPIC_FAMILIES[family]
+    allowed = family in ALLOWED[role][action]
+    if action == "publish":
+        code = client.publish(topic, b"matrix")
+        assert code.is_failure is not allowed, f"{role} publish {topic}: {code}"
+        if not allowed:
+            assert code.getName() == "Not authorized"
+        return
+    code = client.subscribe(topic)
+    assert code.is_failure is not allowed, f"{role} subscribe {topic}: {code}"
+    if allowed:
+        # Granted means delivered: the topic's legitimate sender publishes, the role gets it.
+        sample = f"{STORE_A}/rfid/reader-9" if family in FILTERS else topic
+        sender = role_clients["cloud" if family in TO_EDGE | TO_SHOPPERS else "store-A-node"]
+        payload = f"{role}-{family}".encode()
+        assert not sender.publish(sample, payload).is_failure
+        assert wait_for(lambda: (sample, payload) in client.messages())
+        client.client.unsubscribe(topic)
+    else:
+        assert code.getName() == "Not authorized"
+
+
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [(None, None), (NODE_A, "wrong-password-0123456789"), ("nobody-at-all", "whatever-0123456789")],
+    ids=["anonymous", "wrong-password", "unknown-user"],
+)
+def test_no_valid_login_no_connection(
+    shipped_broker: MosquittoBroker, user: str | None, password: str | None
+) -> None:
+    # Refused at CONNECT, so every publish and subscribe of the matrix is denied for them.
+    with pytest.raises(ConnectionRefusedByBrokerError) as refused:
+        Client(shipped_broker, user, password, client_id="storegate-edge-store-009-pi-1")
+    assert refused.value.code.getName() in {"Not authorized", "Bad user name or password"}
+
+
+def test_a_shopper_reads_nothing_of_a_store_even_through_wildcards(
+    shipped_broker: MosquittoBroker, role_clients: dict[str, Client]
+) -> None:
+    shopper = login(shipped_broker, policy.shopper_login(OTHER_SHOPPER_ID))
+    try:
+        for topic_filter in ("#", "storegate/#", "storegate/v1/+/+/cmd/+", "$SYS/#", "+/+/+/+"):
+            assert shopper.subscribe(topic_filter).getName() == "Not authorized", topic_filter
+        assert not role_clients["cloud"].publish(f"{STORE_A}/cmd/open", b"x").is_failure
+        time.sleep(0.2)
+        assert shopper.messages() == []
+    finally:
+        shopper.close()

@@ -1,14 +1,13 @@
 #!/bin/sh
-# Builds Mosquitto's password file from environment variables at start-up, so no password
-# (not even a hash) lives in the repository: MQTT_USER_<name>=<password>, where <name> is
-# the store id with '-' written as '_' (MQTT_USER_store_001=...), plus MQTT_USER_storegate_cloud.
+# The dynamic-security file (logins, hashed passwords, roles) is written into the data
+# volume by the `mosquitto-logins` service (storegate broker-logins) before this starts; the
+# broker must own it, since it saves the shopper logins the cloud adds at run time there.
 set -eu
-passwd=/mosquitto/config/passwd
-: > "$passwd"
-env | grep '^MQTT_USER_' | while IFS='=' read -r key value; do
-  user=$(echo "${key#MQTT_USER_}" | tr '_' '-')
-  mosquitto_passwd -b "$passwd" "$user" "$value"
-done
-chmod 0600 "$passwd"
-chown mosquitto "$passwd" 2>/dev/null || true
+logins=/mosquitto/data/dynamic-security.json
+if [ ! -s "$logins" ]; then
+  echo "no $logins: run the mosquitto-logins service (storegate broker-logins) first" >&2
+  exit 1
+fi
+chown mosquitto "$logins" 2>/dev/null || true
+chmod 0600 "$logins"
 exec mosquitto -c /mosquitto/config/mosquitto.conf
