@@ -9,9 +9,11 @@ way the cloud creates them, through the plugin's control topic.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -87,7 +89,11 @@ def test_passwords_are_stored_hashed_and_short_ones_refused() -> None:
         c["username"] for c in document["clients"]
     }
     with pytest.raises(LoginsError, match=r"MQTT_CLOUD_PASSWORD: .* >= 16 characters"):
-        build_document(load_logins(LOGINS), {**PASSWORDS, "MQTT_CLOUD_PASSWORD": "change-me"})
+        build_document(load_logins(LOGINS), {**PASSWORDS, "MQTT_CLOUD_PASSWORD": "0123456789"})
+    with pytest.raises(LoginsError, match="MQTT_ADMIN_PASSWORD: still the example's change-me"):
+        build_document(
+            load_logins(LOGINS), {**PASSWORDS, "MQTT_ADMIN_PASSWORD": "change-me-admin-0123456"}
+        )
 
 
 def test_regenerating_keeps_the_shopper_logins_and_drops_removed_nodes() -> None:
@@ -102,6 +108,34 @@ def test_regenerating_keeps_the_shopper_logins_and_drops_removed_nodes() -> None
     assert shopper in users
     assert "storegate-edge-store-003-pi-1" not in users
     assert shopper in {r["rolename"] for r in again["roles"]}
+
+
+def test_the_cli_writes_the_file_privately_and_keeps_shopper_logins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from storegate.cli import app
+
+    out = tmp_path / "dynamic-security.json"
+    shopper = policy.shopper_login(SHOPPER_ID)
+    out.write_text(
+        json.dumps({"clients": [{"username": shopper}], "roles": [{"rolename": shopper}]})
+    )
+    for name, value in PASSWORDS.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["broker-logins", str(LOGINS), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_mode & 0o777 == 0o600
+    written = json.loads(out.read_text())
+    users = [c["username"] for c in written["clients"]]
+    assert users.count(shopper) == 1
+    assert "storegate-edge-store-002-pi-1" in users
+    monkeypatch.setenv("MQTT_STORE_002_PASSWORD", "short")
+    result = CliRunner().invoke(app, ["broker-logins", str(LOGINS), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "MQTT_STORE_002_PASSWORD" in result.output
+    assert json.loads(out.read_text()) == written  # a refused run leaves the file alone
 
 
 def test_two_logins_with_one_client_id_are_refused() -> None:

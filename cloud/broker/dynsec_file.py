@@ -117,6 +117,8 @@ def _client(username: str, password: str, role: str) -> dict[str, Any]:
 
 def _password(login: _Login, env: Mapping[str, str]) -> str:
     password = env.get(login.password_env, "")
+    if "change-me" in password:
+        raise LoginsError(f"{login.password_env}: still the example's change-me value")
     if len(password) < MIN_PASSWORD_CHARS:
         raise LoginsError(
             f"{login.password_env}: a broker password needs >= {MIN_PASSWORD_CHARS} characters"
