@@ -64,6 +64,7 @@ def shipped_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquit
 
 
 LOGIN_PASSWORDS = {
+    ADMIN: PASSWORDS["MQTT_ADMIN_PASSWORD"],
     INGEST: PASSWORDS["MQTT_CLOUD_PASSWORD"],
     INGEST + policy.OFFERS_LISTENER_SUFFIX: PASSWORDS["MQTT_CLOUD_PASSWORD"],
     NODE_A: PASSWORDS["MQTT_STORE_001_PASSWORD"],
@@ -238,6 +239,8 @@ TOPIC_FAMILIES = {
     "shared": "$share/ingest/storegate/v1/+/+/rfid/+",
     "control": policy.CONTROL_TOPIC,
 }
+# Where a subscriber of the family listens, when that is not where it is sent.
+SUBSCRIBE_TOPICS = {"control": f"{policy.CONTROL_TOPIC}/response"}
 EDGE_STREAMS = {"status", "birth", "death", "health", "rfid", "locker", "ble", "ack"}
 TO_EDGE = {"cmd", "committed"}
 TO_SHOPPERS = {"own-offers", "own-orders", "other-offers", "other-orders"}
@@ -249,6 +252,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
     "store-A-other-node": {"publish": set(), "subscribe": set()},
     "store-B-node": {"publish": set(), "subscribe": set()},
     "shopper": {"publish": set(), "subscribe": {"own-offers", "own-orders"}},
+    "cloud-admin": {"publish": {"control"}, "subscribe": {"control"}},
 }
 ROLE_LOGINS = {
     "cloud": INGEST,
@@ -256,6 +260,7 @@ ROLE_LOGINS = {
     "store-A-other-node": NODE_A2,
     "store-B-node": NODE_B,
     "shopper": policy.shopper_login(SHOPPER_ID),
+    "cloud-admin": ADMIN,
 }
 MATRIX = [
     (role, action, family)
@@ -292,9 +297,16 @@ def test_acl_matrix(
         if not allowed:
             assert code.getName() == "Not authorized"
         return
+    topic = SUBSCRIBE_TOPICS.get(family, topic)
     code = client.subscribe(topic)
     assert code.is_failure is not allowed, f"{role} subscribe {topic}: {code}"
-    if allowed:
+    if allowed and family == "control":
+        # the plugin answers a command of the admin's on the response topic
+        command = {"commands": [{"command": "listRoles", "correlationData": "matrix"}]}
+        assert not client.publish(policy.CONTROL_TOPIC, json.dumps(command).encode()).is_failure
+        assert wait_for(lambda: any(t == topic for t, _ in client.messages()))
+        client.client.unsubscribe(topic)
+    elif allowed:
         # Granted means delivered: the topic's legitimate sender publishes, the role gets it.
         sample = f"{STORE_A}/rfid/reader-9" if family in FILTERS else topic
         sender = role_clients["cloud" if family in TO_EDGE | TO_SHOPPERS else "store-A-node"]
