@@ -112,6 +112,13 @@ async def test_an_opted_in_app_gets_a_login_for_its_own_offers_only(
                 assert TOKEN not in value
                 assert "shopper-1" not in value
             assert len(login["password"]) >= 32
+            # and the app cannot make the phone broadcast its inbox as a token
+            r = await api.post(
+                "/shoppers/shopper-1/tokens",
+                json={"token": inbox, "expires_at": (utc_now() + timedelta(hours=1)).isoformat()},
+                headers=app,
+            )
+            assert r.status_code == 422, r.text
             r = await api.post(
                 "/shoppers/shopper-1/tokens",
                 json={
