@@ -44,9 +44,7 @@ OTHER_SHOPPER_ID = "shopper-bob"
 SHOPPER_PASSWORD = "shopper-password-0123456789"
 
 
-@pytest.fixture(scope="module")
-def shipped_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    workdir = tmp_path_factory.mktemp("shipped-mosquitto")
+def _broker_with_shoppers(workdir: Path) -> MosquittoBroker:
     logins = load_logins(LOGINS)
     # One more node in store A, to show nodes of one store are kept apart too.
     logins.nodes.append(
@@ -59,6 +57,20 @@ def shipped_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquit
     )
     for shopper in (SHOPPER_ID, OTHER_SHOPPER_ID):
         asyncio.run(provision_shopper(control, shopper, SHOPPER_PASSWORD + shopper))
+    return broker
+
+
+@pytest.fixture(scope="module")
+def shipped_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    broker = _broker_with_shoppers(tmp_path_factory.mktemp("shipped-mosquitto"))
+    yield broker
+    broker.kill()
+
+
+@pytest.fixture(scope="module")
+def takeover_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    # Its own broker: the matrix's clients hold the same logins and would fight the victims.
+    broker = _broker_with_shoppers(tmp_path_factory.mktemp("takeover-mosquitto"))
     yield broker
     broker.kill()
 
@@ -175,44 +187,35 @@ TAKEOVERS = [
 
 @pytest.mark.parametrize("case", TAKEOVERS, ids=[f"{t.attacker}-as-{t.victim}" for t in TAKEOVERS])
 def test_another_login_cannot_take_a_client_id_over(
-    shipped_broker: MosquittoBroker, case: Takeover
+    takeover_broker: MosquittoBroker, case: Takeover
 ) -> None:
-    victim = login(shipped_broker, case.victim, clean_start=False)
+    broker = takeover_broker
+    victim = login(broker, case.victim, clean_start=False)
     try:
         assert not victim.subscribe(case.queue_topic).is_failure
         # While the victim is connected: a clean-start takeover is refused, the victim stays.
         with pytest.raises(ConnectionRefusedByBrokerError) as refused:
-            login(shipped_broker, case.attacker, client_id=case.victim, clean_start=True)
+            login(broker, case.attacker, client_id=case.victim, clean_start=True)
         assert refused.value.code.getName() == "Not authorized"
         time.sleep(0.2)
         assert victim.disconnected is None
     finally:
         victim.close()
     # While it is away: its queued QoS 1 messages survive another takeover attempt.
-    sender = _publisher(shipped_broker, case.publisher, case.victim)
+    sender = login(broker, case.publisher)
     try:
         for n in range(5):
             assert not sender.publish(case.queue_topic, b"queued-%d" % n).is_failure
     finally:
         sender.close()
     with pytest.raises(ConnectionRefusedByBrokerError):
-        login(shipped_broker, case.attacker, client_id=case.victim, clean_start=True)
-    back = login(shipped_broker, case.victim, clean_start=False)
+        login(broker, case.attacker, client_id=case.victim, clean_start=True)
+    back = login(broker, case.victim, clean_start=False)
     try:
         expected = [(case.queue_topic, b"queued-%d" % n) for n in range(5)]
         assert wait_for(lambda: back.messages() == expected), back.messages()
     finally:
         back.close()
-
-
-def _publisher(broker: MosquittoBroker, user: str, victim: str) -> Client:
-    # The victim's own login is busy being the victim: publish as the cloud's offer listener
-    # (same role as the ingestor) when the ingestor is the publisher of a node's queue.
-    if user == victim:
-        raise AssertionError("a case's publisher must not be its victim")
-    if user == INGEST:
-        return login(broker, INGEST + policy.OFFERS_LISTENER_SUFFIX)
-    return login(broker, user)
 
 
 # --- the ACL matrix -----------------------------------------------------------------------
@@ -253,6 +256,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
     "store-B-node": {"publish": set(), "subscribe": set()},
     "shopper": {"publish": set(), "subscribe": {"own-offers", "own-orders"}},
     "cloud-admin": {"publish": {"control"}, "subscribe": {"control"}},
+    "cloud-offers-listener": {"publish": set(), "subscribe": {"own-offers", "other-offers"}},
 }
 ROLE_LOGINS = {
     "cloud": INGEST,
@@ -261,6 +265,7 @@ ROLE_LOGINS = {
     "store-B-node": NODE_B,
     "shopper": policy.shopper_login(SHOPPER_ID),
     "cloud-admin": ADMIN,
+    "cloud-offers-listener": INGEST + policy.OFFERS_LISTENER_SUFFIX,
 }
 MATRIX = [
     (role, action, family)
@@ -273,7 +278,7 @@ MATRIX = [
 
 @pytest.fixture(scope="module")
 def role_clients(shipped_broker: MosquittoBroker) -> Iterator[dict[str, Client]]:
-    # Clean sessions with their pinned ids; the takeover tests above have ended theirs.
+    # Clean sessions with their pinned ids, held for the whole matrix.
     clients = {role: login(shipped_broker, user) for role, user in ROLE_LOGINS.items()}
     yield clients
     for client in clients.values():

@@ -138,12 +138,13 @@ def build_document(
     roles: list[dict[str, Any]] = [
         {"rolename": policy.ADMIN_ROLE, "acls": policy.admin_acls()},
         {"rolename": policy.CLOUD_ROLE, "acls": policy.cloud_acls()},
+        {"rolename": policy.OFFERS_LISTENER_ROLE, "acls": policy.offers_listener_acls()},
     ]
     for cloud in logins.cloud:
         password = _password(cloud, env)
         clients.append(_client(cloud.username, password, policy.CLOUD_ROLE))
         listener = cloud.username + policy.OFFERS_LISTENER_SUFFIX
-        clients.append(_client(listener, password, policy.CLOUD_ROLE))
+        clients.append(_client(listener, password, policy.OFFERS_LISTENER_ROLE))
     for node in logins.nodes:
         role = policy.node_role(node.store, node.node)
         clients.append(_client(node.username, _password(node, env), role))

@@ -29,6 +29,7 @@ from protocols.topics import (
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 ADMIN_ROLE = "storegate-admin"
 CLOUD_ROLE = "storegate-cloud"
+OFFERS_LISTENER_ROLE = "storegate-cloud-offers-listener"
 # Shopper logins and their roles carry this prefix and nothing else does: the cloud creates
 # and deletes only names under it, and the deploy-time file keeps them across regenerations.
 SHOPPER_PREFIX = "storegate-shopper-"
@@ -65,8 +66,8 @@ def admin_acls() -> list[Acl]:
 
 
 def cloud_acls() -> list[Acl]:
-    """Ingestor replicas and their offer listeners: read every store stream (directly or as
-    an MQTT 5 shared subscription) and send commands, commit marks, offers and orders."""
+    """Ingestor replicas: read every store stream (directly or as an MQTT 5 shared
+    subscription) and send commands, commit marks, offers and orders."""
     everything = f"{TOPIC_PREFIX}/#"
     return [
         *_read(everything),
@@ -76,6 +77,11 @@ def cloud_acls() -> list[Acl]:
         *_write(f"{TOPIC_PREFIX}/{SHOPPER_LEVEL}/+/{OFFERS_LEVEL}"),
         *_write(f"{TOPIC_PREFIX}/{SHOPPER_LEVEL}/+/{ORDERS_LEVEL}"),
     ]
+
+
+def offers_listener_acls() -> list[Acl]:
+    """A replica's offer delivery listener: it only sees offers go out."""
+    return _read(f"{TOPIC_PREFIX}/{SHOPPER_LEVEL}/+/{OFFERS_LEVEL}")
 
 
 def node_role(store: str, node: str) -> str:
