@@ -426,3 +426,43 @@ async def test_the_edge_and_the_cloud_work_on_their_own_logins(
         edge.stop()
         await asyncio.wait_for(task, 20)
         await cloud.stop()
+
+
+def test_the_entrypoint_needs_the_logins_file_and_starts_the_broker_on_it(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    from types import SimpleNamespace
+
+    from tests.servers import free_port, wait_for_port
+    from tests.shipped_broker import DEPLOY, shipped_config
+
+    script = str(DEPLOY / "entrypoint.sh")
+    logins = tmp_path / "dynamic-security.json"
+    config = tmp_path / "mosquitto.conf"
+    port = free_port()
+    user = "user root\n" if os.geteuid() == 0 else ""
+    config.write_text(shipped_config(port, tmp_path) + user)
+    env = {
+        "PATH": os.environ["PATH"] + ":/usr/sbin",
+        "MOSQUITTO_DYNSEC_FILE": str(logins),
+        "MOSQUITTO_CONFIG": str(config),
+    }
+    missing = subprocess.run(["sh", script], env=env, capture_output=True, text=True, timeout=10)
+    assert missing.returncode == 1
+    assert "run the mosquitto-logins service" in missing.stderr
+
+    logins.write_text(json.dumps(build_document(load_logins(LOGINS), PASSWORDS)))
+    logins.chmod(0o644)
+    broker = subprocess.Popen(["sh", script], env=env)
+    try:
+        wait_for_port(port)
+        assert logins.stat().st_mode & 0o777 == 0o600
+        running = SimpleNamespace(host="127.0.0.1", port=port)
+        login(running, INGEST).close()  # type: ignore[arg-type]  # the logins are in force
+        with pytest.raises(ConnectionRefusedByBrokerError):
+            login(running, NODE_B, client_id=INGEST)  # type: ignore[arg-type]
+    finally:
+        broker.terminate()
+        broker.wait(10)
