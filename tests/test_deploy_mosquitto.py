@@ -19,7 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from cloud.broker import policy
-from cloud.broker.control import BrokerControl, provision_shopper
+from cloud.broker.control import BrokerControl, BrokerControlError, provision_shopper
 from cloud.broker.dynsec_file import LoginsError, NodeLogin, build_document, load_logins
 from cloud.config import BrokerAdminSettings
 from protocols.mqtt import MqttSettings
@@ -466,3 +466,29 @@ def test_the_entrypoint_needs_the_logins_file_and_starts_the_broker_on_it(
     finally:
         broker.terminate()
         broker.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "reason"),
+    [
+        (ADMIN, "wrong-password-0123456789", "refused the admin login"),
+        (NODE_B, PASSWORDS["MQTT_STORE_002_PASSWORD"], "subscribing to .* refused"),
+        (ADMIN, PASSWORDS["MQTT_ADMIN_PASSWORD"], "Connection refused"),
+    ],
+    ids=["wrong-password", "not-an-admin", "broker-down"],
+)
+def test_the_control_client_says_why_it_could_not_change_a_login(
+    takeover_broker: MosquittoBroker, username: str, password: str, reason: str
+) -> None:
+    # (on the takeover broker: the matrix's clients hold NODE_B's session on the other one)
+    from tests.servers import free_port
+
+    port = free_port() if reason == "Connection refused" else takeover_broker.port
+    control = BrokerControl(
+        MqttSettings(host=takeover_broker.host, port=port),
+        BrokerAdminSettings(username=username, password=SecretStr(password), timeout_s=5),
+    )
+    with pytest.raises(BrokerControlError, match=reason):
+        asyncio.run(provision_shopper(control, "shopper-carol", "carol-password-0123456789"))
+    with pytest.raises(ConnectionRefusedByBrokerError):  # and no login was created
+        Client(takeover_broker, policy.shopper_login("shopper-carol"), "carol-password-0123456789")
