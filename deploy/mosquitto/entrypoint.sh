@@ -10,6 +10,8 @@ if [ ! -s "$logins" ]; then
   echo "no $logins: run the mosquitto-logins service (storegate broker-logins) first" >&2
   exit 1
 fi
-chown mosquitto "$logins" 2>/dev/null || true
+# The volume may have been created by mosquitto-logins (as root): the broker saves its
+# persistence and the plugin its file (via a temporary file) in that directory.
+chown mosquitto "$(dirname "$logins")" "$logins" 2>/dev/null || true
 chmod 0600 "$logins"
 exec mosquitto -c "$config"
