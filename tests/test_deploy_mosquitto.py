@@ -492,3 +492,31 @@ def test_the_control_client_says_why_it_could_not_change_a_login(
         asyncio.run(provision_shopper(control, "shopper-carol", "carol-password-0123456789"))
     with pytest.raises(ConnectionRefusedByBrokerError):  # and no login was created
         Client(takeover_broker, policy.shopper_login("shopper-carol"), "carol-password-0123456789")
+
+
+def test_shopper_logins_survive_a_restart_with_regenerated_logins(
+    fresh_broker: MosquittoBroker,
+) -> None:
+    """The broker saves a shopper login the cloud created in its own file; the next
+    `storegate broker-logins` (every compose start) rewrites the deploy-time logins from
+    logins.yaml and keeps it."""
+    from cloud.broker.dynsec_file import write_document
+
+    control = BrokerControl(
+        MqttSettings(host=fresh_broker.host, port=fresh_broker.port),
+        BrokerAdminSettings(username=ADMIN, password=SecretStr(PASSWORDS["MQTT_ADMIN_PASSWORD"])),
+    )
+    asyncio.run(provision_shopper(control, SHOPPER_ID, "dave-password-0123456789"))
+    fresh_broker.stop()
+    rotated = {**PASSWORDS, "MQTT_CLOUD_PASSWORD": "rotated-cloud-password-0123"}
+    write_document(LOGINS, fresh_broker.workdir / "dynamic-security.json", rotated)
+    fresh_broker.start()
+    shopper = Client(fresh_broker, policy.shopper_login(SHOPPER_ID), "dave-password-0123456789")
+    try:
+        assert not shopper.subscribe(policy.shopper_topics(SHOPPER_ID).offers).is_failure
+    finally:
+        shopper.close()
+    # the regenerated logins are in force: the cloud's new password, not the old one
+    Client(fresh_broker, INGEST, rotated["MQTT_CLOUD_PASSWORD"]).close()
+    with pytest.raises(ConnectionRefusedByBrokerError):
+        Client(fresh_broker, INGEST, PASSWORDS["MQTT_CLOUD_PASSWORD"])
