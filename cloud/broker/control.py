@@ -54,8 +54,10 @@ class BrokerControl:
 
     def _run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         correlation = uuid.uuid4().hex
-        for index, command in enumerate(commands):
-            command["correlationData"] = f"{correlation}-{index}"
+        commands = [
+            {**command, "correlationData": f"{correlation}-{index}"}
+            for index, command in enumerate(commands)
+        ]
         answer: dict[str, Any] = {}
         ready = threading.Event()
         connected = threading.Event()
