@@ -6,7 +6,7 @@ sequenced `ble.presence` (background shoppers who did not opt in, fixed beacons)
 `rfid.events` (shelf counts), and a subscriber standing in for the shoppers' apps.
 
 - subject: from the publish of a consenting shopper's `enter` to the arrival of the offer
-  on `storegate/v1/shopper/{token}/offers` at the subscriber (ingest, dedup, arbitration,
+  on `storegate/v1/shopper/{inbox}/offers` at the subscriber (ingest, dedup, arbitration,
   every gate incl. the stock query, commit, PUBACK, publish, broker fan-out);
 - baseline, same run and load: the same payload published by the same store connection on a
   plain topic straight to the same subscriber (the broker round trip alone).
@@ -37,6 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench._support import Mosquitto, free_port
 from bench.runner import Benchmark, Result, Row
+from cloud.broker.policy import shopper_inbox
 from cloud.config import hash_key
 from protocols.codec import encode, topic_for
 from protocols.messages import (
@@ -357,7 +358,8 @@ def _drive(
                 key = uuid.uuid4().hex
                 sent = time.perf_counter()
                 client.publish(topic_for(message), payload, qos=1)
-                pending_offer[token] = sent
+                # offers arrive addressed to the shopper's inbox, not to the token
+                pending_offer[shopper_inbox(f"shopper-{i}-{shopper}")] = sent
                 sent_rtt = time.perf_counter()
                 client.publish(f"bench/rtt/{key}", payload, qos=1)
                 pending_rtt[key] = sent_rtt
@@ -381,8 +383,8 @@ def _collect(
     with receiver.lock:
         offers, receiver.offer_at = receiver.offer_at, {}
         rtts, receiver.rtt_at = receiver.rtt_at, {}
-    for token, arrived in offers.items():
-        sent = pending_offer.pop(token, None)
+    for inbox, arrived in offers.items():
+        sent = pending_offer.pop(inbox, None)
         if sent is not None:
             offer_ms.append((arrived - sent) * 1000)
     for key, arrived in rtts.items():

@@ -88,6 +88,19 @@ class InfluxSettings(BaseModel):
     token: SecretStr | None = None
 
 
+class BrokerAdminSettings(BaseModel):
+    """This replica's login to the broker's dynamic-security control topic, which it uses
+    to create shopper app logins (deploy/mosquitto/logins.yaml `admins`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(pattern=IDENTIFIER_PATTERN, description="also its client id")
+    password: SecretStr | None = Field(
+        default=None, description="STOREGATE_CLOUD_BROKER_ADMIN__PASSWORD"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
 class IngestSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -217,6 +230,11 @@ class CloudSettings(FileSettings):
     )
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    broker_admin: BrokerAdminSettings | None = Field(
+        default=None,
+        description="the broker admin login; without it the cloud cannot give shopper apps"
+        " broker logins (503)",
+    )
     database_url: str = Field(default="", description="default: SQLite `cloud.db` in the data dir")
     influxdb: InfluxSettings | None = None
     api: ApiSettings = Field(default_factory=ApiSettings)

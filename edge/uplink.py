@@ -250,7 +250,8 @@ class Uplink:
                 "another client connected with our client id %r and took the session over:"
                 " two processes run as this node (a second edge daemon with the same store"
                 " and node, or `storegate sim` beside `storegate demo`). Give each node its"
-                " own identity; the broker should bind client ids to logins (docs/edge.md)",
+                " own identity; the broker should bind client ids to logins"
+                " (docs/broker-auth.md)",
                 self.client_id,
             )
             self.taken_over.set()

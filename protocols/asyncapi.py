@@ -26,7 +26,7 @@ _PARAM_DOC = {
     "bank": "Locker bank id.",
     "scanner": "BLE scanner id.",
     "command": "Command name, e.g. resync, reload-config.",
-    "shopper": "The shopper app's rotating token.",
+    "shopper": "The shopper app's inbox, given with its broker login; never a BLE token.",
 }
 
 # channel -> (address, parameters, who publishes, summary)

@@ -515,7 +515,9 @@ class Offer(Message):
 
     channel: ClassVar[Channel] = Channel.OFFERS
     type: Literal["offer"] = "offer"
-    shopper: Identifier = Field(description="the shopper's rotating app token")
+    shopper: Identifier = Field(
+        description="the shopper app's inbox, given with its broker login (never a BLE token)"
+    )
     offer_id: MessageId
     campaign: Identifier
     zone: Identifier
@@ -535,7 +537,9 @@ class OrderUpdate(Message):
 
     channel: ClassVar[Channel] = Channel.ORDERS
     type: Literal["order.update"] = "order.update"
-    shopper: Identifier = Field(description="the shopper's rotating app token")
+    shopper: Identifier = Field(
+        description="the shopper app's inbox, given with its broker login (never a BLE token)"
+    )
     order_id: MessageId
     state: str = Field(
         max_length=32, description="created, ..., ready_for_pickup, collected, expired, ..."

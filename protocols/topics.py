@@ -10,8 +10,8 @@
     storegate/v1/{store}/{node}/cmd/{command}       commands, cloud -> edge
     storegate/v1/{store}/{node}/ack                 command acks, edge -> cloud
     storegate/v1/{store}/{node}/committed           retained: what the cloud has committed
-    storegate/v1/shopper/{token}/offers             offers to one shopper's app
-    storegate/v1/shopper/{token}/orders             order updates (BOPIS) to one shopper's app
+    storegate/v1/shopper/{inbox}/offers             offers to one shopper's app
+    storegate/v1/shopper/{inbox}/orders             order updates (BOPIS) to one shopper's app
 
 The major version lives in the topic so that a v2 can run beside v1 during a migration;
 the payload carries the same version (`v`) so a message is self-describing in a dead-letter
@@ -59,7 +59,7 @@ class Channel(StrEnum):
 
     @property
     def to_shopper(self) -> bool:
-        """Published under `shopper/{token}/`, not under a node."""
+        """Published under `shopper/{inbox}/`, not under a node."""
         return self in _SHOPPER_CHANNELS
 
 
@@ -121,18 +121,21 @@ class NodeTopic:
 
 @dataclass(frozen=True, slots=True)
 class ShopperTopic:
-    """A topic of one shopper app: `storegate/v1/shopper/{token}/offers` or `.../orders`."""
+    """A topic of one shopper app: `storegate/v1/shopper/{inbox}/offers` or `.../orders`.
 
-    token: str
+    The inbox is the app's, handed out with its broker login; never a token it broadcasts.
+    """
+
+    inbox: str
     channel: Channel = Channel.OFFERS
 
     def __post_init__(self) -> None:
-        _check_level("shopper token", self.token)
+        _check_level("shopper inbox", self.inbox)
         if not self.channel.to_shopper:
             raise TopicError(str(self), f"channel {self.channel} is not a shopper channel")
 
     def __str__(self) -> str:
-        return f"{TOPIC_PREFIX}/{SHOPPER_LEVEL}/{self.token}/{self.channel}"
+        return f"{TOPIC_PREFIX}/{SHOPPER_LEVEL}/{self.inbox}/{self.channel}"
 
 
 AnyTopic = NodeTopic | ShopperTopic
@@ -155,7 +158,7 @@ def parse_topic(topic: str) -> AnyTopic:
     if levels[2] == SHOPPER_LEVEL:
         if len(levels) != 5 or levels[4] not in (OFFERS_LEVEL, ORDERS_LEVEL):
             raise TopicError(
-                topic, "shopper topics are shopper/{token}/offers or shopper/{token}/orders"
+                topic, "shopper topics are shopper/{inbox}/offers or shopper/{inbox}/orders"
             )
         try:
             return ShopperTopic(levels[3], Channel(levels[4]))
@@ -197,9 +200,9 @@ def command_topic(store: str, node: str, command: str) -> str:
     return str(NodeTopic(store, node, Channel.CMD, command))
 
 
-def offers_topic(token: str) -> str:
-    return str(ShopperTopic(token))
+def offers_topic(inbox: str) -> str:
+    return str(ShopperTopic(inbox))
 
 
-def orders_topic(token: str) -> str:
-    return str(ShopperTopic(token, Channel.ORDERS))
+def orders_topic(inbox: str) -> str:
+    return str(ShopperTopic(inbox, Channel.ORDERS))

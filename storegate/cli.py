@@ -312,5 +312,28 @@ def bench(
     raise typer.Exit(run_benchmarks(only=only or [], write=write, quick=quick, console=console))
 
 
+@app.command("broker-logins")
+def broker_logins(
+    logins: Annotated[Path, typer.Argument(help="Logins file (deploy/mosquitto/logins.yaml).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Mosquitto's dynamic-security file to (re)write.")
+    ],
+) -> None:
+    """Write Mosquitto's dynamic-security file: one login per MQTT session, each pinned to
+    its client id, passwords from the environment variables the logins file names (stored
+    hashed). Shopper logins already in the file are kept."""
+    _logging("warning")
+    from pydantic import ValidationError
+
+    from cloud.broker.dynsec_file import LoginsError, write_document
+
+    try:
+        document = write_document(logins, out)
+    except (LoginsError, ValidationError, OSError, ValueError) as exc:
+        console.print(f"[red]broker-logins:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"{out}: {len(document['clients'])} logins, {len(document['roles'])} roles")
+
+
 def main() -> None:
     app()

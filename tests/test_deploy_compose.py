@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cloud.broker.dynsec_file import load_logins
 from cloud.config import CloudSettings
 from edge.config import EdgeSettings
 from edge.drivers.registry import create_driver
@@ -131,7 +132,8 @@ def test_cloud_config_parses(
     assert config.mqtt.port == 8883
     assert config.mqtt.tls is not None
     assert config.mqtt.tls.cert_file is not None
-    assert config.mqtt.tls.cert_file.name == f"{config.mqtt.username}.crt"
+    # the certificate `storegate certs` makes for the cloud (its login is a separate secret)
+    assert config.mqtt.tls.cert_file.name == "storegate-cloud.crt"
 
 
 def test_the_cloud_gets_its_api_keys_and_metrics_key_from_env(
@@ -168,8 +170,29 @@ def test_store_configs_parse_down_to_driver_options(
     for device in config.devices:
         driver = create_driver(device)
         assert driver.device == device.id
-    # every store user is named like its store, which is what the broker ACL relies on
-    assert config.mqtt.username == config.store
+    # one login per node, named like its client id: the broker pins each login to its id
+    assert config.mqtt.username == config.client_id()
+    logins = load_logins(REPO_ROOT / "deploy" / "mosquitto" / "logins.yaml")
+    assert config.mqtt.username in {node.username for node in logins.nodes}
+
+
+def test_broker_logins_cover_the_deployment_and_get_their_passwords(
+    certs_dir: Path, tmp_path: Path
+) -> None:
+    logins = load_logins(REPO_ROOT / "deploy" / "mosquitto" / "logins.yaml")
+    path = with_mounted_certs("cloud", REPO_ROOT / "deploy" / "cloud.yaml", certs_dir, tmp_path)
+    cloud = load_settings(CloudSettings, path)
+    # the ingestor's login is its client id, and its admin login exists
+    assert cloud.mqtt.username == cloud.ingest.client_id
+    assert cloud.mqtt.username in {login.username for login in logins.cloud}
+    assert cloud.broker_admin is not None
+    assert cloud.broker_admin.username in {admin.username for admin in logins.admins}
+    configured_nodes = {(s.id, n) for s in cloud.stores for n in s.nodes}
+    assert configured_nodes == {(node.store, node.node) for node in logins.nodes}
+    # every password the logins file names reaches the service that writes the broker file
+    service = compose()["services"]["mosquitto-logins"]
+    needed = {login.password_env for login in [*logins.admins, *logins.cloud, *logins.nodes]}
+    assert needed <= set(service["environment"]), needed - set(service["environment"])
 
 
 def test_grafana_dashboard_queries_known_measurements() -> None:

@@ -50,7 +50,7 @@ def test_parse_known_topics(topic: str, expected: object) -> None:
         ("storegate/v1/s1/n1/health/x", "channel health takes 5 levels"),
         ("storegate/v1/s1/n+/status", "node 'n+' must be"),
         ("storegate/v1/s1//status", "node '' must be"),
-        ("storegate/v1/shopper/n1/status", "shopper topics are shopper/{token}/offers"),
+        ("storegate/v1/shopper/n1/status", "shopper topics are shopper/{inbox}/offers"),
         ("storegate/v1/s1", "not under storegate/v1/"),
     ],
 )

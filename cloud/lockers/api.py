@@ -47,7 +47,9 @@ class OrderLine(BaseModel):
 
 class OrderIn(BaseModel):
     items: list[OrderLine] = Field(min_length=1, max_length=200)
-    shopper: Ident | None = Field(default=None, description="the shopper app's rotating token")
+    shopper: Ident | None = Field(
+        default=None, description="the shopper app's inbox (from its broker login)"
+    )
 
 
 class StateIn(BaseModel):

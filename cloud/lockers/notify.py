@@ -1,8 +1,8 @@
 """Shopper notifications: an `OrderUpdate` on the app's MQTT topic, and an HTTP webhook
 with retries through a bounded persistent queue.
 
-The MQTT message (`storegate/v1/shopper/{token}/orders`, only for orders placed with the
-app's token) is queued on the transaction and published QoS 1 after the commit.
+The MQTT message (`storegate/v1/shopper/{inbox}/orders`, only for orders placed with the
+app's inbox) is queued on the transaction and published QoS 1 after the commit.
 
 A notification is a row in `locker_notifications`, written in the same transaction as the
 order transition it announces, so it is neither lost (the transition committed) nor sent

@@ -28,7 +28,7 @@ orders = Table(
     Column("order_id", ID, nullable=False, unique=True),
     Column("store_id", ID, nullable=False),
     Column("state", String(24), nullable=False),
-    Column("shopper", ID, nullable=True),  # the shopper app's rotating token, if given
+    Column("shopper", ID, nullable=True),  # the shopper app's inbox, if given
     Column("items", JSON, nullable=False),
     Column("node_id", ID, nullable=True),
     Column("bank", ID, nullable=True),

@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from cloud.api.deps import Cloud, Ops, Reader, ShopperApp
 from cloud.api.errors import ApiError, error_responses
 from cloud.api.timestamps import ApiTimestamp
-from cloud.offers import registry
+from cloud.offers import broker_logins, registry
 from cloud.offers.campaigns import CampaignSpec
 from cloud.offers.delivery import advance
 from cloud.offers.engine import CampaignCache
@@ -51,6 +51,24 @@ class TokenOut(BaseModel):
     token: str
     valid_from: ApiTimestamp
     expires_at: ApiTimestamp
+
+
+class ShopperTopicsOut(BaseModel):
+    offers: str = Field(description="subscribe here (QoS 1) for proximity offers")
+    orders: str = Field(description="subscribe here (QoS 1) for BOPIS order updates")
+
+
+class BrokerLoginOut(BaseModel):
+    """The shopper app's own MQTT login: read its two topics, nothing else."""
+
+    username: str
+    password: str = Field(description="shown once; the broker keeps only a salted hash")
+    client_id: str = Field(description="the broker accepts this login with this client id only")
+    inbox: str = Field(
+        description="the shopper's level in its topics; give it as `shopper` when creating an"
+        " order so the app receives its order updates"
+    )
+    topics: ShopperTopicsOut
 
 
 class CampaignOut(BaseModel):
@@ -95,6 +113,8 @@ def build_router(campaigns: CampaignCache) -> APIRouter:
         row = await registry.set_shopper(
             cloud.engine, shopper_id, consent=body.consent, segment=body.segment
         )
+        if not body.consent:
+            await broker_logins.revoke(cloud.settings, shopper_id)
         return ShopperOut(**{k: row[k] for k in ShopperOut.model_fields})
 
     @router.get("/shoppers/{shopper_id}")
@@ -104,8 +124,28 @@ def build_router(campaigns: CampaignCache) -> APIRouter:
 
     @router.delete("/shoppers/{shopper_id}", status_code=204)
     async def erase_shopper(shopper_id: IdPath, _p: ShopperApp, cloud: Cloud) -> None:
-        """Erase a shopper: identity, tokens and presence; their offers stay anonymous."""
+        """Erase a shopper: identity, tokens, presence and broker login; their offers stay
+        anonymous."""
         await registry.erase_shopper(cloud.engine, shopper_id)
+        await broker_logins.revoke(cloud.settings, shopper_id)
+
+    @router.post("/shoppers/{shopper_id}/broker-login", status_code=201)
+    async def create_broker_login(
+        shopper_id: IdPath, _p: ShopperApp, cloud: Cloud
+    ) -> BrokerLoginOut:
+        """Give an opted-in shopper's app its own broker login, for its offers and order
+        updates. Calling again replaces it (a new password; the old one stops working)."""
+        row = await _call(registry.get_shopper(cloud.engine, shopper_id))
+        if not row["consent"]:
+            raise ApiError(409, "conflict", "the shopper has not opted in to offers")
+        login = await broker_logins.create(cloud.settings, shopper_id)
+        return BrokerLoginOut(
+            username=login.username,
+            password=login.password,
+            client_id=login.username,
+            inbox=login.inbox,
+            topics=ShopperTopicsOut(offers=login.topics.offers, orders=login.topics.orders),
+        )
 
     @router.post("/shoppers/{shopper_id}/tokens", status_code=201)
     async def add_token(

@@ -18,7 +18,6 @@ import json
 import logging
 import queue
 import random
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +27,7 @@ import paho.mqtt.client as paho
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cloud.broker.policy import OFFERS_LISTENER_SUFFIX
 from cloud.bus import Change, LiveBus
 from cloud.offers import tables
 from cloud.offers.options import OffersOptions, WebhookOptions
@@ -96,18 +96,23 @@ async def advance(
 class DeliveryListener:
     """Marks offers delivered when the broker routes them (a subscriber of our own)."""
 
-    def __init__(self, mqtt: MqttSettings, engine: AsyncEngine, bus: LiveBus) -> None:
+    def __init__(
+        self, mqtt: MqttSettings, engine: AsyncEngine, bus: LiveBus, *, ingest_client_id: str
+    ) -> None:
         self.engine = engine
         self.bus = bus
         self.queue: queue.Queue[str] = queue.Queue(LISTENER_QUEUE)
         self.dropped = 0  # the offer was delivered anyway; only its delivered_at is missing
         self.delivered = 0
         self.mqtt = mqtt
-        # Our own client id, even when the config pins one for the ingestor (two clients
-        # with one id would take the connection from each other in turn).
+        # A session of its own beside the ingestor's (two clients with one id would take
+        # the connection from each other in turn), so a login of its own: the broker pins
+        # each login to one client id (cloud/broker/policy.py).
+        listener = f"{mqtt.client_id or ingest_client_id}{OFFERS_LISTENER_SUFFIX}"
+        username = f"{mqtt.username}{OFFERS_LISTENER_SUFFIX}" if mqtt.username else None
         self.client = new_client(
-            mqtt.model_copy(update={"client_id": None}),
-            f"storegate-offers-{uuid.uuid4().hex[:8]}",
+            mqtt.model_copy(update={"client_id": listener, "username": username}),
+            listener,
             clean_start=True,
         )
         self.client.on_connect = self._on_connect

@@ -62,7 +62,12 @@ class OffersDomain(Domain):
     async def start(self, context: DomainContext) -> None:
         context.metrics.registry.register(OffersCollector(self))
         if self.options.delivery_listener:
-            self.listener = DeliveryListener(context.settings.mqtt, context.engine, context.bus)
+            self.listener = DeliveryListener(
+                context.settings.mqtt,
+                context.engine,
+                context.bus,
+                ingest_client_id=context.settings.ingest.client_id,
+            )
             self.listener.start()
         if self.options.webhook.url is not None:
             self.webhook = WebhookSender(self.options.webhook, context.engine, context.bus)

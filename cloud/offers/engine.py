@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloud.broker.policy import shopper_inbox
 from cloud.domains import DomainTx
 from cloud.offers import tables
 from cloud.offers.arbitration import Placement, arbitrate
@@ -377,7 +378,7 @@ class OfferEngine:
             store=store,
             node=self.options.cloud_node,
             seq=0,
-            shopper=token,
+            shopper=shopper_inbox(shopper.shopper_id),
             offer_id=offer_id,
             campaign=campaign.campaign_id,
             zone=event.zone,
@@ -405,7 +406,7 @@ class OfferEngine:
                 **extra,
             )
         )
-        tx.publish(offers_topic(token), encode(offer))
+        tx.publish(offers_topic(offer.shopper), encode(offer))
         self._count(TRIGGERED, "")
         tx.change("offer", store, _change(offer_id, store, campaign, event, TRIGGERED, None))
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cloud.broker.policy import shopper_inbox
 from cloud.offers import tables
 from cloud.offers.campaigns import CampaignSpec, as_utc
 from cloud.state.db import upsert
@@ -89,6 +90,9 @@ async def add_token(
         raise RegistryError(
             422, "invalid_request", "a token may live at most 24 h (tokens are meant to rotate)"
         )
+    if shopper_inbox(shopper_id) in token:
+        # The phone broadcasts its tokens; its inbox (and broker login) must stay unknown.
+        raise RegistryError(422, "invalid_request", "a token must not contain the app's inbox")
     t, s = tables.shopper_tokens, tables.shoppers
     async with engine.begin() as connection:
         known = (

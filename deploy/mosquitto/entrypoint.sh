@@ -1,25 +1,30 @@
 #!/bin/sh
-# Builds Mosquitto's password file from environment variables at start-up, so no password
-# (not even a hash) lives in the repository: MQTT_USER_<name>=<password>, where <name> is
-# the store id with '-' written as '_' (MQTT_USER_store_001=...), plus MQTT_USER_storegate_cloud.
+# The dynamic-security file (logins, hashed passwords, roles) is written into the data
+# volume by the `mosquitto-logins` service (storegate broker-logins) before this starts; the
+# broker must own it, since it saves the shopper logins the cloud adds at run time there.
+# The paths can be overridden (tests/test_deploy_mosquitto.py runs this script as shipped).
 set -eu
-passwd=/mosquitto/config/passwd
-: > "$passwd"
-env | grep '^MQTT_USER_' | while IFS='=' read -r key value; do
-  user=$(echo "${key#MQTT_USER_}" | tr '_' '-')
-  mosquitto_passwd -b "$passwd" "$user" "$value"
-done
-chmod 0600 "$passwd"
-chown mosquitto "$passwd" 2>/dev/null || true
+logins=${MOSQUITTO_DYNSEC_FILE:-/mosquitto/data/dynamic-security.json}
+config=${MOSQUITTO_CONFIG:-/mosquitto/config/mosquitto.conf}
+certs_src=${MOSQUITTO_CERTS_SRC:-/mosquitto/certs-src}
+certs=${MOSQUITTO_CERTS:-/mosquitto/certs}
+if [ ! -s "$logins" ]; then
+  echo "no $logins: run the mosquitto-logins service (storegate broker-logins) first" >&2
+  exit 1
+fi
+# The volume may have been created by mosquitto-logins (as root): the broker saves its
+# persistence and the plugin its file (via a temporary file) in that directory.
+chown mosquitto "$(dirname "$logins")" "$logins" 2>/dev/null || true
+chmod 0600 "$logins"
 # The TLS files, mounted read-only from deploy/certs (`storegate certs`), copied where the
 # unprivileged mosquitto user can read them; the key stays 0600.
-mkdir -p /mosquitto/certs
+mkdir -p "$certs"
 for file in ca.crt broker.crt broker.key; do
-  if [ ! -s "/mosquitto/certs-src/$file" ]; then
+  if [ ! -s "$certs_src/$file" ]; then
     echo "missing deploy/certs/$file: run 'storegate certs' first (docs/security.md)" >&2
     exit 1
   fi
-  install -m 0600 -o mosquitto "/mosquitto/certs-src/$file" "/mosquitto/certs/$file" 2>/dev/null \
-    || install -m 0600 "/mosquitto/certs-src/$file" "/mosquitto/certs/$file"
+  install -m 0600 -o mosquitto "$certs_src/$file" "$certs/$file" 2>/dev/null \
+    || install -m 0600 "$certs_src/$file" "$certs/$file"
 done
-exec mosquitto -c /mosquitto/config/mosquitto.conf
+exec mosquitto -c "$config"

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cloud.broker.policy import shopper_inbox
 from cloud.config import CloudSettings, hash_key
 from cloud.offers.delivery import signature
 from cloud.runtime import CloudRuntime
@@ -35,6 +36,7 @@ from tests.offers.helpers import (
 from tests.servers import MosquittoBroker
 
 OPS, APP = "ops-key", "app-key"
+INBOX = shopper_inbox("shopper-1")
 SECRET = "webhook-secret"
 
 
@@ -81,7 +83,7 @@ async def test_offer_reaches_the_shoppers_topic_and_the_webhook(
     runtime = CloudRuntime(settings)
     await runtime.start()
     assert await asyncio.to_thread(runtime.consumer.connected.wait, 20), "cloud not connected"
-    app = Collector("127.0.0.1", mosquitto_broker.port, [offers_topic(TOKEN)])
+    app = Collector("127.0.0.1", mosquitto_broker.port, [offers_topic(INBOX)])
     wire = Collector("127.0.0.1", mosquitto_broker.port, ["storegate/#"])
     edge = publisher("127.0.0.1", mosquitto_broker.port)
     base = f"http://127.0.0.1:{runtime.api_port}/api/v1"
@@ -122,7 +124,7 @@ async def test_offer_reaches_the_shoppers_topic_and_the_webhook(
 
             (received,) = await asyncio.to_thread(app.take, 1, 30.0)
             offer = decode_as(Offer, received.payload, topic=received.topic)
-            assert (offer.campaign, offer.zone, offer.shopper) == ("coffee-2for1", "coffee", TOKEN)
+            assert (offer.campaign, offer.zone, offer.shopper) == ("coffee-2for1", "coffee", INBOX)
 
             # the webhook: refused once (503), retried, then accepted; signed
             await _wait(lambda: _async(len(webhook.requests) >= 2), 30, "webhook retried")
@@ -171,7 +173,9 @@ async def test_offer_reaches_the_shoppers_topic_and_the_webhook(
         text = received_wire.payload.decode("utf-8", "replace")
         assert not contains_mac_address(received_wire.topic + text)
     wire.close()
-    assert offers_topic(TOKEN) in seen
+    assert offers_topic(INBOX) in seen
+    # the token the phone broadcasts never names its topic
+    assert not any(TOKEN in topic for topic in seen if "/shopper/" in topic)
 
 
 async def _async(value: bool) -> bool:

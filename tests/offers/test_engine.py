@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from cloud.broker.policy import shopper_inbox
 from cloud.config import CloudSettings
 from cloud.offers import create_domain, registry, tables
 from cloud.offers.domain import OffersDomain
@@ -80,7 +81,9 @@ async def test_walking_past_a_shelf_gives_one_offer_not_ten(harness: StateHarnes
         published += outcome.publishes
     assert len(published) == 1
     topic, payload = published[0]
-    assert topic == offers_topic(TOKEN)
+    # to the shopper's inbox, never to the token the phone broadcasts
+    assert topic == offers_topic(shopper_inbox("shopper-1"))
+    assert TOKEN not in topic
     offer = decode_as(Offer, payload, topic=topic)
     assert (offer.campaign, offer.zone, offer.store, offer.gtins) == (
         "coffee-2for1",
