@@ -47,11 +47,12 @@ class EpcisDomain(Domain):
         if not isinstance(message, RfidEvents) or not message.items:
             return
         record_time = datetime.now(UTC)
+        pending: list[dict[str, Any]] = []
         for index, item in enumerate(message.items):
-            row = await self._row(tx.connection, message, index, item, record_time)
+            row = await self._row(tx.connection, message, index, item, record_time, pending)
             if row is not None:
-                # one at a time: an exit later in this message must see a sale before it
-                await tx.connection.execute(epcis_events.insert().values(**row))
+                pending.append(row)
+        await _insert(tx.connection, pending)
 
     async def _row(
         self,
@@ -60,12 +61,17 @@ class EpcisDomain(Domain):
         index: int,
         item: ItemEvent,
         record_time: datetime,
+        pending: list[dict[str, Any]],
     ) -> dict[str, Any] | None:
         store = message.store
         shelf = read_shelf(item)
         role = ReadPointRole.SHELF if shelf is None else self.options.read_point(store, shelf)[1]
         item = item.model_copy(update={"at": to_millis(item.at)})
-        sold = role is ReadPointRole.EXIT and await self._sold(connection, store, item)
+        sold = False
+        if role is ReadPointRole.EXIT:
+            # the lookup must see this message's earlier events (a sale just before)
+            await _insert(connection, pending)
+            sold = await self._sold(connection, store, item)
         happened = classify(item, role, sold)
         if happened is None:
             return None
@@ -110,6 +116,14 @@ class EpcisDomain(Domain):
         from cloud.epcis.api import create_router
 
         return create_router(self)
+
+
+async def _insert(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """One executemany for a message's events: a row at a time cost ~1 ms each on SQLite
+    (1,500 item events took 1.9 s)."""
+    if rows:
+        await connection.execute(epcis_events.insert(), rows)
+        rows.clear()
 
 
 def create_domain(settings: CloudSettings, options: dict[str, Any]) -> EpcisDomain:
