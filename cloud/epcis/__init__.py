@@ -4,7 +4,7 @@ interface (`GET /epcis/events`, docs/epcis.md).
 
 Events are written inside the ingest batch transaction, so each is stored exactly once
 with the message that carried it (and its `eventID`, derived from the message's stream and
-seq, is unique besides). Events a birth already covers (`live=False`) are history all the
+msg_id, is unique besides). Events a birth already covers (`live=False`) are history all the
 same: EPCIS is a record of what happened, so they are stored too.
 """
 
@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud.domains import Domain, DomainTx
@@ -33,7 +35,9 @@ EVENT_ID_NAMESPACE = uuid.UUID("6f1c3c8e-7d0e-4f57-9a59-2b1f3f1b5e21")
 
 
 def event_id(message: Message, index: int) -> str:
-    name = f"{message.store}/{message.node}/{message.stream}/{message.seq}/{index}"
+    """The same for the same item event of the same message however often it is resent
+    (the outbox keeps its msg_id); different after an edge reinstall restarts its seqs."""
+    name = f"{message.store}/{message.node}/{message.stream}/{message.msg_id}/{index}"
     return f"urn:uuid:{uuid.uuid5(EVENT_ID_NAMESPACE, name)}"
 
 
@@ -120,10 +124,15 @@ class EpcisDomain(Domain):
 
 async def _insert(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """One executemany for a message's events: a row at a time cost ~1 ms each on SQLite
-    (1,500 item events took 1.9 s)."""
-    if rows:
-        await connection.execute(epcis_events.insert(), rows)
-        rows.clear()
+    (1,500 item events took 1.9 s). An eventID already stored is that same event again and
+    is skipped: a unique-constraint error would fail the batch, and the ingestor would retry
+    it for ever, holding up every store behind it."""
+    if not rows:
+        return
+    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(epcis_events).on_conflict_do_nothing(index_elements=["event_id"])
+    await connection.execute(statement, rows)
+    rows.clear()
 
 
 def create_domain(settings: CloudSettings, options: dict[str, Any]) -> EpcisDomain:

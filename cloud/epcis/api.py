@@ -130,17 +130,20 @@ def _epc_match(name: str, value: str) -> ColumnElement[bool]:
     for uri in parse_list(name, value):
         if len(uri) > MAX_URI:
             raise _fail(f"{name}: value longer than {MAX_URI} characters")
-        pattern = re.fullmatch(r"urn:epc:idpat:([a-z0-9-]+):([^*%_\\]*?)(\*(\.\*)*)?", uri)
-        if pattern is None:
+        pattern = re.fullmatch(r"urn:epc:idpat:([a-z0-9-]+):([^*]*?)(\*(\.\*)*)?", uri)
+        whole_fields = pattern is not None and (
+            pattern.group(3) is None or pattern.group(2) == "" or pattern.group(2).endswith(".")
+        )
+        if pattern is None or not whole_fields:
             if uri.startswith("urn:epc:idpat:"):
-                raise _fail(f"{name}: {uri!r}: only trailing '*' fields are supported")
+                raise _fail(f"{name}: {uri!r}: only whole trailing fields may be '*'")
             conditions.append(column == uri)
-        elif pattern.group(3) is None:
-            conditions.append(column == f"urn:epc:id:{pattern.group(1)}:{pattern.group(2)}")
+            continue
+        identity = f"urn:epc:id:{pattern.group(1)}:{pattern.group(2)}"
+        if pattern.group(3) is None:
+            conditions.append(column == identity)
         else:
-            conditions.append(
-                column.startswith(f"urn:epc:id:{pattern.group(1)}:{pattern.group(2)}")
-            )
+            conditions.append(column.startswith(identity, autoescape=True))
     return or_(*conditions)
 
 

@@ -3,7 +3,7 @@
 `epcis_events`: one row per EPCIS event, the event itself in `event` (JSON, as served)
 and the fields the standard query filters on in columns of their own. `id` orders events
 with the same eventTime and is the page cursor's tie-breaker; `event_id` (the EPCIS
-eventID, derived from the message's stream and seq) is unique, so an event can never be
+eventID, derived from the message's msg_id and position) is unique, so an event can never be
 stored twice.
 """
 

@@ -56,5 +56,6 @@ async def rig(database_url: str) -> AsyncIterator[Rig]:  # noqa: F811
     app = create_app(context, routers=[domain.router()])
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as http:
-        yield Rig(harness, domain, http)
-    await harness.close()
+        rig = Rig(harness, domain, http)
+        yield rig
+    await rig.harness.close()

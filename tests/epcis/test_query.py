@@ -10,9 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import delete
 
 from cloud.epcis.cbv import epcis_time
 from cloud.epcis.tables import epcis_events
+from cloud.state.schema import stream_positions
+from tests.cloud.harness import StateHarness
+from tests.cloud.streams import NODE, STORE
 from tests.epcis.conftest import OPS_KEY, OTHER_STORE, SHOPPER_KEY, STAFF_KEY, Rig, bearer
 from tests.epcis.schema import validate
 from tests.epcis.stores import (
@@ -105,6 +109,10 @@ async def test_an_items_life_by_epc_with_the_right_cbv_terms(rig: Rig) -> None:
     assert all(e["epcList"] == [sgtin_uri(2)] for e in two)
     pattern = await events(rig, MATCH_epc="urn:epc:idpat:sgtin:0614141.812345.*", perPage=50)
     assert len(pattern) == SERIALS + 3 + 1 + 1
+    # LIKE wildcards in a pattern are literal characters, not wildcards
+    assert await events(rig, MATCH_epc="urn:epc:idpat:sgtin:0614141.81234_.*") == []
+    exact = await events(rig, MATCH_epc="urn:epc:idpat:sgtin:0614141.812345.2")
+    assert [e["epcList"] for e in exact] == [[sgtin_uri(2)]] * 2
     sold = await events(rig, EQ_bizStep="retail_selling|entering_exiting")
     assert [e["bizStep"] for e in sold] == ["retail_selling", "entering_exiting"]
 
@@ -116,6 +124,25 @@ async def test_events_are_stored_once_per_item_event(rig: Rig) -> None:
     rows = await rig.harness.rows(epcis_events)
     assert len(rows) == SERIALS + 3 + 1 + 1
     assert len({row.event_id for row in rows}) == len(rows)
+
+
+async def test_an_event_already_stored_never_fails_the_batch(rig: Rig) -> None:
+    """The same message applied again (dedup forgot it, say) must not fail its batch on
+    the unique eventID: the ingestor would retry that batch for ever."""
+    message = report(1, item("arrived", 1, at(1), shelf="shelf-1"))
+    assert (await rig.harness.feed(message)).applied == 1
+    await rig.harness.close()
+    fresh = StateHarness(
+        rig.harness.engine.url.render_as_string(hide_password=False),
+        {STORE: [NODE], OTHER_STORE: [NODE]},
+        domains=[rig.domain],
+    )
+    await fresh.start()
+    async with fresh.engine.begin() as connection:  # forget the stream position only
+        await connection.execute(delete(stream_positions))
+    rig.harness = fresh
+    assert (await fresh.feed(message)).applied == 1
+    assert len(await fresh.rows(epcis_events)) == 1
 
 
 async def test_a_store_query_pages_through_every_event_once_in_order(rig: Rig) -> None:
@@ -196,6 +223,7 @@ def _token(text: str) -> str:
         {"nextPageToken": _token("2026-11-23T12:00:00|1")},
         {"MATCH_epc": "urn:epc:id:sgtin:" + "9" * 10_000},
         {"MATCH_epc": "urn:epc:idpat:sgtin:0614141.*.6789"},
+        {"MATCH_epc": "urn:epc:idpat:sgtin:0614141.81*"},  # '*' for part of a field
         {"EQ_bizStep": "stocking||departing"},
         {"EQ_readPoint": "|".join(["x"] * 101)},
         {"EQ_action": "LOOK"},
