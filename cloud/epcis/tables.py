@@ -48,3 +48,5 @@ epcis_events = Table(
 Index("ix_epcis_events_time", epcis_events.c.event_time, epcis_events.c.id)
 Index("ix_epcis_events_epc", epcis_events.c.epc, epcis_events.c.event_time)
 Index("ix_epcis_events_store", epcis_events.c.store_id, epcis_events.c.event_time)
+Index("ix_epcis_events_biz_location", epcis_events.c.biz_location, epcis_events.c.event_time)
+Index("ix_epcis_events_read_point", epcis_events.c.read_point, epcis_events.c.event_time)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, inspect
 
 from cloud.epcis.cbv import epcis_time
 from cloud.epcis.tables import epcis_events
@@ -247,3 +247,22 @@ async def test_a_parameter_given_twice_is_refused(rig: Rig) -> None:
     )
     assert response.status_code == 400
     assert "more than once" in response.json()["detail"]
+
+
+async def test_the_migration_makes_the_table_the_code_describes(rig: Rig) -> None:
+    def described(connection: Any) -> tuple[Any, ...]:
+        inspector = inspect(connection)
+        columns = {c["name"]: c["nullable"] for c in inspector.get_columns("epcis_events")}
+        indexes = {
+            i["name"]: i["column_names"]
+            for i in inspector.get_indexes("epcis_events")
+            if "duplicates_constraint" not in i  # PostgreSQL lists a unique's index too
+        }
+        uniques = [u["column_names"] for u in inspector.get_unique_constraints("epcis_events")]
+        return columns, indexes, uniques
+
+    async with rig.harness.engine.connect() as connection:
+        columns, indexes, uniques = await connection.run_sync(described)
+    assert columns == {c.name: c.nullable for c in epcis_events.columns}
+    assert indexes == {i.name: [c.name for c in i.columns] for i in epcis_events.indexes}
+    assert uniques == [["event_id"]]

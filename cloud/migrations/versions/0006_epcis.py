@@ -40,9 +40,13 @@ def upgrade() -> None:
     op.create_index("ix_epcis_events_time", "epcis_events", ["event_time", "id"])
     op.create_index("ix_epcis_events_epc", "epcis_events", ["epc", "event_time"])
     op.create_index("ix_epcis_events_store", "epcis_events", ["store_id", "event_time"])
+    op.create_index("ix_epcis_events_biz_location", "epcis_events", ["biz_location", "event_time"])
+    op.create_index("ix_epcis_events_read_point", "epcis_events", ["read_point", "event_time"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_epcis_events_read_point", table_name="epcis_events")
+    op.drop_index("ix_epcis_events_biz_location", table_name="epcis_events")
     op.drop_index("ix_epcis_events_store", table_name="epcis_events")
     op.drop_index("ix_epcis_events_epc", table_name="epcis_events")
     op.drop_index("ix_epcis_events_time", table_name="epcis_events")
