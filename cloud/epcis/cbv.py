@@ -2,8 +2,10 @@
 
 What an item event means depends on where it was read (the read point's role in
 `domains.epcis`) and, at the exit, on whether the item was sold. Terms are GS1 Core
-Business Vocabulary 2.0, section 7.2 (business steps, `cbv:BizStep-*`) and 7.3
-(dispositions, `cbv:Disp-*`); the quoted definitions are the CBV's own.
+Business Vocabulary 2.0, its Business Step and Disposition vocabularies (each term's
+definition at https://ref.gs1.org/cbv/BizStep-{term} and https://ref.gs1.org/cbv/Disp-{term},
+the same text as GS1's CBV ontology, `Ontology/CBV.ttl` in github.com/gs1/EPCIS); the quoted
+definitions are the CBV's own.
 
 | what happened | bizStep | disposition | readPoint | bizLocation |
 | --- | --- | --- | --- | --- |
