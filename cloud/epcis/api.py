@@ -37,7 +37,11 @@ if TYPE_CHECKING:
 TAG = "epcis"
 MAX_VALUES = 100  # values of one list parameter
 MAX_URI = 256  # the columns' width: a longer value can match nothing
-EVENT_TYPES = ("ObjectEvent", "AggregationEvent", "TransactionEvent", "TransformationEvent")
+# The CBV's other spellings of a standard term; events store the bare word (EPCIS 2.0 JSON)
+CBV_PREFIXES = {
+    "EQ_bizStep": ("urn:epcglobal:cbv:bizstep:", "https://ref.gs1.org/cbv/BizStep-"),
+    "EQ_disposition": ("urn:epcglobal:cbv:disp:", "https://ref.gs1.org/cbv/Disp-"),
+}
 PARAMETER = "QueryParameterException"
 
 # name -> description, in the order the OpenAPI lists them
@@ -118,6 +122,8 @@ def _uri_match(column: Any, name: str, value: str) -> ColumnElement[bool]:
     for uri in parse_list(name, value):
         if len(uri) > MAX_URI:
             raise _fail(f"{name}: value longer than {MAX_URI} characters")
+        for prefix in CBV_PREFIXES.get(name, ()):
+            uri = uri.removeprefix(prefix)
         conditions.append(column == uri)
     return or_(*conditions)
 

@@ -115,6 +115,12 @@ async def test_an_items_life_by_epc_with_the_right_cbv_terms(rig: Rig) -> None:
     assert [e["epcList"] for e in exact] == [[sgtin_uri(2)]] * 2
     sold = await events(rig, EQ_bizStep="retail_selling|entering_exiting")
     assert [e["bizStep"] for e in sold] == ["retail_selling", "entering_exiting"]
+    spelled = await events(
+        rig,
+        EQ_bizStep="urn:epcglobal:cbv:bizstep:retail_selling|https://ref.gs1.org/cbv/BizStep-entering_exiting",
+        EQ_disposition="https://ref.gs1.org/cbv/Disp-retail_sold",
+    )
+    assert spelled == sold
 
 
 async def test_events_are_stored_once_per_item_event(rig: Rig) -> None:
