@@ -1,4 +1,5 @@
-"""Business domains plugged into the cloud: inventory alerts, lockers, offers, dashboard.
+"""Business domains plugged into the cloud: inventory alerts, lockers, offers, dashboard,
+EPCIS events.
 
 The ingestor owns delivery (dedup, ordering, ack after commit) and the core live state
 (nodes, inventory). A domain adds behaviour on top without touching that machinery:
@@ -44,6 +45,7 @@ BUILTIN_DOMAINS = (
     "cloud.lockers",
     "cloud.offers",
     "cloud.dashboard",
+    "cloud.epcis",
 )
 
 

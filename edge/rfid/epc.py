@@ -56,12 +56,3 @@ def decode_epc(epc_hex: str) -> DecodedEpc:
     if not (isinstance(gtin, str) and len(gtin) == 14 and gtin.isdigit()):
         return DecodedEpc(epc)
     return DecodedEpc(epc, gtin, uri)
-
-
-def epc_uri(epc_hex: str) -> str:
-    """A URI for EPCIS: the pure identity for SGTINs, the raw tag URI otherwise."""
-    decoded = decode_epc(epc_hex)
-    if decoded.uri:
-        return decoded.uri
-    bits = len(decoded.epc) * 4
-    return f"urn:epc:raw:{bits}.x{decoded.epc}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.rfid.epc import decode_epc, epc_uri, normalise_epc
+from edge.rfid.epc import decode_epc, normalise_epc
 from simulators.llrp.world import sgtin96
 
 
@@ -45,9 +45,10 @@ def test_non_sgtin_and_garbage_stay_raw_and_never_raise(epc: str) -> None:
     assert decoded.epc == epc.upper()
 
 
-def test_non_sgtin_keeps_raw_hex_and_raw_uri() -> None:
-    assert decode_epc("E2801160600002084A6B1C35").gtin is None
-    assert epc_uri("E2801160600002084A6B1C35") == "urn:epc:raw:96.xE2801160600002084A6B1C35"
+def test_non_sgtin_keeps_raw_hex() -> None:
+    decoded = decode_epc("E2801160600002084A6B1C35")
+    assert decoded.gtin is None
+    assert decoded.uri is None
 
 
 def test_normalise() -> None:
