@@ -63,6 +63,11 @@ POLICY: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/api/v1/alerts/{alert_id}/ack"): READERS,
     ("GET", "/api/v1/availability/{gtin}"): {OPS, STAFF, SHOPPER},
     ("GET", "/api/v1/availability"): {OPS, STAFF, SHOPPER},
+    ("GET", "/api/v1/feeds/local-inventory"): {OPS, STAFF, SHOPPER},
+    # EPCIS 2.0 query interface: the store teams' and ops' event history
+    ("GET", "/epcis/events"): READERS,
+    # a shopper app's own broker login, after consent
+    ("POST", "/api/v1/shoppers/{shopper_id}/broker-login"): {OPS, SHOPPER},
     # lockers: the online channel places orders and fetches the code; staff run the lockers
     ("POST", "/api/v1/stores/{store}/orders"): {OPS, SHOPPER},
     ("GET", "/api/v1/orders/{order_id}"): {OPS, STAFF, SHOPPER},
