@@ -28,6 +28,12 @@ an epoch. The rules (BRIEF §4; parameters in `PresenceConfig`):
 - **read rates are learned online**, never assumed: each antenna keeps an exponentially
   weighted mean (`rate_alpha` per epoch) of the share of its items it read in an epoch;
   `prior_rate` is only where that mean starts before any read.
+- **several readers, one item**: engines of one node share a claim table (EPC -> the
+  engine that has the item on a shelf). A reader that hears another reader's item (a
+  neighbouring fixture's cross-reads, an item carried past it) does not make it arrive a
+  second time: it takes the item only as a move would, when its reads beat the holder's by
+  the decaying offset or the holder has not read it for `stale_antenna_s`, and never while
+  the holder's reader or antenna is down. The holder then departs it.
 - **left the store**: departed and unseen for `left_store_s`; then the engine forgets it.
 - **outage guard**: departures freeze on an antenna while it (or the whole reader) is
   reported down, and when an antenna that had ≥ `silent_shelf_min_items` items stops
@@ -166,6 +172,8 @@ class PresenceEngine:
         self._antenna_rate: dict[int, float] = dict.fromkeys(self._shelf_of, self.config.prior_rate)
         self._epoch_hits: dict[int, int] = dict.fromkeys(self._shelf_of, 0)
         self._hits_epoch = -1
+        self.claims: dict[str, PresenceEngine] | None = None  # shared by a node's readers
+        self.refused_claims = 0  # arrivals refused: another reader holds the item
         self.reads = 0
         self.unmapped_reads = 0
         self.dropped_new_tags = 0
@@ -263,6 +271,19 @@ class PresenceEngine:
     def _arrive(self, tag: _Tag, t: float) -> None:
         # the strongest antenna read in the arrival window: cross-reads come in weaker
         best = max((kv for kv in tag.stats.items() if kv[1][4] > 0), key=lambda kv: kv[1][0])[0]
+        claims = self.claims
+        if claims is not None:
+            holder = claims.get(tag.epc)
+            if holder is not None and holder is not self:
+                if not holder.yields(tag.epc, tag.stats[best][0], t):
+                    self.refused_claims += 1
+                    tag.first_epoch = tag.last_epoch + 1  # a fresh arrival window from now
+                    tag.hits = 0
+                    for other in tag.stats.values():
+                        other[4] = 0.0
+                    return
+                holder.release(tag.epc, t)
+            claims[tag.epc] = self
         tag.state = PRESENT
         tag.present_since = tag.first_epoch
         tag.antenna = best
@@ -314,7 +335,34 @@ class PresenceEngine:
             self._count(shelf, tag.gtin, 1)
             self._events.append((ItemEventKind.MOVED, tag.epc, shelf, old, t, stat[0]))
 
+    def yields(self, epc: str, rssi: float, t: float) -> bool:
+        """Whether another reader that hears this engine's item at `rssi` may take it: by
+        the move rule, and never while this reader or the item's antenna is down."""
+        tag = self._tags.get(epc)
+        if tag is None or tag.state != PRESENT:
+            return True
+        if self._reader_down or tag.antenna in self._antenna_down:
+            return False
+        current = tag.stats.get(tag.antenna)
+        if current is None:
+            return True
+        config = self.config
+        resumed_at = self._resume_epoch.get(tag.antenna, -1) * config.epoch_s
+        since = t - max(current[2], resumed_at)
+        if since >= config.stale_antenna_s:
+            return True
+        offset = config.move_offset_db * max(0.0, 1.0 - since / config.move_decay_s)
+        return rssi > current[0] + offset
+
+    def release(self, epc: str, t: float) -> None:
+        """Another reader of the node took the item: it departs from here."""
+        tag = self._tags.get(epc)
+        if tag is not None and tag.state == PRESENT:
+            self._depart(tag, t)
+
     def _depart(self, tag: _Tag, t: float) -> None:
+        if self.claims is not None and self.claims.get(tag.epc) is self:
+            del self.claims[tag.epc]
         tag.state = GONE
         tag.gone_t = tag.last_t
         tag.hits = 0

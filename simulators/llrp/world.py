@@ -111,6 +111,8 @@ class World:
         self.boundary: dict[str, int] = {}  # epc -> the neighbour that reads it too
         self.carried: dict[str, _Carried] = {}
         self._serial = 0
+        self._shared_slot = -1
+        self._shared: list[TagRead] = []
         for antenna in range(1, self.config.antennas + 1):
             for _ in range(self.config.items_per_shelf):
                 self.add(antenna, 0.0)
@@ -294,6 +296,15 @@ class World:
             )  # fmt: skip
         return reads
 
+    def shared_cycle(self, t: float, cycle_s: float = 1.0) -> list[TagRead]:
+        """One cycle of the whole world per `cycle_s` slot, however many readers ask: the
+        readers of one store read the same tags at the same time."""
+        slot = int(t // cycle_s)
+        if slot != self._shared_slot:
+            self._shared_slot = slot
+            self._shared = self.cycle(t, cycle_s)
+        return self._shared
+
     def view(self, first: int, count: int) -> ReaderView:
         """What one reader of a multi-reader store sees: antennas first..first+count-1."""
         return ReaderView(self, first, count)
@@ -328,4 +339,4 @@ class ReaderView:
         ]  # fmt: skip
 
     def cycle(self, t: float, cycle_s: float = 1.0) -> list[TagRead]:
-        return self.local_reads(self.world.cycle(t, cycle_s))
+        return self.local_reads(self.world.shared_cycle(t, cycle_s))
