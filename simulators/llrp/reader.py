@@ -301,7 +301,8 @@ class SimulatedReader:
         """`cycle_s`: the longest inventory round (a shorter one ends a Duration-stopped
         AISpec). `empty_reports`: send an RO_ACCESS_REPORT without tags at a report point
         that has none (readers differ; the default sends nothing)."""
-        self.world: World | ReaderView = world or World()
+        self.source: World | ReaderView = world or World()  # what it reads: a world, or its share
+        self.world = self.source.world if isinstance(self.source, ReaderView) else self.source
         self.host = host
         self.port = port
         self.cycle_s = cycle_s
@@ -382,11 +383,11 @@ class SimulatedReader:
         return tasks
 
     async def fail_antenna(self, antenna: int) -> None:
-        self.world.down.add(antenna)
+        self.source.down.add(antenna)
         self._notify(ReaderEventType.ANTENNA, param("AntennaEvent", Trigger=0, AntennaID=antenna))
 
     async def restore_antenna(self, antenna: int) -> None:
-        self.world.down.discard(antenna)
+        self.source.down.discard(antenna)
         self._notify(ReaderEventType.ANTENNA, param("AntennaEvent", Trigger=1, AntennaID=antenna))
 
     async def raise_exception(self, text: str) -> None:
@@ -547,21 +548,21 @@ class SimulatedReader:
             raise field_error(0, S.A_OUT_OF_RANGE, f"ReqCapabilities {requested} not in 0..4")
         manufacturer, model, firmware = self.identity
         caps = capabilities(
-            self.world.config.antennas, manufacturer=manufacturer, model=model, firmware=firmware
+            self.source.config.antennas, manufacturer=manufacturer, model=model, firmware=firmware
         )[1:]
         return caps if requested == 0 else [caps[requested - 1]]
 
     def _get_config(self, msg: Message) -> list[Param]:
-        antennas = range(1, self.world.config.antennas + 1)
+        antennas = range(1, self.source.config.antennas + 1)
         antenna = int(msg.fields.get("AntennaID", 0))
-        if antenna > self.world.config.antennas:
+        if antenna > self.source.config.antennas:
             raise field_error(0, S.A_OUT_OF_RANGE, f"no antenna {antenna}")
         return [
             param("Identification", IDType=0, ReaderID=b"\x00\x16\x25\xff\xfe\x00\x00\x01"),
             *(
                 param(
                     "AntennaProperties",
-                    AntennaConnected=a not in self.world.down,
+                    AntennaConnected=a not in self.source.down,
                     AntennaID=a,
                     AntennaGain=0,
                 )
@@ -592,7 +593,7 @@ class SimulatedReader:
 
     def _set_config(self, msg: Message) -> list[Param]:
         # check everything before changing anything: a refused request changes nothing
-        antennas = self.world.config.antennas
+        antennas = self.source.config.antennas
         allowed = {
             "AntennaProperties", "AntennaConfiguration", "ReaderEventNotificationSpec",
             "ROReportSpec", "AccessReportSpec", "KeepAliveSpec", "GPOWriteData",
@@ -678,7 +679,7 @@ class SimulatedReader:
                 f"the reader holds {MAX_ROSPECS} ROSpecs already",
                 message_status=S.M_OVERFLOW_PARAMETER,
             )
-        plan = plan_rospec(spec, self.world.config.antennas, self.default_report)
+        plan = plan_rospec(spec, self.source.config.antennas, self.default_report)
         self.rospecs[rospec_id] = _ROSpec(spec, plan)
         return []
 
@@ -878,7 +879,7 @@ class SimulatedReader:
             await asyncio.sleep(cycle)
             reads = [
                 r
-                for r in self.world.cycle(time.time(), cycle)
+                for r in self.source.cycle(time.time(), cycle)
                 if ai.antennas is None or r.antenna in ai.antennas
             ]
             attempts += 1
