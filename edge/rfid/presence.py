@@ -51,6 +51,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from sys import intern
 
 from edge.rfid.epc import decode_epc
 from protocols.messages import CountDelta, ItemEvent, ItemEventKind, ShelfCount
@@ -195,7 +196,9 @@ class PresenceEngine:
             if len(self._tags) >= self.config.max_tags:
                 self.dropped_new_tags += 1
                 return
-            tag = self._tags[epc] = _Tag(epc, decode_epc(epc).gtin, epoch)
+            gtin = decode_epc(epc).gtin
+            # a store has a few hundred GTINs over tens of thousands of tags: share them
+            tag = self._tags[epc] = _Tag(epc, None if gtin is None else intern(gtin), epoch)
         stat = tag.stats.get(antenna)
         if stat is None:
             stat = tag.stats[antenna] = [rssi, 1.0, t, -1.0, 0.0]

@@ -167,6 +167,12 @@ class World:
         if window is None:
             return False
         config = self.config
+        if t - window[1] > 100 * (config.fade_every_s + config.fade_mean_s):
+            # a clock jump (a world built at t = 0 read at wall-clock time): the channel
+            # forgets, rather than replaying decades of fades
+            window[0] = t + self.rng.expovariate(1 / config.fade_every_s)
+            window[1] = window[0] + self.rng.expovariate(1 / config.fade_mean_s)
+            return False
         while t >= window[1]:
             start = window[1] + self.rng.expovariate(1 / config.fade_every_s)
             window[0], window[1] = start, start + self.rng.expovariate(1 / config.fade_mean_s)

@@ -66,8 +66,11 @@ class RfidStore:
         return {a: self.world.shelf(a) for a in range(1, self.world.config.antennas + 1)}
 
 
-def build_rfid_store(section: RfidSection, seed: int = 1, items: int | None = None) -> RfidStore:
-    """The store world with `items` (default: the section's) spread evenly over antennas."""
+def build_rfid_store(
+    section: RfidSection, seed: int = 1, items: int | None = None, t0: float = 0.0
+) -> RfidStore:
+    """The store world with `items` (default: the section's) spread evenly over antennas,
+    stocked at time `t0` (simulated time starts at 0; a live simulator passes the clock)."""
     total = section.items if items is None else items
     names: dict[int, str] = {}
     zones: dict[str, str] = {}
@@ -99,7 +102,7 @@ def build_rfid_store(section: RfidSection, seed: int = 1, items: int | None = No
         )
     )
     for i in range(total):
-        world.add(1 + i % antennas, 0.0)
+        world.add(1 + i % antennas, t0)
     world.history.clear()
     readers = [
         StoreReader(reader_id, zone, first, world.view(first, count))
