@@ -77,7 +77,7 @@ class PresenceConfig:
     prior_weight: float = 3.0
     rate_alpha: float = 0.05  # per epoch: the antenna's rate follows changes over ~20 s
     gap_margin: float = 1.5
-    gap_decay: float = 0.98
+    gap_decay: float = 0.99  # per epoch read: a fade is half forgotten after ~70 of them
     left_store_s: float = 600.0
     silent_shelf_min_items: int = 3
     silent_shelf_epochs: int = 2
