@@ -97,7 +97,7 @@ class RfReaderSection(_Strict):
 
 
 class RfModelSection(_Strict):
-    """RF as studies of fixed readers report it (docs/simulators.md)."""
+    """RF as studies of fixed readers report it (docs/rfid.md, "Simulated reader")."""
 
     read_rate: Span = Field(
         default=Span(low=0.3, high=0.95), description="per-tag read rates, uniform"

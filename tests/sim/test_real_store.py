@@ -5,7 +5,6 @@ engine path at 2,000 items."""
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,9 @@ from bench.realstore import Phases, run_store
 from simulators.llrp.world import World, WorldConfig
 from simulators.scenario.model import RfidSection, ScenarioError, load_scenario, parse_scenario
 from simulators.scenario.rfid_store import build_rfid_store
+from tests.conftest import REPO_ROOT
 
-REAL_STORE = Path(__file__).resolve().parents[2] / "examples" / "real-store.yaml"
+REAL_STORE = REPO_ROOT / "examples" / "real-store.yaml"
 
 
 def section() -> tuple[RfidSection, int]:
