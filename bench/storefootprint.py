@@ -156,6 +156,11 @@ def run(quick: bool) -> Result:
         f"{WINDOWS} windows of {window_s:.0f} s: median window, min to max in brackets"
     )
     notes.append(
+        "measured on a 2-core machine shared with other jobs at the same time (loaded); "
+        "RSS is what Python, pydantic, paho and SQLite weigh (the baseline) plus ~1.5 KB per "
+        "tracked tag (EPC string, per-antenna RSSI stats, claim table entry)"
+    )
+    notes.append(
         "the cu16 and bleak drivers were not part of this run: their simulators run inside "
         "the daemon (sim-cu16 opens a pty, sim-ble makes bleak objects in process), so they "
         "would not measure the daemon alone; bench/outbox and bench/ble cover them"

@@ -56,8 +56,8 @@ async def serve(
             while owed >= 1:
                 owed -= 1
                 gone = store.rng.random() < 0.5
-                store.carry_one(time.time(), back=not gone)
-                if gone:
+                taken = store.carry_one(time.time(), back=not gone)
+                if gone and taken is not None:  # staff restock what went; none in an empty store
                     store.restock_one(time.time())
             store.world.history.clear()  # nobody reads the truth here
     finally:
