@@ -40,10 +40,7 @@ def normalise_epc(raw: str | bytes) -> str | None:
     return text if _HEX.fullmatch(text) else None
 
 
-# Small on purpose: a store holds 20,000-50,000 tags, and keeping each one's decoded form
-# here (~250 B with its URI) would cost a store-sized node 5-12 MB; the presence engine
-# keeps the GTIN of every tag it tracks itself.
-@lru_cache(maxsize=4_096)
+@lru_cache(maxsize=65_536)
 def decode_epc(epc_hex: str) -> DecodedEpc:
     """Decode one EPC (hex). Never raises; non-SGTIN and broken EPCs keep only the hex."""
     epc = epc_hex.upper()
