@@ -30,6 +30,14 @@ class Row:
     baseline_name: str | None = None
     target: str | None = None  # e.g. ">= 0.7x" or "<= 100 ms"
     passed: bool | None = None
+    spread: tuple[float, float] | None = None  # (min, max) over runs when value is a median
+
+    @property
+    def shown(self) -> str:
+        text = f"{self.value:,.4g} {self.unit}"
+        if self.spread is not None:
+            text += f" ({self.spread[0]:,.4g} to {self.spread[1]:,.4g})"
+        return text
 
     @property
     def ratio(self) -> float | None:
@@ -99,8 +107,7 @@ def render_section(benchmark: Benchmark, result: Result, quick: bool) -> str:
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
         met = "" if row.passed is None else ("yes" if row.passed else "**no**")
         lines.append(
-            f"| {row.metric} | {row.value:,.4g} {row.unit} | {baseline} | {ratio} |"
-            f" {row.target or ''} | {met} |"
+            f"| {row.metric} | {row.shown} | {baseline} | {ratio} | {row.target or ''} | {met} |"
         )
     if result.notes:
         lines += [""] + [f"- {note}" for note in result.notes]
@@ -139,7 +146,7 @@ def run_benchmarks(*, only: list[str], write: bool, quick: bool, console: Consol
         for row in results[name][1].rows:
             table.add_row(
                 row.metric,
-                f"{row.value:,.4g} {row.unit}",
+                row.shown,
                 f"{row.baseline:,.4g}" if row.baseline is not None else "",
                 f"{row.ratio:.2f}x" if row.ratio is not None else "",
                 row.target or "",

@@ -16,6 +16,7 @@ from pydantic_settings import SettingsConfigDict
 
 from edge.drivers.base import DeviceConfig, Driver
 from edge.drivers.registry import DriverLookupError, driver_spec
+from edge.rfid.shelf_reader import share_tag_claims
 from protocols.ids import NodeId, StoreId
 from protocols.mqtt import MqttSettings
 from protocols.settings import ConfigError, FileSettings, load_settings
@@ -106,6 +107,7 @@ def create_drivers(settings: EdgeSettings, source: str = "config") -> dict[str, 
             raise ConfigError(
                 f"invalid config ({source}):\n  {where}.options{joiner}{text}"
             ) from None
+    share_tag_claims(drivers.values())
     return drivers
 
 

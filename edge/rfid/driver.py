@@ -36,9 +36,12 @@ from protocols.llrp import (
     Message,
     MessageWriter,
     Param,
+    decode_body,
+    encode_body,
     encode_message,
     message,
     param,
+    read_frame,
     read_message,
 )
 from protocols.llrp.constants import (
@@ -55,6 +58,7 @@ from protocols.llrp.constants import (
     StartTrigger,
     describe_status,
 )
+from protocols.llrp.tagreads import RO_ACCESS_REPORT, tag_reads
 from protocols.messages import DeviceKind
 
 log = logging.getLogger(__name__)
@@ -63,12 +67,6 @@ ROSPEC_ID = 0x5347  # "SG": ours, so DELETE_ROSPEC of it never touches someone e
 GOODBYE_TIMEOUT_S = 2.0  # per step of the goodbye (DELETE_ROSPEC, CLOSE_CONNECTION)
 IDLE_GAP_MS = 100  # a periodic ROSpec's AISpec ends this much (at most) before the next start
 MANUFACTURERS = {IANA_PEN_IMPINJ: "Impinj"}  # GeneralDeviceCapabilities.DeviceManufacturer
-
-_TYPE_TAG_REPORT = 240
-_TYPE_EPC96 = 13
-_TYPE_EPCDATA = 241
-_TYPE_ANTENNA = 1
-_TYPE_RSSI = 6
 
 
 class LlrpSessionError(ConnectionError):
@@ -234,10 +232,16 @@ class LlrpDriver(ShelfReaderDriver):
             timeout = self.options.keepalive_s * 3
             while True:
                 async with asyncio.timeout(timeout):
-                    msg = await read_message(reader)
-                if msg is None:
+                    frame = await read_frame(reader)
+                if frame is None:
                     return
-                await self._dispatch(msg, out, ctx)
+                version, type_, id_, body = frame
+                if type_ == RO_ACCESS_REPORT:
+                    # the hot path: tag reads straight from the bytes, no Param tree
+                    self._report_came(ctx)
+                    self.feed_report_body(body)
+                else:
+                    await self._dispatch(decode_body(type_, body, id_, version), out, ctx)
         except asyncio.CancelledError:
             if watchdog:
                 watchdog.cancel()
@@ -456,12 +460,8 @@ class LlrpDriver(ShelfReaderDriver):
     async def _dispatch(self, msg: Message, out: MessageWriter, ctx: DriverContext | None) -> None:
         name = msg.name
         if name == "RO_ACCESS_REPORT":
-            self._last_report = time.monotonic()
-            if self._silent and ctx is not None:
-                self._silent = False
-                log.warning("LLRP reader %s: tag reports again", self.device)
-                self._reader_up(ctx)
-            self._feed(msg)
+            self._report_came(ctx)
+            self.feed_report_body(encode_body(msg))
         elif name == "KEEPALIVE":
             await out.send(message("KEEPALIVE_ACK", msg.id))
         elif name == "READER_EVENT_NOTIFICATION":
@@ -516,29 +516,23 @@ class LlrpDriver(ShelfReaderDriver):
                 state.name.lower(),
             )
 
-    def _feed(self, report: Message) -> None:
-        now = time.time()
+    def _report_came(self, ctx: DriverContext | None) -> None:
+        self._last_report = time.monotonic()
+        if self._silent and ctx is not None:
+            self._silent = False
+            log.warning("LLRP reader %s: tag reports again", self.device)
+            self._reader_up(ctx)
+
+    def feed_report_body(self, body: bytes, now: float | None = None) -> int:
+        """The tag reads of one RO_ACCESS_REPORT body into the engine, stamped `now` (the
+        receive time; a caller replaying recorded reports passes its own clock). A
+        malformed report is refused whole (LLRPError), as the generic decoder would."""
+        t = time.time() if now is None else now
         observe = self.engine.observe
-        for tag in report.children:
-            if tag.type != _TYPE_TAG_REPORT or not isinstance(tag, Param):
-                continue
-            epc: bytes | None = None
-            antenna = 0
-            rssi = -80.0  # readers asked for PeakRSSI always send it; a weak default otherwise
-            for p in tag.children:
-                if not isinstance(p, Param):
-                    continue
-                t = p.type
-                if t == _TYPE_EPC96:
-                    epc = p.fields["EPC"]
-                elif t == _TYPE_EPCDATA:
-                    epc = p.fields.get("EPC")
-                elif t == _TYPE_ANTENNA:
-                    antenna = p.fields["Value"]
-                elif t == _TYPE_RSSI:
-                    rssi = float(p.fields["Value"])
-            if epc:
-                observe(epc.hex().upper(), antenna, rssi, now)
+        reads = tag_reads(body)
+        for epc, antenna, rssi in reads:
+            observe(epc, antenna, float(rssi), t)
+        return len(reads)
 
     async def _reader_event(self, msg: Message, out: MessageWriter) -> None:
         data = msg.child("ReaderEventNotificationData")

@@ -18,9 +18,22 @@ an epoch. The rules (BRIEF §4; parameters in `PresenceConfig`):
   current antenna (the EdgeX LLRP inventory rule). Also, when the current antenna has not
   read the tag for `stale_antenna_s` while another one does, the tag moves there (a mean
   from before the move would otherwise hold it). Antennas of the same shelf are one shelf.
-- **departure**: no read in W consecutive epochs, W = clamp(ceil(ln(1/δ)/p̂), 5, 60), p̂ the
-  tag's own per-epoch read rate since it arrived (with a weak prior of `prior_rate`), so a
-  tag that reads reliably departs fast and a weak one is not dropped by bad luck.
+- **departure**: no read in W consecutive epochs, W = clamp(max(ceil(ln(1/δ)/p̂),
+  ceil(`gap_margin` * g)), 5, 60). p̂ is the tag's own per-epoch read rate since it arrived,
+  with a weak prior (`prior_weight` epochs) at its antenna's current rate, so a tag that
+  reads reliably departs fast and a weak one is not dropped by bad luck. g is the longest
+  run of missed epochs the tag came back from, forgotten slowly (times `gap_decay` per epoch
+  it is read): real tags fade for seconds at a time (behind metal, under other items), and
+  a tag that did so once gets room to do it again.
+- **read rates are learned online**, never assumed: each antenna keeps an exponentially
+  weighted mean (`rate_alpha` per epoch) of the share of its items it read in an epoch;
+  `prior_rate` is only where that mean starts before any read.
+- **several readers, one item**: engines of one node share a claim table (EPC -> the
+  engine that has the item on a shelf). A reader that hears another reader's item (a
+  neighbouring fixture's cross-reads, an item carried past it) does not make it arrive a
+  second time: it takes the item only as a move would, when its reads beat the holder's by
+  the decaying offset or the holder has not read it for `stale_antenna_s`, and never while
+  the holder's reader or antenna is down. The holder then departs it.
 - **left the store**: departed and unseen for `left_store_s`; then the engine forgets it.
 - **outage guard**: departures freeze on an antenna while it (or the whole reader) is
   reported down, and when an antenna that had ≥ `silent_shelf_min_items` items stops
@@ -38,6 +51,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from sys import intern
 
 from edge.rfid.epc import decode_epc
 from protocols.messages import CountDelta, ItemEvent, ItemEventKind, ShelfCount
@@ -59,8 +73,11 @@ class PresenceConfig:
     delta: float = 1e-3
     min_window: int = 5
     max_window: int = 60
-    prior_rate: float = 0.7
+    prior_rate: float = 0.5  # an antenna's read rate before it read anything (uninformed)
     prior_weight: float = 3.0
+    rate_alpha: float = 0.05  # per epoch: the antenna's rate follows changes over ~20 s
+    gap_margin: float = 1.5
+    gap_decay: float = 0.99  # per epoch read: a fade is half forgotten after ~70 of them
     left_store_s: float = 600.0
     silent_shelf_min_items: int = 3
     silent_shelf_epochs: int = 2
@@ -76,6 +93,10 @@ class PresenceConfig:
             raise ValueError("need 1 <= min_window <= max_window")
         if self.arrival_reads < 1 or self.arrival_epochs < self.arrival_reads:
             raise ValueError("need 1 <= arrival_reads <= arrival_epochs")
+        if not 0 < self.prior_rate <= 1 or not 0 < self.rate_alpha <= 1:
+            raise ValueError("need prior_rate and rate_alpha in (0, 1]")
+        if self.gap_margin < 0 or not 0 <= self.gap_decay <= 1:
+            raise ValueError("need gap_margin >= 0 and gap_decay in [0, 1]")
 
 
 def departure_window(p_hat: float, config: PresenceConfig) -> int:
@@ -97,6 +118,7 @@ class _Tag:
         "hits",
         "last_epoch",
         "last_t",
+        "long_gap",
         "present_since",
         "settle_epoch",
         "shelf",
@@ -112,6 +134,7 @@ class _Tag:
         self.present_since = epoch
         self.hits = 0
         self.last_epoch = -1
+        self.long_gap = 0.0  # longest run of missed epochs it came back from (decaying)
         self.last_t = 0.0
         self.gone_t = 0.0
         self.antenna = 0
@@ -146,6 +169,12 @@ class PresenceEngine:
         self._silent_since: dict[int, float] = {}
         self._settling: list[_Tag] = []
         self._window_log = math.log(1 / self.config.delta)
+        # online read rate per antenna: EWMA of the share of its items read in an epoch
+        self._antenna_rate: dict[int, float] = dict.fromkeys(self._shelf_of, self.config.prior_rate)
+        self._epoch_hits: dict[int, int] = dict.fromkeys(self._shelf_of, 0)
+        self._hits_epoch = -1
+        self.claims: dict[str, PresenceEngine] | None = None  # shared by a node's readers
+        self.refused_claims = 0  # arrivals refused: another reader holds the item
         self.reads = 0
         self.unmapped_reads = 0
         self.dropped_new_tags = 0
@@ -159,13 +188,17 @@ class PresenceEngine:
             self.unmapped_reads += 1
             return
         epoch = int(t * self._inv_epoch)
+        if epoch != self._hits_epoch:
+            self._learn_rates(epoch)
         self._last_read_epoch[antenna] = epoch
         tag = self._tags.get(epc)
         if tag is None:
             if len(self._tags) >= self.config.max_tags:
                 self.dropped_new_tags += 1
                 return
-            tag = self._tags[epc] = _Tag(epc, decode_epc(epc).gtin, epoch)
+            gtin = decode_epc(epc).gtin
+            # a store has a few hundred GTINs over tens of thousands of tags: share them
+            tag = self._tags[epc] = _Tag(epc, None if gtin is None else intern(gtin), epoch)
         stat = tag.stats.get(antenna)
         if stat is None:
             stat = tag.stats[antenna] = [rssi, 1.0, t, -1.0, 0.0]
@@ -185,6 +218,12 @@ class PresenceEngine:
             for other in tag.stats.values():
                 other[4] = 0.0
         if epoch != tag.last_epoch:
+            if present:
+                self._epoch_hits[tag.antenna] += 1
+                # missed epochs it came back from; an outage is not the tag's doing
+                gap = epoch - 1 - max(tag.last_epoch, self._resume_epoch[tag.antenna])
+                decayed = tag.long_gap * self.config.gap_decay
+                tag.long_gap = gap if gap > decayed else decayed
             tag.last_epoch = epoch
             tag.hits += 1
         if present:
@@ -197,6 +236,22 @@ class PresenceEngine:
             stat[4] += 1.0
             if stat[4] >= self.config.arrival_reads:
                 self._arrive(tag, t)
+
+    def _learn_rates(self, epoch: int) -> None:
+        """The epoch of the last reads is over: fold the share of each antenna's items it
+        read then into the antenna's rate. Epochs without any read (an outage, or a reader
+        between reports) teach nothing; nor does an antenna reported down."""
+        if self._hits_epoch >= 0 and not self._reader_down:
+            alpha = self.config.rate_alpha
+            rates = self._antenna_rate
+            down = self._antenna_down
+            for antenna, hits in self._epoch_hits.items():
+                items = self._items_on[antenna]
+                if items > 0 and antenna not in down:
+                    share = hits / items if hits < items else 1.0
+                    rates[antenna] += alpha * (share - rates[antenna])
+        self._epoch_hits = dict.fromkeys(self._epoch_hits, 0)
+        self._hits_epoch = epoch
 
     def set_reader_up(self, up: bool, t: float) -> None:
         """The reader connection went down / came back: freeze / restart departures."""
@@ -219,6 +274,19 @@ class PresenceEngine:
     def _arrive(self, tag: _Tag, t: float) -> None:
         # the strongest antenna read in the arrival window: cross-reads come in weaker
         best = max((kv for kv in tag.stats.items() if kv[1][4] > 0), key=lambda kv: kv[1][0])[0]
+        claims = self.claims
+        if claims is not None:
+            holder = claims.get(tag.epc)
+            if holder is not None and holder is not self:
+                if not holder.yields(tag.epc, tag.stats[best][0], t):
+                    self.refused_claims += 1
+                    tag.first_epoch = tag.last_epoch + 1  # a fresh arrival window from now
+                    tag.hits = 0
+                    for other in tag.stats.values():
+                        other[4] = 0.0
+                    return
+                holder.release(tag.epc, t)
+            claims[tag.epc] = self
         tag.state = PRESENT
         tag.present_since = tag.first_epoch
         tag.antenna = best
@@ -270,7 +338,34 @@ class PresenceEngine:
             self._count(shelf, tag.gtin, 1)
             self._events.append((ItemEventKind.MOVED, tag.epc, shelf, old, t, stat[0]))
 
+    def yields(self, epc: str, rssi: float, t: float) -> bool:
+        """Whether another reader that hears this engine's item at `rssi` may take it: by
+        the move rule, and never while this reader or the item's antenna is down."""
+        tag = self._tags.get(epc)
+        if tag is None or tag.state != PRESENT:
+            return True
+        if self._reader_down or tag.antenna in self._antenna_down:
+            return False
+        current = tag.stats.get(tag.antenna)
+        if current is None:
+            return True
+        config = self.config
+        resumed_at = self._resume_epoch.get(tag.antenna, -1) * config.epoch_s
+        since = t - max(current[2], resumed_at)
+        if since >= config.stale_antenna_s:
+            return True
+        offset = config.move_offset_db * max(0.0, 1.0 - since / config.move_decay_s)
+        return rssi > current[0] + offset
+
+    def release(self, epc: str, t: float) -> None:
+        """Another reader of the node took the item: it departs from here."""
+        tag = self._tags.get(epc)
+        if tag is not None and tag.state == PRESENT:
+            self._depart(tag, t)
+
     def _depart(self, tag: _Tag, t: float) -> None:
+        if self.claims is not None and self.claims.get(tag.epc) is self:
+            del self.claims[tag.epc]
         tag.state = GONE
         tag.gone_t = tag.last_t
         tag.hits = 0
@@ -314,10 +409,12 @@ class PresenceEngine:
                 missed = epoch - 1 - max(tag.last_epoch, self._resume_epoch[antenna])
                 if missed < config.min_window:
                     continue
-                p_hat = (tag.hits + config.prior_rate * config.prior_weight) / (
+                p_hat = (tag.hits + self._antenna_rate[antenna] * config.prior_weight) / (
                     tag.last_epoch - tag.present_since + 1 + config.prior_weight
                 )
                 window = math.ceil(self._window_log / p_hat)
+                if tag.long_gap:
+                    window = max(window, math.ceil(config.gap_margin * tag.long_gap))
                 window = max(config.min_window, min(config.max_window, window))
                 if missed >= window:
                     self._depart(tag, t)
@@ -400,6 +497,25 @@ class PresenceEngine:
             for tag in self._tags.values()
             if tag.state == PRESENT and tag.shelf is not None
         }
+
+    def read_rate(self, epc: str) -> float | None:
+        """The engine's current estimate of a present tag's per-epoch read rate."""
+        tag = self._tags.get(epc)
+        if tag is None or tag.state != PRESENT:
+            return None
+        weight = self.config.prior_weight
+        return (tag.hits + self._antenna_rate[tag.antenna] * weight) / (
+            tag.last_epoch - tag.present_since + 1 + weight
+        )
+
+    def antenna_read_rate(self, antenna: int) -> float:
+        """The antenna's learned read rate: the share of its items read per epoch."""
+        return self._antenna_rate[antenna]
+
+    def longest_gap(self, epc: str) -> float:
+        """The longest run of missed epochs the tag came back from (decaying)."""
+        tag = self._tags.get(epc)
+        return tag.long_gap if tag is not None else 0.0
 
     @property
     def tracked(self) -> int:

@@ -16,7 +16,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from edge.drivers.base import Driver, DriverContext, DriverSnapshot, Priority
@@ -229,3 +229,14 @@ class ShelfReaderDriver(Driver):
                 snapshot_id=snapshot_id if len(parts) > 1 else None,
             )
             self._messages_out += 1
+
+
+def share_tag_claims(drivers: Iterable[object]) -> int:
+    """Give the presence engines of a node's shelf readers one claim table, so an item one
+    reader has on a shelf does not arrive again at a neighbouring reader that cross-reads
+    it. Returns how many engines share it."""
+    claims: dict[str, PresenceEngine] = {}
+    engines = [d.engine for d in drivers if isinstance(d, ShelfReaderDriver)]
+    for engine in engines:
+        engine.claims = claims
+    return len(engines)

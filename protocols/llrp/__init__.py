@@ -17,7 +17,13 @@ from protocols.llrp.codec import (
     status,
     view,
 )
-from protocols.llrp.framing import FrameBuffer, LLRPFrameError, MessageWriter, read_message
+from protocols.llrp.framing import (
+    FrameBuffer,
+    LLRPFrameError,
+    MessageWriter,
+    read_frame,
+    read_message,
+)
 
 __all__ = [
     "FrameBuffer",
@@ -33,6 +39,7 @@ __all__ = [
     "encode_message",
     "message",
     "param",
+    "read_frame",
     "read_message",
     "status",
     "view",

@@ -64,11 +64,10 @@ class FrameBuffer:
         return len(self._buf)
 
 
-async def read_message(reader: asyncio.StreamReader) -> Message | None:
-    """The next message, or None when the peer closed the connection between messages.
-
-    Raises LLRPFrameError on a bad header or a connection closed mid-message, and
-    LLRPError when a message body is malformed (the stream itself stays in step)."""
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, int, bytes] | None:
+    """(version, type, id, body) of the next message, or None when the peer closed the
+    connection between messages. For callers that decode some message types themselves
+    (the tag reports of a busy reader); the checks are `read_message`'s."""
     try:
         header = await reader.readexactly(HEADER_SIZE)
     except asyncio.IncompleteReadError as exc:
@@ -85,6 +84,18 @@ async def read_message(reader: asyncio.StreamReader) -> Message | None:
             f"connection closed inside message type {type_}: "
             f"{len(exc.partial)} of {length - HEADER_SIZE} body bytes"
         ) from None
+    return version, type_, id_, body
+
+
+async def read_message(reader: asyncio.StreamReader) -> Message | None:
+    """The next message, or None when the peer closed the connection between messages.
+
+    Raises LLRPFrameError on a bad header or a connection closed mid-message, and
+    LLRPError when a message body is malformed (the stream itself stays in step)."""
+    frame = await read_frame(reader)
+    if frame is None:
+        return None
+    version, type_, id_, body = frame
     return decode_body(type_, body, id_, version)
 
 

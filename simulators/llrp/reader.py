@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ from simulators.llrp.rospec import (
     parameter_error,
     plan_rospec,
 )
-from simulators.llrp.world import TagRead, World
+from simulators.llrp.world import ReaderView, TagRead, World
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,46 @@ def tag_data(
     return entries
 
 
+def tag_report_body(
+    reads: Iterable[TagRead], selector: dict[str, bool], rospec_id: int, spec_index: int = 1
+) -> bytes:
+    """The bytes of `encode_body(tag_report(...))`, written directly: a store-sized world
+    reports tens of thousands of tags a cycle, and building Param trees for them costs a
+    simulator more than the reader it simulates (tests check the two agree)."""
+    pack = struct.pack
+    head = b""
+    if selector.get("EnableROSpecID"):
+        head += pack(">BI", 0x80 | 9, rospec_id)
+    if selector.get("EnableSpecIndex"):
+        head += pack(">BH", 0x80 | 14, spec_index)
+    if selector.get("EnableInventoryParamSpecID"):
+        head += pack(">BH", 0x80 | 10, 1)
+    antenna = selector.get("EnableAntennaID", False)
+    rssi = selector.get("EnablePeakRSSI", False)
+    channel = selector.get("EnableChannelIndex", False)
+    first = selector.get("EnableFirstSeenTimestamp", False)
+    last = selector.get("EnableLastSeenTimestamp", False)
+    count = selector.get("EnableTagSeenCount", False)
+    out = bytearray()
+    for read in reads:
+        body = b"\x8d" + bytes.fromhex(read.epc) + head
+        if antenna:
+            body += pack(">BH", 0x81, read.antenna)
+        if rssi:
+            body += pack(">Bb", 0x86, read.rssi)
+        if channel:
+            body += pack(">BH", 0x87, read.channel)
+        if first:
+            body += pack(">BQ", 0x82, read.first_seen_us)
+        if last:
+            body += pack(">BQ", 0x84, read.last_seen_us)
+        if count:
+            body += pack(">BH", 0x88, read.count)
+        out += pack(">HH", 240, 4 + len(body))
+        out += body
+    return bytes(out)
+
+
 # ---------------------------------------------------------------------- state
 
 
@@ -247,7 +288,7 @@ class SimulatedReader:
 
     def __init__(
         self,
-        world: World | None = None,
+        world: World | ReaderView | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         cycle_s: float = 1.0,
@@ -260,7 +301,8 @@ class SimulatedReader:
         """`cycle_s`: the longest inventory round (a shorter one ends a Duration-stopped
         AISpec). `empty_reports`: send an RO_ACCESS_REPORT without tags at a report point
         that has none (readers differ; the default sends nothing)."""
-        self.world = world or World()
+        self.source: World | ReaderView = world or World()  # what it reads: a world, or its share
+        self.world = self.source.world if isinstance(self.source, ReaderView) else self.source
         self.host = host
         self.port = port
         self.cycle_s = cycle_s
@@ -341,11 +383,11 @@ class SimulatedReader:
         return tasks
 
     async def fail_antenna(self, antenna: int) -> None:
-        self.world.down.add(antenna)
+        self.source.down.add(antenna)
         self._notify(ReaderEventType.ANTENNA, param("AntennaEvent", Trigger=0, AntennaID=antenna))
 
     async def restore_antenna(self, antenna: int) -> None:
-        self.world.down.discard(antenna)
+        self.source.down.discard(antenna)
         self._notify(ReaderEventType.ANTENNA, param("AntennaEvent", Trigger=1, AntennaID=antenna))
 
     async def raise_exception(self, text: str) -> None:
@@ -506,21 +548,21 @@ class SimulatedReader:
             raise field_error(0, S.A_OUT_OF_RANGE, f"ReqCapabilities {requested} not in 0..4")
         manufacturer, model, firmware = self.identity
         caps = capabilities(
-            self.world.config.antennas, manufacturer=manufacturer, model=model, firmware=firmware
+            self.source.config.antennas, manufacturer=manufacturer, model=model, firmware=firmware
         )[1:]
         return caps if requested == 0 else [caps[requested - 1]]
 
     def _get_config(self, msg: Message) -> list[Param]:
-        antennas = range(1, self.world.config.antennas + 1)
+        antennas = range(1, self.source.config.antennas + 1)
         antenna = int(msg.fields.get("AntennaID", 0))
-        if antenna > self.world.config.antennas:
+        if antenna > self.source.config.antennas:
             raise field_error(0, S.A_OUT_OF_RANGE, f"no antenna {antenna}")
         return [
             param("Identification", IDType=0, ReaderID=b"\x00\x16\x25\xff\xfe\x00\x00\x01"),
             *(
                 param(
                     "AntennaProperties",
-                    AntennaConnected=a not in self.world.down,
+                    AntennaConnected=a not in self.source.down,
                     AntennaID=a,
                     AntennaGain=0,
                 )
@@ -551,7 +593,7 @@ class SimulatedReader:
 
     def _set_config(self, msg: Message) -> list[Param]:
         # check everything before changing anything: a refused request changes nothing
-        antennas = self.world.config.antennas
+        antennas = self.source.config.antennas
         allowed = {
             "AntennaProperties", "AntennaConfiguration", "ReaderEventNotificationSpec",
             "ROReportSpec", "AccessReportSpec", "KeepAliveSpec", "GPOWriteData",
@@ -637,7 +679,7 @@ class SimulatedReader:
                 f"the reader holds {MAX_ROSPECS} ROSpecs already",
                 message_status=S.M_OVERFLOW_PARAMETER,
             )
-        plan = plan_rospec(spec, self.world.config.antennas, self.default_report)
+        plan = plan_rospec(spec, self.source.config.antennas, self.default_report)
         self.rospecs[rospec_id] = _ROSpec(spec, plan)
         return []
 
@@ -837,7 +879,7 @@ class SimulatedReader:
             await asyncio.sleep(cycle)
             reads = [
                 r
-                for r in self.world.cycle(time.time(), cycle)
+                for r in self.source.cycle(time.time(), cycle)
                 if ai.antennas is None or r.antenna in ai.antennas
             ]
             attempts += 1

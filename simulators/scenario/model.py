@@ -12,7 +12,7 @@ from typing import Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from protocols.ids import NodeId, StoreId
+from protocols.ids import Identifier, NodeId, StoreId
 from protocols.mqtt import MqttSettings
 
 
@@ -88,6 +88,60 @@ class BleSection(_Strict):
     other_phones: int = Field(default=3, ge=0, le=1000, description="phones without it")
 
 
+class RfReaderSection(_Strict):
+    """One fixed reader of a store-sized RFID deployment."""
+
+    id: Identifier
+    zone: Literal["sales_floor", "backroom"]
+    antennas: int = Field(default=4, ge=1, le=32)
+
+
+class RfModelSection(_Strict):
+    """RF as studies of fixed readers report it (docs/rfid.md, "Simulated reader")."""
+
+    read_rate: Span = Field(
+        default=Span(low=0.3, high=0.95), description="per-tag read rates, uniform"
+    )
+    cross_read_rate: float = Field(default=0.1, ge=0, le=1, description="neighbour antennas")
+    fade_every_s: float = Field(default=120.0, ge=0, description="mean good spell per tag")
+    fade_mean_s: float = Field(default=3.0, gt=0, description="mean fade (exponential)")
+    fade_read_rate: float = Field(default=0.02, ge=0, le=1, description="read rate in a fade")
+    boundary_share: float = Field(default=0.05, ge=0, le=1, description="items between two")
+    boundary_rssi_drop_db: float = Field(default=2.0, ge=0, le=30)
+    carried_per_minute: float = Field(
+        default=30.0, ge=0, le=6000, description="items people carry past readers"
+    )
+    carry_antennas: Span = Field(default=Span(low=2, high=5), description="antennas passed")
+    carry_dwell_s: Span = Field(default=Span(low=0.5, high=2.0), description="at each")
+
+    @model_validator(mode="after")
+    def _rates(self) -> Self:
+        if not 0 < self.read_rate.low <= self.read_rate.high <= 1:
+            raise ValueError("read_rate needs 0 < low <= high <= 1")
+        return self
+
+
+class RfidSection(_Strict):
+    """A store-sized RFID deployment: several readers of a few antennas each, one shelf per
+    antenna, in sales floor and backroom zones, and the RF they see."""
+
+    readers: list[RfReaderSection] = Field(min_length=1, max_length=64)
+    items: int = Field(default=20_000, ge=0, le=200_000, description="tagged items in store")
+    products_per_antenna: int = Field(default=8, ge=1, le=1000)
+    rf: RfModelSection = Field(default_factory=RfModelSection)
+
+    @model_validator(mode="after")
+    def _unique_readers(self) -> Self:
+        ids = [reader.id for reader in self.readers]
+        if len(set(ids)) != len(ids):
+            raise ValueError("reader ids must be unique")
+        return self
+
+    @property
+    def antennas(self) -> int:
+        return sum(reader.antennas for reader in self.readers)
+
+
 class StoreSection(_Strict):
     id: StoreId
     name: str = Field(default="", max_length=200)
@@ -98,6 +152,11 @@ class StoreSection(_Strict):
     lockers: LockerSection | None = Field(default_factory=LockerSection)
     ble: BleSection | None = Field(default_factory=BleSection)
     behaviour: Behaviour | None = Field(default=None, description="default: the scenario's")
+    rfid: RfidSection | None = Field(
+        default=None,
+        description="a store-sized deployment (benchmarks, simulators.scenario.rfid_store); "
+        "`storegate sim` runs `shelves` on one reader",
+    )
 
 
 class Scenario(_Strict):

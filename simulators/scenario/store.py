@@ -23,6 +23,7 @@ from protocols.messages import DeviceKind
 from protocols.mqtt import MqttSettings
 from simulators.drivers.cu16 import SimLockerDriver
 from simulators.drivers.llrp import SimLlrpDriver
+from simulators.llrp.world import World
 from simulators.scenario.behaviour import LockerPeople, ShelfPeople, cancel_all
 from simulators.scenario.model import Behaviour, Scenario, StoreSection
 from simulators.scenario.truth import TruthWriter
@@ -117,7 +118,9 @@ class SimulatedStore:
         drivers = create_drivers(self.settings, f"store {store.id}")
         rfid = drivers["shelves"]
         assert isinstance(rfid, SimLlrpDriver)
-        self.world = rfid.simulator.world
+        world = rfid.simulator.world
+        assert isinstance(world, World)  # sim-llrp builds its own world, never a view
+        self.world = world
         behaviour: Behaviour = scenario.behaviour_of(store)
         rng = random.Random(seed)
         self.shelves = ShelfPeople(self.world, behaviour, store.stock_per_shelf, rng)
