@@ -51,7 +51,8 @@ async def serve(
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
             owed += per_s
             while owed >= 1:
                 owed -= 1
