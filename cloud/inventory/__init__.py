@@ -65,7 +65,10 @@ class InventoryDomain(Domain):
             if webhook_secret is None:
                 raise ValueError("webhook: no signing key")
             self.webhooks = LevelWebhookSender(
-                options.webhook, options.availability.safety_for, webhook_secret
+                options.webhook,
+                options.availability.safety_for,
+                webhook_secret,
+                zones=options.zones,
             )
         self.recent = RecentEpcs(options.recent_epcs)
         self.evaluator = AlertEvaluator(options, self.recent.get)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud.api.auth import Principal
@@ -28,9 +28,8 @@ from cloud.context import CloudContext
 from cloud.inventory.evaluate import alert_data
 from cloud.inventory.feed import feed_rows, render
 from cloud.inventory.rules import AlertState, AlertType
-from cloud.inventory.stock import available_to_sell, reserved_by_store
+from cloud.inventory.stock import levels
 from cloud.inventory.tables import inventory_alerts, planograms, reorder_points
-from cloud.state import schema
 from cloud.state.db import upsert
 from protocols.ids import Gtin, Identifier
 from protocols.messages import utc_now
@@ -115,6 +114,9 @@ class AlertPage(BaseModel):
 class StoreStock(BaseModel):
     store: str
     on_hand: int = Field(description="items on the store's shelves, as RFID counts them")
+    on_hand_by_zone: dict[str, int] = Field(
+        description="on_hand per zone of its shelves (sales_floor, backroom, exit ...)"
+    )
     reserved: int = Field(description="units promised to open online orders, still on shelves")
     safety_stock: int
     available: int = Field(
@@ -404,40 +406,28 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         """The one definition of what the online channel may sell, for every availability
         route: per store, on hand - reserved - the store's safety stock, never below 0
         (cloud/inventory/stock.py)."""
-        t = schema.inventory
-        query = (
-            select(
-                t.c.gtin,
-                t.c.store_id,
-                func.sum(t.c["count"]).label("on_hand"),
-                func.count(t.c.shelf).label("shelves"),
-                func.max(t.c.updated_at).label("updated_at"),
-            )
-            .where(t.c.gtin.in_(sorted(set(gtins))), t.c["count"] > 0)
-            .group_by(t.c.gtin, t.c.store_id)
-            .order_by(t.c.gtin, t.c.store_id)
-        )
-        if stores is not None:
-            query = query.where(t.c.store_id.in_(stores))
         async with cloud.engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-            reserved = await reserved_by_store(connection, gtins)
+            found = await levels(
+                connection,
+                options.availability.safety_for,
+                zones=options.zones,
+                gtins=gtins,
+                stores=stores,
+            )
         per_gtin: dict[str, list[StoreStock]] = {g: [] for g in gtins}
-        for row in rows:
-            if not principal.may_see(row.store_id):
+        for (store, gtin), level in sorted(found.items()):
+            if level.on_hand <= 0 or not principal.may_see(store):
                 continue
-            on_hand = int(row.on_hand)
-            held = reserved.get((row.store_id, row.gtin), 0)
-            safety = options.availability.safety_for(row.store_id)
-            per_gtin[row.gtin].append(
+            per_gtin[gtin].append(
                 StoreStock(
-                    store=row.store_id,
-                    on_hand=on_hand,
-                    reserved=held,
-                    safety_stock=safety,
-                    available=available_to_sell(on_hand, held, safety),
-                    shelves=int(row.shelves),
-                    updated_at=row.updated_at,
+                    store=store,
+                    on_hand=level.on_hand,
+                    on_hand_by_zone=level.by_zone,
+                    reserved=level.reserved,
+                    safety_stock=level.safety_stock,
+                    available=level.available,
+                    shelves=level.shelves,
+                    updated_at=level.updated_at,
                 )
             )
         return [

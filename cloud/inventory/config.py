@@ -39,6 +39,73 @@ class AvailabilityOptions(BaseModel):
         return self.stores.get(store, self.safety_stock)
 
 
+SALES_FLOOR, BACKROOM, EXIT = "sales_floor", "backroom", "exit"
+
+
+class ZoneOptions(BaseModel):
+    """Where each shelf (read point) is: the sales floor, the backroom, an exit. A shelf is
+    named by its own id or by its reader's id (the edge names shelves `<reader>-a<n>`, so
+    `back-1` covers `back-1-a1`...); the most specific entry wins, then the store's own
+    entries over the every-store ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: Identifier = Field(
+        default=SALES_FLOOR, description="the zone of a shelf no entry names"
+    )
+    shelves: dict[Identifier, Identifier] = Field(
+        default_factory=dict, description="shelf or reader id -> zone, every store"
+    )
+    stores: dict[Identifier, dict[Identifier, Identifier]] = Field(
+        default_factory=dict, description="per store: shelf or reader id -> zone"
+    )
+
+    def zone_of(self, store: str, shelf: str) -> str:
+        for entries in (self.stores.get(store, {}), self.shelves):
+            if shelf in entries:
+                return entries[shelf]
+            best = max((p for p in entries if shelf.startswith(p + "-")), key=len, default=None)
+            if best is not None:
+                return entries[best]
+        return self.default
+
+
+class FloorMinimum(BaseModel):
+    """Replenishment by exception: keep at least `minimum` units of the GTIN on the sales
+    floor; below it, while the backroom holds some, staff get a task to move them to
+    `shelf`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gtin: Gtin
+    minimum: int = Field(ge=1, le=1_000_000)
+    shelf: Identifier = Field(description="the floor shelf the units go to")
+    store: Identifier | None = Field(default=None, description="None: every store")
+
+
+class ReorderOptions(BaseModel):
+    """Reorder suggestions: reorder point = demand during the lead time + safety stock."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_days: int = Field(
+        default=28, ge=1, le=365, description="sales and departures counted over this window"
+    )
+    lead_time_days: float = Field(default=7, gt=0, le=365, description="supplier lead time")
+    lead_times: dict[Identifier, dict[Gtin, Annotated[float, Field(gt=0, le=365)]]] = Field(
+        default_factory=dict, description="per store and GTIN, overriding lead_time_days"
+    )
+    service_z: float = Field(
+        default=1.65, ge=0, le=5, description="safety factor z (1.65: a 95 % cycle service)"
+    )
+    review_days: float = Field(
+        default=7, gt=0, le=365, description="an order covers demand up to the next review"
+    )
+
+    def lead_time(self, store: str, gtin: str) -> float:
+        return self.lead_times.get(store, {}).get(gtin, self.lead_time_days)
+
+
 PickupMethod = Literal["buy", "reserve", "ship to store", "not supported"]
 PickupSla = Literal[
     "same day", "next day", "2-day", "3-day", "4-day", "5-day", "6-day", "multi-week"
@@ -142,6 +209,19 @@ class InventoryOptions(BaseModel):
     recent_epcs: int = Field(
         default=5, ge=0, le=100, description="EPCs kept per (shelf, GTIN) for alert details"
     )
+    zones: ZoneOptions = Field(default_factory=ZoneOptions)
+    floor_minimums: list[FloorMinimum] = Field(default_factory=list)
+    reorder: ReorderOptions = Field(default_factory=ReorderOptions)
+
+    def floor_minimum(self, store: str, gtin: str) -> FloorMinimum | None:
+        """The store's own entry for the GTIN, else the every-store one."""
+        best = None
+        for entry in self.floor_minimums:
+            if entry.gtin == gtin and entry.store == store:
+                return entry
+            if entry.gtin == gtin and entry.store is None:
+                best = entry
+        return best
 
     def configured_point(self, store: str, gtin: str, shelf: str | None) -> int | None:
         """The config's reorder point for this key: a store-specific entry beats an

@@ -35,13 +35,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.api.timestamps import iso_utc
 from cloud.inventory.config import InventoryOptions
-from cloud.inventory.stock import available_to_sell
-from cloud.inventory.tables import reserved_stock
+from cloud.inventory.stock import Level, counted, fold_stream, held, rows_by_key
 from cloud.state import schema
 
 # The columns of the tab-delimited file, in Google's attribute names.
@@ -60,9 +58,10 @@ class FeedRow:
     pickup_method: str
     pickup_sla: str | None
     on_hand: int
+    on_hand_by_zone: dict[str, int]
     reserved: int
     safety_stock: int
-    updated_at: datetime
+    updated_at: datetime | None
 
     def attributes(self) -> dict[str, str]:
         """Google's attributes, as the tab-delimited file spells them."""
@@ -90,47 +89,35 @@ async def feed_rows(
     may_see: Callable[[str], bool] = lambda _store: True,
     stores: Iterable[str] | None = None,
 ) -> AsyncIterator[FeedRow]:
-    feed, t, r = options.local_feed, schema.inventory, reserved_stock
-    query = (
-        select(
-            t.c.store_id,
-            t.c.gtin,
-            func.sum(t.c["count"]).label("on_hand"),
-            func.max(t.c.updated_at).label("updated_at"),
-        )
-        .group_by(t.c.store_id, t.c.gtin)
-        .order_by(t.c.store_id, t.c.gtin)
-    )
-    if stores is not None:
-        query = query.where(t.c.store_id.in_(sorted(set(stores))))
+    feed, t = options.local_feed, schema.inventory
+    where = [] if stores is None else [t.c.store_id.in_(sorted(set(stores)))]
+    query = counted(options.zones, *where)
     async with engine.connect() as connection:
         # Open reservations are few (open orders' lines); read them whole, stream the rest.
-        held = {
-            (row.store_id, row.gtin): int(row.reserved)
-            for row in await connection.execute(select(r).where(r.c.reserved > 0))
-        }
-        result = await connection.stream(query)
-        async for row in result:
-            if not may_see(row.store_id):
+        reserved_units = rows_by_key(await connection.execute(held()))
+        async for (store, gtin), figures in fold_stream(await connection.stream(query)):
+            if not may_see(store):
                 continue
-            on_hand = max(0, int(row.on_hand))
-            reserved = held.get((row.store_id, row.gtin), 0)
-            safety = options.availability.safety_for(row.store_id)
-            available = available_to_sell(on_hand, reserved, safety)
-            method, sla = feed.pickup(row.store_id)
+            level = Level.of(
+                figures,
+                reserved_units.get((store, gtin), 0),
+                options.availability.safety_for(store),
+            )
+            method, sla = feed.pickup(store)
             yield FeedRow(
-                store=row.store_id,
-                gtin=row.gtin,
-                store_code=feed.store_code(row.store_id),
-                id=feed.product_ids.get(row.gtin, row.gtin),
-                availability=availability_label(available, feed.limited_max),
-                quantity=available,
+                store=store,
+                gtin=gtin,
+                store_code=feed.store_code(store),
+                id=feed.product_ids.get(gtin, gtin),
+                availability=availability_label(level.available, feed.limited_max),
+                quantity=level.available,
                 pickup_method=method,
                 pickup_sla=sla,
-                on_hand=on_hand,
-                reserved=reserved,
-                safety_stock=safety,
-                updated_at=row.updated_at,
+                on_hand=level.on_hand,
+                on_hand_by_zone=level.by_zone,
+                reserved=level.reserved,
+                safety_stock=level.safety_stock,
+                updated_at=figures.updated_at,
             )
 
 
@@ -156,6 +143,7 @@ async def render(rows: AsyncIterator[FeedRow], fmt: FeedFormat) -> AsyncIterator
                         "store": row.store,
                         "gtin": row.gtin,
                         "on_hand": row.on_hand,
+                        "on_hand_by_zone": row.on_hand_by_zone,
                         "reserved": row.reserved,
                         "safety_stock": row.safety_stock,
                         "timestamp": iso_utc(row.updated_at),

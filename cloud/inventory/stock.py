@@ -21,17 +21,33 @@ it). The GTIN order keeps two multi-line orders from deadlocking.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, true, tuple_, update
+from sqlalchemy import (
+    String,
+    and_,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement, Select
 
+from cloud.inventory.config import ZoneOptions
 from cloud.inventory.tables import reserved_stock, stock_reservations
 from cloud.state import schema
 from cloud.state.db import insert_for
+
+Key = tuple[str, str]  # (store, GTIN)
 
 
 def available_to_sell(on_hand: int, reserved: int, safety_stock: int) -> int:
@@ -148,38 +164,25 @@ async def release(connection: AsyncConnection, order_id: str) -> dict[str, int]:
 async def on_hand_for(
     connection: AsyncConnection, store: str, gtins: Iterable[str]
 ) -> dict[str, int]:
-    t = schema.inventory
-    rows = await connection.execute(
-        select(t.c.gtin, func.sum(t.c["count"]))
-        .where(t.c.store_id == store, t.c.gtin.in_(list(gtins)), t.c["count"] > 0)
-        .group_by(t.c.gtin)
+    query = counted(
+        None, schema.inventory.c.store_id == store, schema.inventory.c.gtin.in_(list(gtins))
     )
-    return {gtin: int(total) for gtin, total in rows}
+    return {key[1]: figures.on_hand for key, figures in fold(await connection.execute(query))}
 
 
 async def reserved_for(
     connection: AsyncConnection, store: str, gtins: Iterable[str]
 ) -> dict[str, int]:
     c = reserved_stock
-    rows = await connection.execute(
-        select(c.c.gtin, c.c.reserved).where(
-            c.c.store_id == store, c.c.gtin.in_(list(gtins)), c.c.reserved > 0
-        )
-    )
-    return {gtin: int(n) for gtin, n in rows}
+    rows = await connection.execute(held(c.c.store_id == store, c.c.gtin.in_(list(gtins))))
+    return {gtin: units for (_store, gtin), units in rows_by_key(rows).items()}
 
 
 async def reserved_by_store(
     connection: AsyncConnection, gtins: Iterable[str]
 ) -> dict[tuple[str, str], int]:
     """Reserved units per (store, GTIN) for the given GTINs, every store."""
-    c = reserved_stock
-    rows = await connection.execute(
-        select(c.c.store_id, c.c.gtin, c.c.reserved).where(
-            c.c.gtin.in_(list(gtins)), c.c.reserved > 0
-        )
-    )
-    return {(store, gtin): int(n) for store, gtin, n in rows}
+    return rows_by_key(await connection.execute(held(reserved_stock.c.gtin.in_(list(gtins)))))
 
 
 async def _lock_counters(connection: AsyncConnection, store: str, gtins: list[str]) -> None:
@@ -194,6 +197,111 @@ async def _lock_counters(connection: AsyncConnection, store: str, gtins: list[st
         )
 
 
+# ------------------------------------------------------------------ the one query
+
+
+@dataclass(frozen=True, slots=True)
+class OnHand:
+    """What RFID counts of one (store, GTIN): in total, per zone, on how many shelves."""
+
+    on_hand: int
+    by_zone: dict[str, int]
+    shelves: int
+    updated_at: datetime | None
+
+
+def zone_of_shelf(zones: ZoneOptions | None, store: Any, shelf: Any) -> ColumnElement[str]:
+    """ZoneOptions.zone_of as SQL: the store's own entries first, then every store's, the
+    longest (most specific) shelf or reader id first."""
+    zones = zones or ZoneOptions()
+    whens: list[tuple[ColumnElement[bool], str]] = []
+
+    def matches(prefix: str) -> ColumnElement[bool]:
+        return or_(shelf == prefix, shelf.startswith(prefix + "-", autoescape=True))
+
+    for name, entries in sorted(zones.stores.items()):
+        for prefix in sorted(entries, key=lambda p: (-len(p), p)):
+            whens.append((and_(store == name, matches(prefix)), entries[prefix]))
+    for prefix in sorted(zones.shelves, key=lambda p: (-len(p), p)):
+        whens.append((matches(prefix), zones.shelves[prefix]))
+    if not whens:
+        return literal(zones.default, String()).label("zone")
+    return case(*whens, else_=literal(zones.default, String())).label("zone")
+
+
+def counted(zones: ZoneOptions | None, *where: ColumnElement[bool]) -> Select[Any]:
+    """The on-hand query every route, feed, webhook and order reads: per (store, GTIN,
+    zone) the units counted, the shelves holding any and the newest count, ordered by store
+    and GTIN (so a stream folds into keys as it goes; `fold`). `where` filters the
+    inventory rows (through its index), before anything is summed."""
+    t = schema.inventory
+    rows = (
+        select(
+            t.c.store_id,
+            t.c.gtin,
+            zone_of_shelf(zones, t.c.store_id, t.c.shelf),
+            t.c["count"].label("units"),
+            t.c.updated_at,
+        )
+        .where(*where)
+        .subquery("counted")
+    )
+    positive = case((rows.c.units > 0, rows.c.units), else_=0)
+    return (
+        select(
+            rows.c.store_id,
+            rows.c.gtin,
+            rows.c.zone,
+            func.sum(positive).label("on_hand"),
+            func.count(case((rows.c.units > 0, 1))).label("shelves"),
+            func.max(rows.c.updated_at).label("updated_at"),
+        )
+        .group_by(rows.c.store_id, rows.c.gtin, rows.c.zone)
+        .order_by(rows.c.store_id, rows.c.gtin, rows.c.zone)
+    )
+
+
+def fold(rows: Iterable[Any]) -> Iterator[tuple[Key, OnHand]]:
+    """`counted`'s rows (per zone, ordered by key) as one OnHand per (store, GTIN)."""
+    key: Key | None = None
+    by_zone: dict[str, int] = {}
+    shelves, newest = 0, None
+    for row in rows:
+        if (row.store_id, row.gtin) != key:
+            if key is not None:
+                yield key, OnHand(sum(by_zone.values()), by_zone, shelves, newest)
+            key, by_zone, shelves, newest = (row.store_id, row.gtin), {}, 0, None
+        by_zone[row.zone] = by_zone.get(row.zone, 0) + int(row.on_hand or 0)
+        shelves += int(row.shelves)
+        if row.updated_at is not None and (newest is None or row.updated_at > newest):
+            newest = row.updated_at
+    if key is not None:
+        yield key, OnHand(sum(by_zone.values()), by_zone, shelves, newest)
+
+
+async def fold_stream(rows: AsyncIterator[Any]) -> AsyncIterator[tuple[Key, OnHand]]:
+    """`fold` over a streamed result: a key is yielded once its last zone row is in."""
+    pending: list[Any] = []
+    async for row in rows:
+        if pending and (row.store_id, row.gtin) != (pending[0].store_id, pending[0].gtin):
+            for item in fold(pending):
+                yield item
+            pending = []
+        pending.append(row)
+    for item in fold(pending):
+        yield item
+
+
+def held(*where: ColumnElement[bool]) -> Select[Any]:
+    """Units reserved by open orders per (store, GTIN), those above 0."""
+    c = reserved_stock
+    return select(c.c.store_id, c.c.gtin, c.c.reserved).where(c.c.reserved > 0, *where)
+
+
+def rows_by_key(rows: Iterable[Any]) -> dict[Key, int]:
+    return {(store, gtin): int(units) for store, gtin, units in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class Level:
     """One (store, GTIN) in the one model."""
@@ -203,9 +311,23 @@ class Level:
     safety_stock: int
     available: int
     updated_at: datetime | None
+    by_zone: dict[str, int] = field(default_factory=dict)
+    shelves: int = 0
+
+    @classmethod
+    def of(cls, counted: OnHand | None, reserved: int, safety_stock: int) -> Level:
+        counted = counted or OnHand(0, {}, 0, None)
+        return cls(
+            counted.on_hand,
+            reserved,
+            safety_stock,
+            available_to_sell(counted.on_hand, reserved, safety_stock),
+            counted.updated_at,
+            counted.by_zone,
+            counted.shelves,
+        )
 
 
-Key = tuple[str, str]  # (store, GTIN)
 _KEYS_PER_QUERY = 500
 
 
@@ -213,27 +335,20 @@ async def levels(
     connection: AsyncConnection,
     safety_for: Callable[[str], int],
     *,
+    zones: ZoneOptions | None = None,
     keys: Iterable[Key] | None = None,
     stores: Iterable[str] | None = None,
+    gtins: Iterable[str] | None = None,
 ) -> dict[Key, Level]:
-    """The model's figures for the given keys, or every GTIN of the given stores, or (both
-    None) everything the stores ever counted or reserved."""
+    """The model's figures for the given keys, or every GTIN of the given stores (or of the
+    given GTINs), or (all None) everything the stores ever counted or reserved."""
     t, c = schema.inventory, reserved_stock
-    counted = select(
-        t.c.store_id,
-        t.c.gtin,
-        func.sum(t.c["count"]).label("on_hand"),
-        func.max(t.c.updated_at).label("updated_at"),
-    ).group_by(t.c.store_id, t.c.gtin)
-    held = select(c.c.store_id, c.c.gtin, c.c.reserved)
-    on_hand: dict[Key, tuple[int, datetime | None]] = {}
+    on_hand: dict[Key, OnHand] = {}
     reserved: dict[Key, int] = {}
 
     async def read(where_counted: Any, where_held: Any) -> None:
-        for row in await connection.execute(counted.where(where_counted)):
-            on_hand[(row.store_id, row.gtin)] = (max(0, int(row.on_hand)), row.updated_at)
-        for store, gtin, units in await connection.execute(held.where(where_held)):
-            reserved[(store, gtin)] = int(units)
+        on_hand.update(fold(await connection.execute(counted(zones, where_counted))))
+        reserved.update(rows_by_key(await connection.execute(held(where_held))))
 
     if keys is not None:
         wanted = sorted(set(keys))
@@ -244,18 +359,18 @@ async def levels(
             )
         found = set(wanted)
     else:
+        where_counted: list[ColumnElement[bool]] = []
+        where_held: list[ColumnElement[bool]] = []
         if stores is not None:
             names = sorted(set(stores))
-            await read(t.c.store_id.in_(names), c.c.store_id.in_(names))
-        else:
-            await read(true(), true())
+            where_counted.append(t.c.store_id.in_(names))
+            where_held.append(c.c.store_id.in_(names))
+        if gtins is not None:
+            items = sorted(set(gtins))
+            where_counted.append(t.c.gtin.in_(items))
+            where_held.append(c.c.gtin.in_(items))
+        await read(and_(true(), *where_counted), and_(true(), *where_held))
         found = set(on_hand) | set(reserved)
-    out = {}
-    for key in found:
-        count, updated_at = on_hand.get(key, (0, None))
-        held_units = reserved.get(key, 0)
-        safety = safety_for(key[0])
-        out[key] = Level(
-            count, held_units, safety, available_to_sell(count, held_units, safety), updated_at
-        )
-    return out
+    return {
+        key: Level.of(on_hand.get(key), reserved.get(key, 0), safety_for(key[0])) for key in found
+    }

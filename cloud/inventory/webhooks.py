@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloud.api.timestamps import iso_utc
 from cloud.bus import Change, LiveBus, Subscription
-from cloud.inventory.config import LevelWebhookOptions
+from cloud.inventory.config import LevelWebhookOptions, ZoneOptions
 from cloud.inventory.stock import Key, Level, levels
 from cloud.inventory.tables import levels_sent
 from cloud.signing import SIGNATURE_HEADER, signature
@@ -87,9 +87,11 @@ class LevelWebhookSender:
         secret: bytes,
         *,
         client: Callable[[], httpx.AsyncClient] | None = None,
+        zones: ZoneOptions | None = None,
     ) -> None:
         self.options = options
         self.safety_for = safety_for
+        self.zones = zones
         self._secret = secret
         self._client = client or (lambda: httpx.AsyncClient(timeout=options.timeout_s))
         self._pending = _Pending()
@@ -181,15 +183,19 @@ class LevelWebhookSender:
         async with engine.connect() as connection:
             if pending.everything:
                 self.stats.reconciles += 1
-                now_levels = await levels(connection, self.safety_for)
+                now_levels = await levels(connection, self.safety_for, zones=self.zones)
                 sent = await _sent(connection, None)
                 keys = set(now_levels) | set(sent)
             else:
                 now_levels = {}
                 if pending.stores:
-                    now_levels |= await levels(connection, self.safety_for, stores=pending.stores)
+                    now_levels |= await levels(
+                        connection, self.safety_for, zones=self.zones, stores=pending.stores
+                    )
                 if pending.keys:
-                    now_levels |= await levels(connection, self.safety_for, keys=pending.keys)
+                    now_levels |= await levels(
+                        connection, self.safety_for, zones=self.zones, keys=pending.keys
+                    )
                 sent = await _sent(connection, set(now_levels))
                 keys = set(now_levels)
         changed = []
@@ -222,6 +228,7 @@ class LevelWebhookSender:
                         "store": store,
                         "gtin": gtin,
                         "on_hand": level.on_hand,
+                        "on_hand_by_zone": level.by_zone,
                         "reserved": level.reserved,
                         "committed": level.reserved,
                         "safety_stock": level.safety_stock,
