@@ -1,5 +1,6 @@
 """Inventory domain: reorder points → low-stock alerts, planograms → misplaced-item alerts,
-availability for the online channel (docs/inventory.md).
+availability for the online channel, store operations (replenishment tasks, sales and
+exits, reorder suggestions, accuracy against book stock) (docs/inventory.md).
 
 Alerts are evaluated inside the ingest batch transaction, after the core state has written
 the batch's counts (`before_commit`), so an alert commits (or rolls back) with the counts
@@ -15,8 +16,17 @@ from typing import TYPE_CHECKING, Any
 from cloud.domains import Domain, DomainContext, DomainTx
 from cloud.inventory.config import InventoryOptions, parse_options
 from cloud.inventory.evaluate import AlertEvaluator, changed_counts
+from cloud.inventory.replenish import TASK, Replenisher
+from cloud.inventory.sales import on_item_events
 from cloud.inventory.webhooks import LevelWebhookSender, load_secret
-from protocols.messages import Birth, ItemEventKind, Message, RfidEvents, RfidSnapshot
+from protocols.messages import (
+    Birth,
+    ItemEventKind,
+    Message,
+    RfidEvents,
+    RfidSnapshot,
+    utc_now,
+)
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -72,6 +82,7 @@ class InventoryDomain(Domain):
             )
         self.recent = RecentEpcs(options.recent_epcs)
         self.evaluator = AlertEvaluator(options, self.recent.get)
+        self.replenisher = Replenisher(options)
         # stores whose shelves a birth or snapshot replaced in the current batch: rows it
         # deleted are not in `tx.inventory_changes`, so those stores are evaluated whole
         self._batch: DomainTx | None = None
@@ -85,6 +96,10 @@ class InventoryDomain(Domain):
         if isinstance(message, Birth | RfidSnapshot):
             self._replaced.add(message.store)
         elif isinstance(message, RfidEvents):
+            for data in await on_item_events(
+                tx.connection, message.store, message.items, self.options.zones, utc_now()
+            ):
+                tx.change(ALERT, message.store, data)
             for item in message.items:
                 if (
                     item.kind in (ItemEventKind.ARRIVED, ItemEventKind.MOVED)
@@ -104,6 +119,11 @@ class InventoryDomain(Domain):
         for store, changes in evaluated.items():
             for data in changes:
                 tx.change(ALERT, store, data)
+        now = utc_now()
+        for store, changed in sorted(changed_by_store.items()):
+            gtins = None if changed is None else {gtin for _shelf, gtin in changed}
+            for data in await self.replenisher.evaluate(tx.connection, store, gtins, now):
+                tx.change(TASK, store, data)
 
     def router(self) -> APIRouter:
         from cloud.inventory.api import create_router

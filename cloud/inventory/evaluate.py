@@ -48,6 +48,7 @@ _PLANS_OF_STORES = _PLANS.where(planograms.c.store_id.in_(_STORES))
 _OPEN_ALERTS = select(inventory_alerts).where(
     inventory_alerts.c.store_id.in_(_STORES),
     inventory_alerts.c.state == AlertState.RAISED.value,
+    inventory_alerts.c.type.in_(rules.COUNT_ALERTS),
 )
 
 

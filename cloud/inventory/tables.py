@@ -12,7 +12,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, Index, Integer, String, Table, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    UniqueConstraint,
+)
 
 from cloud.state.schema import metadata
 
@@ -95,3 +106,89 @@ levels_sent = Table(
     Column("available", Integer, nullable=False),
     Column("sent_at", TS, nullable=False),
 )
+
+# Store operations (revision 0007_storeops): replenishment tasks, sales, departures, book
+# stock and approved differences.
+EPC = String(124)  # hex, as protocols.ids.Epc allows
+
+# "Move N from the backroom to shelf X" (cloud/inventory/replenish.py). `open_key` is set
+# while the task is open and NULL once done: one open task per (store, GTIN), even when an
+# ingest batch and an API call race.
+replenishment_tasks = Table(
+    "replenishment_tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("store_id", ID, nullable=False),
+    Column("kind", String(16), nullable=False),  # replenish
+    Column("gtin", GTIN, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("from_zone", ID, nullable=False),
+    Column("to_shelf", ID, nullable=False),
+    Column("status", String(8), nullable=False),  # open | done
+    Column("created_at", TS, nullable=False),
+    Column("closed_at", TS, nullable=True),
+    Column("closed_by", String(64), nullable=True),  # "rfid" or the key's name
+    Column("open_key", String(100), nullable=True),
+    UniqueConstraint("open_key", name="uq_replenishment_tasks_open_key"),
+)
+Index("ix_replenishment_tasks_store_status", replenishment_tasks.c.store_id,
+      replenishment_tasks.c.status)  # fmt: skip
+
+# EPCs sold (POS sale feed, collected orders): an item seen at an exit is fine if listed here.
+sold_items = Table(
+    "sold_items",
+    metadata,
+    Column("store_id", ID, primary_key=True),
+    Column("epc", EPC, primary_key=True),
+    Column("gtin", GTIN, nullable=True),
+    Column("sold_at", TS, nullable=False),
+    Column("sale_id", String(64), nullable=False),
+    Column("source", String(16), nullable=False),  # pos | order
+    Column("price", Numeric(12, 2), nullable=True),
+    Column("currency", String(3), nullable=True),
+)
+Index("ix_sold_items_store_sold_at", sold_items.c.store_id, sold_items.c.sold_at)
+
+# Items that left: through an exit read point, or unseen in the whole store (left_store).
+# With the sales they are the demand the reorder suggestions are made from.
+item_departures = Table(
+    "item_departures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("store_id", ID, nullable=False),
+    Column("epc", EPC, nullable=False),
+    Column("gtin", GTIN, nullable=True),
+    Column("at", TS, nullable=False),
+    Column("via", String(16), nullable=False),  # exit | left_store
+    Column("shelf", ID, nullable=True),  # the exit read point
+    Column("sold", Boolean, nullable=False),
+)
+Index("ix_item_departures_store_at", item_departures.c.store_id, item_departures.c.at)
+
+# Book stock imported from the POS/ERP, per (store, GTIN), with the GTIN's category.
+book_stock = Table(
+    "book_stock",
+    metadata,
+    Column("store_id", ID, primary_key=True),
+    Column("gtin", GTIN, primary_key=True),
+    Column("quantity", Integer, nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("imported_at", TS, nullable=False),
+    Column("imported_by", String(64), nullable=False),
+)
+
+# Differences (RFID count - book) a store approved for posting back to the ERP.
+approved_differences = Table(
+    "approved_differences",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("store_id", ID, nullable=False),
+    Column("gtin", GTIN, nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("rfid_count", Integer, nullable=False),
+    Column("book", Integer, nullable=False),
+    Column("difference", Integer, nullable=False),
+    Column("approved_at", TS, nullable=False),
+    Column("approved_by", String(64), nullable=False),
+)
+Index("ix_approved_differences_store", approved_differences.c.store_id, approved_differences.c.id)

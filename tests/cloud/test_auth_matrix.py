@@ -64,6 +64,15 @@ POLICY: dict[tuple[str, str], set[str] | str] = {
     ("GET", "/api/v1/availability/{gtin}"): {OPS, STAFF, SHOPPER},
     ("GET", "/api/v1/availability"): {OPS, STAFF, SHOPPER},
     ("GET", "/api/v1/feeds/local-inventory"): {OPS, STAFF, SHOPPER},
+    # store operations: the store team's tasks, sales, book stock and accuracy
+    ("GET", "/api/v1/stores/{store}/tasks"): READERS,
+    ("POST", "/api/v1/tasks/{task_id}/done"): READERS,
+    ("POST", "/api/v1/stores/{store}/sales"): READERS,
+    ("GET", "/api/v1/stores/{store}/reorder-suggestions"): READERS,
+    ("PUT", "/api/v1/stores/{store}/book-stock"): READERS,
+    ("GET", "/api/v1/stores/{store}/accuracy"): READERS,
+    ("POST", "/api/v1/stores/{store}/accuracy/approve"): READERS,
+    ("GET", "/api/v1/stores/{store}/accuracy/approved.csv"): READERS,
     # EPCIS 2.0 query interface: the store teams' and ops' event history
     ("GET", "/epcis/events"): READERS,
     # a shopper app's own broker login, after consent
@@ -110,6 +119,11 @@ BODIES: dict[str, dict[str, object]] = {
     "/api/v1/stores/{store}/planogram": {"shelves": {}},
     "/api/v1/stores/{store}/planogram/{shelf}": {"gtins": [GTIN]},
     "/api/v1/stores/{store}/lockers/{bank}/{compartment}/out-of-service": {"out": True},
+    "/api/v1/stores/{store}/sales": {
+        "sale_id": "r-1",
+        "items": [{"epc": "3074257BF7194E4000001A85"}],
+    },
+    "/api/v1/stores/{store}/accuracy/approve": {"gtins": [GTIN]},
 }
 
 

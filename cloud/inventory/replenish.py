@@ -1,0 +1,147 @@
+"""Replenishment by exception: a staff task "move N of GTIN from the backroom to shelf X"
+when the sales floor runs below its minimum while the backroom holds the GTIN.
+
+Decided in the ingest batch (`before_commit`, after the alerts) from the one model's on-hand
+per zone (cloud/inventory/stock.py), for the (store, GTIN) pairs whose counts the batch
+changed that have a floor minimum (`domains.inventory.floor_minimums`); a store without any
+costs no statement. The rule is `rules.replenish`:
+
+- floor < minimum and backroom > 0: a task opens (one open task per store and GTIN, under
+  the unique `open_key`, so a batch and an API call that race cannot open two);
+- floor >= minimum: the open task is done (`closed_by` "rfid"): RFID saw the move;
+- otherwise nothing changes; an open task's quantity is kept current quietly.
+
+`POST /api/v1/tasks/{id}/done` closes a task by hand. If the floor is still short and the
+backroom still holds the GTIN, the next count change opens a new one: the counts decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloud.api.timestamps import iso_utc
+from cloud.inventory import rules
+from cloud.inventory.config import BACKROOM, SALES_FLOOR, InventoryOptions
+from cloud.inventory.rules import Action
+from cloud.inventory.stock import levels
+from cloud.inventory.tables import replenishment_tasks
+from cloud.state.db import insert_for
+
+TASK = "task"  # the live-change kind
+KIND = "replenish"
+OPEN, DONE = "open", "done"
+
+
+def task_data(row: Any) -> dict[str, Any]:
+    """A task as the API and the live `task` change show it."""
+    m = row._mapping
+    return {
+        "id": m["id"],
+        "store": m["store_id"],
+        "kind": m["kind"],
+        "gtin": m["gtin"],
+        "quantity": m["quantity"],
+        "from_zone": m["from_zone"],
+        "to_shelf": m["to_shelf"],
+        "status": m["status"],
+        "created_at": iso_utc(m["created_at"]),
+        "closed_at": iso_utc(m["closed_at"]),
+        "closed_by": m["closed_by"],
+    }
+
+
+def _open_key(store: str, gtin: str) -> str:
+    return f"{KIND}|{store}|{gtin}"
+
+
+class Replenisher:
+    def __init__(self, options: InventoryOptions) -> None:
+        self.options = options
+
+    def watched(self, store: str, gtins: Iterable[str] | None) -> list[str]:
+        """The GTINs of `gtins` (None: all) that have a floor minimum in this store."""
+        configured = {m.gtin for m in self.options.floor_minimums if m.store in (None, store)}
+        return sorted(configured if gtins is None else configured & set(gtins))
+
+    async def evaluate(
+        self,
+        connection: AsyncConnection,
+        store: str,
+        gtins: Iterable[str] | None,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """Open, update or close the store's tasks for `gtins` (None: every GTIN with a
+        floor minimum); returns the task changes to announce after the commit."""
+        watched = self.watched(store, gtins)
+        if not watched:
+            return []
+        t = replenishment_tasks
+        found = await levels(
+            connection,
+            lambda _store: 0,
+            zones=self.options.zones,
+            keys=[(store, g) for g in watched],
+        )
+        open_rows = {
+            row.gtin: row
+            for row in await connection.execute(
+                select(t).where(t.c.store_id == store, t.c.status == OPEN, t.c.gtin.in_(watched))
+            )
+        }
+        changes: list[dict[str, Any]] = []
+        for gtin in watched:
+            minimum = self.options.floor_minimum(store, gtin)
+            assert minimum is not None
+            by_zone = found[(store, gtin)].by_zone
+            floor, backroom = by_zone.get(SALES_FLOOR, 0), by_zone.get(BACKROOM, 0)
+            action = rules.replenish(floor, backroom, minimum.minimum)
+            quantity = rules.units_to_move(floor, backroom, minimum.minimum)
+            existing = open_rows.get(gtin)
+            if existing is None and action is Action.OPEN:
+                row = (
+                    await connection.execute(
+                        insert_for(connection, t)
+                        .values(
+                            store_id=store,
+                            kind=KIND,
+                            gtin=gtin,
+                            quantity=quantity,
+                            from_zone=BACKROOM,
+                            to_shelf=minimum.shelf,
+                            status=OPEN,
+                            created_at=now,
+                            open_key=_open_key(store, gtin),
+                        )
+                        .on_conflict_do_nothing(index_elements=[t.c.open_key])
+                        .returning(*t.c)
+                    )
+                ).first()
+                if row is not None:  # None: opened a moment ago by someone else
+                    changes.append({**task_data(row), "event": "opened"})
+            elif existing is not None and action is Action.CLOSE:
+                row = await close(connection, existing.id, "rfid", now)
+                if row is not None:
+                    changes.append({**task_data(row), "event": "done"})
+            elif existing is not None and quantity > 0 and existing.quantity != quantity:
+                await connection.execute(
+                    update(t).where(t.c.id == existing.id).values(quantity=quantity)
+                )
+        return changes
+
+
+async def close(connection: AsyncConnection, task_id: int, by: str, now: datetime) -> Any:
+    """Mark an open task done; None if it was not open."""
+    t = replenishment_tasks
+    return (
+        await connection.execute(
+            update(t)
+            .where(t.c.id == task_id, t.c.status == OPEN)
+            .values(status=DONE, closed_at=now, closed_by=by, open_key=None)
+            .returning(*t.c)
+        )
+    ).first()
