@@ -87,9 +87,7 @@ def upgrade() -> None:
         sa.Column("approved_at", TS, nullable=False),
         sa.Column("approved_by", sa.String(64), nullable=False),
     )
-    op.create_index(
-        "ix_approved_differences_store", "approved_differences", ["store_id", "id"]
-    )
+    op.create_index("ix_approved_differences_store", "approved_differences", ["store_id", "id"])
 
 
 def downgrade() -> None:
