@@ -11,9 +11,9 @@ The classic reorder point with safety stock for variable demand and a fixed lead
     order when position <= ROP, up to ROP + d · R (R = `review_days`): quantity = that - position
 
 Demand is what left the shelves for good: EPCs sold (POS, collected orders) and EPCs that
-departed unsold (through an exit, or unseen in the store for `left_store_s`). A sold EPC
-that then departs is counted once, as a sale. Every figure of the formula comes back with
-the suggestion, so a buyer can see why.
+departed unsold (through an exit, or unseen in the store for `left_store_s`), each EPC once.
+A sold EPC that departs (before or after its sale reached the cloud) counts once, as a sale.
+Every figure of the formula comes back with the suggestion, so a buyer can see why.
 """
 
 from __future__ import annotations
@@ -118,12 +118,24 @@ async def demand_by_gtin(
         )
     ):
         count(gtin, at, sold)
-    for gtin, at in await connection.execute(
-        select(d.c.gtin, d.c.at).where(
-            d.c.store_id == store, d.c.at >= since, d.c.sold.is_(False), d.c.gtin.is_not(None)
+    # an EPC that left unsold counts once (a tag lingering at the door is seen again and
+    # again), and not at all once a sale lists it (the POS synced late: it is a sale)
+    sold_since = select(s.c.epc).where(s.c.store_id == store, s.c.epc == d.c.epc).exists()
+    seen: set[str] = set()
+    for epc, gtin, at in await connection.execute(
+        select(d.c.epc, d.c.gtin, d.c.at)
+        .where(
+            d.c.store_id == store,
+            d.c.at >= since,
+            d.c.sold.is_(False),
+            d.c.gtin.is_not(None),
+            ~sold_since,
         )
+        .order_by(d.c.id)
     ):
-        count(gtin, at, departed)
+        if epc not in seen:
+            seen.add(epc)
+            count(gtin, at, departed)
     return {
         gtin: Demand(sold.get(gtin, 0), departed.get(gtin, 0), units)
         for gtin, units in daily.items()
