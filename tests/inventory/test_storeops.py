@@ -12,6 +12,7 @@ import pytest
 
 from cloud.ingest.apply import BatchOutcome
 from cloud.inventory.reorder import Demand, suggest
+from cloud.inventory.stock import levels
 from protocols.messages import ItemEvent, ItemEventKind, RfidEvents
 from tests.cloud.streams import NODE, READER, STORE, rfid
 from tests.inventory.conftest import OPS_KEY, OTHER_STORE, STAFF_KEY, Rig, bearer, make_rig
@@ -265,3 +266,37 @@ async def test_accuracy_against_book_stock_and_the_approved_export(database_url:
             await rig.http.get(f"/api/v1/stores/{STORE}/accuracy", headers=bearer(OPS_KEY))
         ).json()
         assert {c["category"] for c in report["categories"]} == {"(none)", "(not in book)"}
+
+
+async def test_zone_of_a_shelf_in_sql_matches_the_config(database_url: str) -> None:
+    zones = {
+        "default": "sales_floor",
+        "shelves": {"back": "backroom", "back-9": "sales_floor", "door_1": "exit"},
+        "stores": {STORE: {"back-2": "exit"}},
+    }
+    shelves = [
+        "back-1-a1",
+        "back-9-a2",
+        "back-2-a1",
+        "back",
+        "backroom-a1",
+        "door_1-a1",
+        "doorX1-a1",
+    ]
+    expected = {
+        "back-1-a1": "backroom",  # by its reader
+        "back-9-a2": "sales_floor",  # the longer (more specific) entry wins
+        "back-2-a1": "exit",  # the store's own entry wins
+        "back": "backroom",  # the id itself
+        "backroom-a1": "sales_floor",  # a prefix only up to a "-"
+        "door_1-a1": "exit",
+        "doorX1-a1": "sales_floor",  # "_" is a character, not LIKE's wildcard
+    }
+    async for rig in make_rig(database_url, {"zones": zones}):
+        assert {s: rig.domain.options.zones.zone_of(STORE, s) for s in shelves} == expected
+        counts = {(shelf, f"{80614141000010 + i:014d}"): 1 for i, shelf in enumerate(shelves)}
+        await rig.harness.feed(rfid(1, counts))
+        async with rig.harness.engine.connect() as connection:
+            found = await levels(connection, lambda _s: 0, zones=rig.domain.options.zones)
+        by_shelf = {shelf: found[(STORE, gtin)].by_zone for (shelf, gtin) in counts}
+        assert by_shelf == {shelf: {zone: 1} for shelf, zone in expected.items()}
