@@ -76,9 +76,9 @@ async def test_replenishment_tasks_at_the_floor_minimum(database_url: str) -> No
         assert (done["id"], done["status"], done["closed_by"]) == (opened["id"], "done", "rfid")
         assert await tasks(rig, "open") == []
         # short on the floor with an empty backroom: nothing to move, no task
-        out = await feed(rfid(6, {("back-1", GTIN_A): 0, ("floor-1", GTIN_A): MINIMUM - 1}))
+        out = await feed(rfid(6, {("back-1", GTIN_A): 0, ("floor-1", GTIN_A): MINIMUM - 3}))
         assert changes(out, "task") == []
-        # the backroom gets one: a task for that one
+        # the backroom gets one: a task for that one (3 short, 1 to move)
         [again] = changes(await feed(rfid(7, {("back-1", GTIN_A): 1})), "task")
         assert again["quantity"] == 1
         # closed by hand (idempotent), another store's key sees no such task
