@@ -45,6 +45,7 @@ STORE, NODE, READER = "store-levels", "pi-1", "reader-1"
 KEY, SECRET_ENV = "bench-levels-ops-key", "STOREGATE_BENCH_LEVELS_WEBHOOK_KEY"
 TARGET_S = 2.0
 POLL_S = 0.05
+STAGGER_S = 1.5
 SHELVES, ITEMS_PER_SHELF, PRODUCTS_PER_SHELF = 6, 12, 2
 
 
@@ -201,13 +202,24 @@ async def _measure(rounds: int, per_round: int, workdir: Path, port: int) -> lis
             for epc, shelf in truth.items():
                 shelves_of.setdefault(decode_epc(epc).gtin or "", set()).add(shelf)
             counts = {(c.shelf, c.gtin): c.count for c in driver.engine.shelf_counts()}
-            single = sorted(g for g, shelves in shelves_of.items() if g and len(shelves) == 1)
-            now = time.time()
-            for gtin in rng.sample(single, min(per_round, len(single))):
+            # GTINs on one shelf whose count the engine has settled on (= the truth): the
+            # lower count after a removal is then the removal's, nothing else's
+            settled = sorted(
+                gtin
+                for gtin, shelves in shelves_of.items()
+                if gtin
+                and len(shelves) == 1
+                and counts.get((next(iter(shelves)), gtin), 0)
+                == sum(1 for e in truth if decode_epc(e).gtin == gtin)
+            )
+            # one removal every STAGGER_S: each lands in its own report, timed on its own
+            for gtin in rng.sample(settled, min(per_round, len(settled))):
                 shelf = next(iter(shelves_of[gtin]))
                 epc = rng.choice(sorted(e for e, s in truth.items() if decode_epc(e).gtin == gtin))
+                now = time.time()
                 world.remove(epc, now)
-                pending[gtin] = _Change(gtin, shelf, counts.get((shelf, gtin), 0), now)
+                pending[gtin] = _Change(gtin, shelf, counts[(shelf, gtin)], now)
+                await asyncio.sleep(STAGGER_S)
             deadline = time.monotonic() + 40
             while pending and time.monotonic() < deadline:
                 for gtin in [g for g, c in pending.items() if c.complete()]:
