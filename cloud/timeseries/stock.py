@@ -191,6 +191,14 @@ class StockRecorder:
                 raise
             await asyncio.sleep(self.retry_s)  # the queue bound protects memory meanwhile
             return False
+        except Exception:  # the spool's disk, or a batch it can never hold: not retryable
+            self._dropped += len(taken)
+            log.exception(
+                "stock levels: %d changes could not be spooled and are dropped (the next "
+                "snapshot writes every level again)",
+                len(taken),
+            )
+            return True
         self._spooled += len(lines)
         if self._on_spooled is not None:
             self._on_spooled()
