@@ -41,6 +41,7 @@ from cloud.timeseries.spool import Spool, SpoolFull
 log = logging.getLogger(__name__)
 
 SeriesKey = tuple[str, str, str]  # (store, shelf, gtin)
+SNAPSHOT_SPOOL_SHARE = 0.5  # a snapshot page waits while the spool is fuller than this
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +214,7 @@ class StockRecorder:
         columns = (inventory.c.store_id, inventory.c.shelf, inventory.c.gtin, inventory.c.count)
         after: tuple[str, str, str] | None = None
         written = 0
+        deadline = time.monotonic() + max(self.snapshot_interval_s, 1.0)
         while True:
             statement = select(*columns).order_by(*columns[:3]).limit(self.page_rows)
             if after is not None:
@@ -221,12 +223,13 @@ class StockRecorder:
                 rows = (await connection.execute(statement)).all()
             if not rows:
                 break
+            await self._wait_for_spool_share(deadline)
             at_ns = time.time_ns()
             lines = [
                 stock_level_line(store, shelf, gtin, count, at_ns, snapshot=True)
                 for store, shelf, gtin, count in rows
             ]
-            await self.spool.append_wait(lines, wait_s=max(self.snapshot_interval_s, 1.0))
+            await self.spool.append_wait(lines, wait_s=max(0.0, deadline - time.monotonic()))
             written += len(lines)
             if self._on_spooled is not None:
                 self._on_spooled()
@@ -235,6 +238,17 @@ class StockRecorder:
         self._snapshot_points += written
         self._last_snapshot_at = time.time()
         return written
+
+    async def _wait_for_spool_share(self, deadline: float) -> None:
+        """A snapshot of a large fleet is bigger than the spool (3.3 million lines, about
+        330 MB, at 1,000 stores): it writes a page only while the spool's pending part is
+        below `SNAPSHOT_SPOOL_SHARE` of its capacity, so the ingestor, whose appends must
+        never find the spool full because of a snapshot, always has the rest."""
+        limit = self.spool.capacity_bytes * SNAPSHOT_SPOOL_SHARE
+        while self.spool.pending_bytes > limit:
+            if time.monotonic() >= deadline:
+                raise SpoolFull(0, self.spool.pending_bytes, int(limit))
+            await asyncio.sleep(0.2)
 
     async def _snapshot_loop(self) -> None:
         while not self._stopping:

@@ -3,6 +3,7 @@ state store (the servers behind the spool are covered by test_influx_real_path.p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.state import schema
 from cloud.state.db import create_engine, migrate
-from cloud.timeseries import Spool, parse
+from cloud.timeseries import Spool, SpoolFull, parse
 from cloud.timeseries.stock import StockLevel, StockRecorder
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
@@ -149,3 +150,35 @@ async def test_stop_moves_what_is_queued_into_the_spool(spool: Spool, engine: As
     await recorder.stop()
     assert len(spooled(spool)) == 50
     assert recorder.stats().queued == 0
+
+
+async def test_a_snapshot_leaves_half_the_spool_to_the_ingestor(
+    tmp_path: Path, engine: AsyncEngine
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            schema.inventory.insert(),
+            [
+                {"store_id": STORE, "shelf": f"s{i}", "gtin": GTIN, "node_id": "pi-1",
+                 "count": i, "updated_at": T0}
+                for i in range(3)
+            ],
+        )  # fmt: skip
+    small = Spool(tmp_path / "small.db", capacity_bytes=2_000, keep_sent_s=0)
+    try:
+        small.append([f"filler,store={STORE} n={i}i {i:04d}" for i in range(40)])  # > 1,000 B
+        recorder = StockRecorder(small, engine, snapshot_interval_s=1)
+        with pytest.raises(SpoolFull):  # still over half full when its interval is over
+            await recorder.snapshot()
+        assert small.lines == 40  # the ingestor's half was never used
+
+        snapshot = asyncio.create_task(recorder.snapshot())
+        await asyncio.sleep(0.3)
+        assert small.lines == 40  # waiting, not writing
+        batch = small.peek(100)
+        assert batch is not None
+        small.mark_sent(batch)  # the pump drained the spool
+        assert await snapshot == 3
+        assert small.lines == 3
+    finally:
+        small.close()
