@@ -17,7 +17,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,11 +35,12 @@ from cloud.timeseries.schema import MEASUREMENTS, time_ns
 from cloud.timeseries.sinks import InfluxV1Sink
 from cloud.timeseries.stock import stock_level_line
 from protocols.messages import Message
+from tests.conftest import REPO_ROOT
 from tests.samples import GTIN, NODE, STORE, T0, all_samples
 from tests.timeseries.test_influx_real_path import apply_deploy_iql
 from tests.timeseries.tsservers import Influxd, Postgres
 
-DEPLOY = Path(__file__).parents[2] / "deploy"
+DEPLOY = REPO_ROOT / "deploy"
 DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 OTHER_STORE = "store-007"
 SHELF = "aisle3-shelf2"  # the sample messages' shelf

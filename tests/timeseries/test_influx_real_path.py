@@ -29,6 +29,7 @@ from cloud.timeseries.stock import stock_level_line
 from protocols.messages import Birth, RfidSnapshot, ShelfCount, StreamPosition
 from protocols.messages import utc_now as now
 from tests.cloud.cloudproc import OPS_KEY, cloud_config
+from tests.conftest import REPO_ROOT
 from tests.dashboard.edge import (
     GTIN_A,
     GTIN_B,
@@ -43,7 +44,7 @@ from tests.dashboard.edge import (
 from tests.servers import MosquittoBroker
 from tests.timeseries.tsservers import Influxd, VictoriaMetrics
 
-DEPLOY_IQL = Path(__file__).parents[2] / "deploy" / "influxdb1" / "storegate.iql"
+DEPLOY_IQL = REPO_ROOT / "deploy" / "influxdb1" / "storegate.iql"
 
 
 def apply_deploy_iql(server: Influxd) -> None:
