@@ -11,11 +11,12 @@ import hashlib
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from cloud.timeseries.config import HistorySettings
 from protocols.ids import IDENTIFIER_PATTERN
 from protocols.mqtt import MqttSettings
 from protocols.settings import FileSettings, load_settings
@@ -83,9 +84,18 @@ class InfluxSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(description="e.g. http://influxdb:8086")
+    api: Literal["v2", "v1"] = Field(
+        default="v2",
+        description="v2: /api/v2/write (InfluxDB 2.x, 3, 1.8+, VictoriaMetrics); v1: /write"
+        " with basic auth (any InfluxDB 1.x, needed before 1.8)",
+    )
     org: str = ""
-    bucket: str = "storegate"
-    token: SecretStr | None = None
+    bucket: str = Field(
+        default="storegate", description="2.x/3: the bucket; 1.x: `database` or `database/rp`"
+    )
+    token: SecretStr | None = Field(
+        default=None, description="2.x/3: an API token; 1.x: `user:password` (none: no auth)"
+    )
 
 
 class BrokerAdminSettings(BaseModel):
@@ -237,6 +247,7 @@ class CloudSettings(FileSettings):
     )
     database_url: str = Field(default="", description="default: SQLite `cloud.db` in the data dir")
     influxdb: InfluxSettings | None = None
+    history: HistorySettings = Field(default_factory=HistorySettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     stores: list[StoreConfig] = Field(default_factory=list)

@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from cloud.timeseries import Pump
+    from cloud.timeseries.stock import StockRecorder
 
 PUMP_ERROR_KINDS = ("unavailable", "rejected", "probe")
 REPLAY_REASONS = ("outage", "sink_restarted", "pump_start")
@@ -67,6 +68,10 @@ class CloudMetrics:
     def watch_history(self, pump: Pump) -> None:
         """Publish the time-series spool and pump (read at each scrape)."""
         self.registry.register(HistoryCollector(pump))
+
+    def watch_stock_levels(self, recorder: StockRecorder) -> None:
+        """Publish the stock-level recorder's queue and snapshots (read at each scrape)."""
+        self.registry.register(StockLevelCollector(recorder))
 
 
 class HistoryCollector(Collector):
@@ -146,4 +151,44 @@ class HistoryCollector(Collector):
             "storegate_history_written_lines",
             "lines the sink acknowledged (replays not counted)",
             value=pump.written_lines,
+        )
+
+
+class StockLevelCollector(Collector):
+    """`storegate_history_stock_*`: the stock-level changes and snapshots (stock.py)."""
+
+    def __init__(self, recorder: StockRecorder) -> None:
+        self.recorder = recorder
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self.recorder.stats()
+        yield GaugeMetricFamily(
+            "storegate_history_stock_queue_points",
+            "committed stock-level changes waiting for the time-series spool",
+            value=stats.queued,
+        )
+        changes = CounterMetricFamily(
+            "storegate_history_stock_changes",
+            "committed stock-level changes: spooled, coalesced (the queue was full: replaced"
+            " the queued change of the same shelf and GTIN), dropped (queue full)",
+            labels=["outcome"],
+        )
+        changes.add_metric(["spooled"], stats.spooled)
+        changes.add_metric(["coalesced"], stats.coalesced)
+        changes.add_metric(["dropped"], stats.dropped)
+        yield changes
+        yield CounterMetricFamily(
+            "storegate_history_stock_snapshots",
+            "complete stock-level snapshots (every inventory row written again)",
+            value=stats.snapshots,
+        )
+        yield CounterMetricFamily(
+            "storegate_history_stock_snapshot_failures",
+            "snapshots that stopped part-way (database down, spool full for an interval)",
+            value=stats.snapshot_failures,
+        )
+        yield GaugeMetricFamily(
+            "storegate_history_stock_last_snapshot_timestamp_seconds",
+            "when the last complete snapshot ended (0: none yet)",
+            value=stats.last_snapshot_at or 0.0,
         )

@@ -23,7 +23,9 @@ from cloud.ingest.registry import Registry
 from cloud.metrics import CloudMetrics
 from cloud.state.db import create_engine, migrate, sqlite_path
 from cloud.state.retention import RetentionPolicy, RetentionTask
-from cloud.timeseries import InfluxConfig, InfluxSink, LineSink, Pump, Spool, SqlSink
+from cloud.timeseries import LineSink, Pump, Spool
+from cloud.timeseries.stock import StockRecorder
+from cloud.timeseries.wiring import influx_config, open_sink
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,7 @@ log = logging.getLogger(__name__)
 def history_sink(settings: CloudSettings, engine: AsyncEngine) -> LineSink:
     """Where the pump writes history: InfluxDB when configured, else the SQL `history` table."""
     influx = settings.influxdb
-    if influx is None:
-        return SqlSink(engine)
-    token = influx.token.get_secret_value() if influx.token else ""
-    return InfluxSink(
-        InfluxConfig(url=influx.url, bucket=influx.bucket, org=influx.org, token=token)
-    )
+    return open_sink(None if influx is None else influx_config(influx), engine)
 
 
 class _Server(uvicorn.Server):
@@ -59,6 +56,7 @@ class CloudRuntime:
         self.registry = Registry()
         self.spool: Spool | None = None
         self.pump: Pump | None = None
+        self.stock_levels: StockRecorder | None = None
         if history is None:
             settings.spool_dir.mkdir(parents=True, exist_ok=True)
             self.spool = Spool(
@@ -69,6 +67,15 @@ class CloudRuntime:
             )
             self.pump = Pump(self.spool, history_sink(settings, self.engine))
             self.metrics.watch_history(self.pump)
+            self.stock_levels = StockRecorder(
+                self.spool,
+                self.engine,
+                snapshot_interval_s=settings.history.stock_snapshot_interval_s,
+                page_rows=settings.history.stock_snapshot_page_rows,
+                queue_points=settings.history.stock_queue_points,
+                on_spooled=self.pump.notify,
+            )
+            self.metrics.watch_stock_levels(self.stock_levels)
             history = SpoolHistory(self.spool)
         self.history = history
         self.domains = load_domains(settings)
@@ -118,6 +125,8 @@ class CloudRuntime:
             await domain.start(domain_context)
         if self.pump is not None:
             self.pump.start()
+        if self.stock_levels is not None:
+            self.stock_levels.start()
         self.retention.start()
         self.consumer.start()
         self._worker = asyncio.create_task(self.consumer.run(), name="ingest-worker")
@@ -138,7 +147,9 @@ class CloudRuntime:
         # paho's publish is thread-safe and queues while disconnected (QoS 1).
         self.consumer.client.publish(topic, payload, qos=1)
 
-    def _after_batch(self, _outcome: BatchOutcome) -> None:
+    def _after_batch(self, outcome: BatchOutcome) -> None:
+        if self.stock_levels is not None and outcome.stock_levels:
+            self.stock_levels.record(outcome.stock_levels)  # queued: never blocks ingest
         if self.pump is not None:
             self.pump.notify()
 
@@ -159,6 +170,8 @@ class CloudRuntime:
         for domain in reversed(self.domains):
             await domain.stop()
         await self.consumer.close()
+        if self.stock_levels is not None:
+            await self.stock_levels.stop()  # the queued changes into the spool
         if self.pump is not None:
             await self.pump.stop()  # flushes what it can; the rest waits on disk
             await self.pump.sink.close()

@@ -1,4 +1,5 @@
-"""Stock over time for the dashboard's chart, from whichever history store the cloud uses."""
+"""Stock over time for the dashboard's chart, from whichever history store the cloud uses:
+the cloud's committed levels (`stock_level`, cloud/timeseries/stock.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,26 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.config import CloudSettings
-from cloud.timeseries.reader import HistoryReader, InfluxQLReader, SqlHistoryReader
+from cloud.timeseries.reader import (
+    DEFAULT_LEVEL_LOOKBACK,
+    HistoryReader,
+    InfluxQLReader,
+    SqlHistoryReader,
+)
+from cloud.timeseries.wiring import influx_config
 
 
 def open_reader(settings: CloudSettings, engine: AsyncEngine) -> HistoryReader:
-    """InfluxQL when InfluxDB is configured (the pump writes there), else the SQL table."""
+    """InfluxQL when InfluxDB is configured (the pump writes there), else the SQL table.
+
+    A chart's first interval starts with the level before it: looked for two snapshot
+    intervals back (one snapshot may have been late), a day when snapshots are off."""
+    interval_s = settings.history.stock_snapshot_interval_s
+    lookback = timedelta(seconds=2 * interval_s) if interval_s > 0 else DEFAULT_LEVEL_LOOKBACK
     influx = settings.influxdb
     if influx is None:
-        return SqlHistoryReader(engine)
-    token = influx.token.get_secret_value() if influx.token else None
-    return InfluxQLReader(influx.url, influx.bucket, token=token)
+        return SqlHistoryReader(engine, level_lookback=lookback)
+    return InfluxQLReader.for_config(influx_config(influx), level_lookback=lookback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +50,7 @@ async def stock_over_time(
 ) -> StockSeries:
     every = span / points
     start = end - span
-    samples = await reader.shelf_count_history(store, gtin, start, end, every)
+    samples = await reader.stock_level_history(store, gtin, start, end, every)
     times = sorted({sample.time for sample in samples})
     index = {stamp: i for i, stamp in enumerate(times)}
     shelves: dict[str, list[int | None]] = {}

@@ -36,6 +36,7 @@ from cloud.ingest.unknown import UnknownSources
 from cloud.metrics import CloudMetrics
 from cloud.state import schema
 from cloud.state.db import upsert
+from cloud.timeseries.stock import StockLevel
 from protocols.codec import DecodeError, decode
 from protocols.messages import (
     AckStatus,
@@ -111,6 +112,9 @@ class BatchOutcome:
     dead_lettered: int = 0
     # (store, node, stream) -> hw after the commit, for every data stream the batch touched
     committed: dict[StreamKey, int] = field(default_factory=dict)
+    # every (store, shelf, gtin) level the batch's messages set, in order, at the time of the
+    # message; 0 for a row a snapshot or birth removed (cloud/timeseries/stock.py records them)
+    stock_levels: list[StockLevel] = field(default_factory=list)
 
 
 _LATE_PART = Admission(duplicate=False, live=True)
@@ -203,6 +207,7 @@ class StateApplier:
             outcome.duplicates += done.duplicates
             outcome.dead_lettered += done.dead_lettered
             outcome.committed.update(done.committed)
+            outcome.stock_levels += done.stock_levels
         return outcome
 
     async def _apply_committed(self, batch: Sequence[Incoming]) -> BatchOutcome:
@@ -318,6 +323,7 @@ class _Batch:
         # (store, shelf, gtin) -> (node, count, updated_at); rows are built once, at flush
         self._inventory: dict[tuple[str, str, str], tuple[str, int, datetime]] = {}
         self._inventory_changes: dict[str, list[dict[str, Any]]] = {}
+        self._levels: list[StockLevel] = []  # every level set, in message order
         self._dead: list[dict[str, Any]] = []
         self.unknown: list[tuple[str, str, str]] = []  # (reason, store, node), for the log
         # staged snapshots this batch completed (False) or gave up on (True): they leave
@@ -423,7 +429,9 @@ class _Batch:
                 self._set_count(message, delta.shelf, delta.gtin, delta.count)
         elif admission.live and isinstance(message, RfidSnapshot):
             shelves = {row.shelf for row in message.shelves}
-            await self._clear_shelves(message.store, shelves)
+            await self._clear_shelves(
+                message, shelves, {(r.shelf, r.gtin) for r in message.shelves}
+            )
             for row in message.shelves:
                 self._set_count(message, row.shelf, row.gtin, row.count)
         # Lockers, BLE presence and offers are the domains' (cloud/domains.py).
@@ -555,17 +563,20 @@ class _Batch:
         )
         # The snapshot replaces this node's shelves.
         inventory = schema.inventory
-        await self.connection.execute(
-            delete(inventory).where(
-                inventory.c.store_id == message.store, inventory.c.node_id == message.node
-            )
+        removed = await self.connection.execute(
+            delete(inventory)
+            .where(inventory.c.store_id == message.store, inventory.c.node_id == message.node)
+            .returning(inventory.c.shelf, inventory.c.gtin)
         )
+        gone = {(message.store, shelf, gtin) for shelf, gtin in removed.all()}
         for key in [
             k
             for k, row in self._inventory.items()
             if k[0] == message.store and row[0] == message.node
         ]:
             del self._inventory[key]
+            gone.add(key)
+        self._zero_levels(message, gone, {(s.shelf, s.gtin) for s in message.shelves})
         for shelf in message.shelves:
             self._set_count(message, shelf.shelf, shelf.gtin, shelf.count)
         self._change(
@@ -675,16 +686,34 @@ class _Batch:
 
     def _set_count(self, message: Message, shelf: str, gtin: str, count: int) -> None:
         self._inventory[(message.store, shelf, gtin)] = (message.node, count, message.event_time)
+        self._levels.append(StockLevel(message.store, shelf, gtin, count, message.event_time))
 
-    async def _clear_shelves(self, store: str, shelves: set[str]) -> None:
+    async def _clear_shelves(
+        self, message: Message, shelves: set[str], kept: set[tuple[str, str]]
+    ) -> None:
+        """Delete `shelves` before a snapshot sets them; `kept`: the (shelf, gtin) it sets."""
         if not shelves:
             return
+        store = message.store
         inventory = schema.inventory
-        await self.connection.execute(
-            delete(inventory).where(inventory.c.store_id == store, inventory.c.shelf.in_(shelves))
+        removed = await self.connection.execute(
+            delete(inventory)
+            .where(inventory.c.store_id == store, inventory.c.shelf.in_(shelves))
+            .returning(inventory.c.shelf, inventory.c.gtin)
         )
+        gone = {(store, shelf, gtin) for shelf, gtin in removed.all()}
         for key in [k for k in self._inventory if k[0] == store and k[1] in shelves]:
             del self._inventory[key]
+            gone.add(key)
+        self._zero_levels(message, gone, kept)
+
+    def _zero_levels(
+        self, message: Message, gone: set[tuple[str, str, str]], kept: set[tuple[str, str]]
+    ) -> None:
+        """A removed row the message does not set again is a level of 0 from now on."""
+        for store, shelf, gtin in sorted(gone):
+            if (shelf, gtin) not in kept:
+                self._levels.append(StockLevel(store, shelf, gtin, 0, message.event_time))
 
     # ------------------------------------------------------------------ dead letters
 
@@ -733,6 +762,7 @@ class _Batch:
                 )
             for store, items in self._inventory_changes.items():
                 self._change("inventory", store, {"items": items})
+        self.outcome.stock_levels = self._levels
         if self.positions:
             rows = [
                 {

@@ -67,6 +67,7 @@ ZONE_OCCUPANCY = "zone_occupancy"
 COMMAND = "command"
 COMMAND_ACK = "command_ack"
 OFFER = "offer"
+STOCK_LEVEL = "stock_level"  # the cloud's committed inventory (cloud/timeseries/stock.py)
 
 MEASUREMENTS = (
     SHELF_COUNT,
@@ -81,6 +82,7 @@ MEASUREMENTS = (
     COMMAND,
     COMMAND_ACK,
     OFFER,
+    STOCK_LEVEL,
 )
 
 _NS_PER_US = 1_000

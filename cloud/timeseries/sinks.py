@@ -13,10 +13,11 @@ yet flushed) and writes the acknowledged window again.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import httpx
 
@@ -45,9 +46,18 @@ class RestartProbe(Protocol):
         ...
 
 
+InfluxApi = Literal["v2", "v1"]
+
+
 @dataclass(frozen=True, slots=True)
 class InfluxConfig:
-    """InfluxDB 2.x/3 (or VictoriaMetrics `/api/v2/write`) connection settings."""
+    """Where history goes and how to speak to it.
+
+    `api="v2"` (`/api/v2/write`): InfluxDB 2.x, 3 (bucket = database), VictoriaMetrics, and
+    InfluxDB 1.8+ through its compatibility API (bucket `db/rp`, token `user:password`).
+    `api="v1"` (`/write`, `/query` with basic auth): every InfluxDB 1.x, including 1.6/1.7,
+    which have no v2 API; the same bucket `db[/rp]` and token `user:password` conventions.
+    """
 
     url: str
     bucket: str
@@ -55,15 +65,76 @@ class InfluxConfig:
     token: str = ""
     timeout_s: float = 10.0
     gzip: bool = True
+    api: InfluxApi = "v2"
+
+    def __post_init__(self) -> None:
+        if self.api not in ("v2", "v1"):
+            raise ValueError(f"InfluxDB api must be 'v2' or 'v1', not {self.api!r}")
+        if not self.bucket or self.bucket.count("/") > 1 or self.bucket.startswith("/"):
+            raise ValueError(f"bucket {self.bucket!r}: expected 'bucket', 'db' or 'db/rp'")
+
+    @property
+    def database(self) -> str:
+        """The 1.x database (or 2.x/3 bucket) part of `bucket`."""
+        return self.bucket.split("/", 1)[0]
+
+    @property
+    def retention_policy(self) -> str | None:
+        """The 1.x retention policy of a `db/rp` bucket; None: the database's default."""
+        _, _, rp = self.bucket.partition("/")
+        return rp or None
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        """(user, password) of a 1.x token `user:password`; None without a token."""
+        if not self.token:
+            return None
+        user, _, password = self.token.partition(":")
+        return user, password
 
     def __repr__(self) -> str:  # never print the token
-        return f"InfluxConfig(url={self.url!r}, org={self.org!r}, bucket={self.bucket!r})"
+        return (
+            f"InfluxConfig(url={self.url!r}, api={self.api!r}, org={self.org!r},"
+            f" bucket={self.bucket!r})"
+        )
 
 
 _PERMANENT_STATUSES = {400, 413, 422}
 
 
-class InfluxSink:
+class _StartTimeProbe:
+    """`started_at` for InfluxDB and VictoriaMetrics: `process_start_time_seconds` from the
+    server's Prometheus `/metrics`, which VictoriaMetrics, InfluxDB 1.x (1.6 included) and
+    2.x publish (InfluxDB's `/ping` headers carry only the version). None, and no more
+    asking, where the server has no such metric."""
+
+    config: InfluxConfig
+    _probe: httpx.AsyncClient
+    _probe_supported: bool
+
+    async def started_at(self) -> float | None:
+        if not self._probe_supported:
+            return None
+        try:
+            response = await self._probe.get("/metrics")
+        except httpx.HTTPError as exc:
+            raise SinkUnavailable(f"{self.config.url}: {type(exc).__name__}: {exc}") from None
+        if response.status_code >= 500:
+            raise SinkUnavailable(f"{self.config.url}/metrics: HTTP {response.status_code}")
+        found = _START_TIME.search(response.text) if response.is_success else None
+        if found is None:
+            self._probe_supported = False
+            log.info(
+                "%s/metrics has no process_start_time_seconds (HTTP %d): sink restarts are "
+                "noticed by write errors only",
+                self.config.url,
+                response.status_code,
+            )
+            return None
+        return float(found.group(1))
+
+
+class InfluxSink(_StartTimeProbe):
     """Writes through influxdb-client's synchronous WriteApi, in a worker thread.
 
     Not the library's batching mode: it buffers in memory and loses what it holds on exit;
@@ -112,33 +183,58 @@ class InfluxSink:
         if lines:
             await asyncio.to_thread(self._write_blocking, lines)
 
-    async def started_at(self) -> float | None:
-        """`process_start_time_seconds` from the server's Prometheus `/metrics`, which
-        VictoriaMetrics, InfluxDB 1.x and 2.x all publish (InfluxDB's `/ping` headers carry
-        only the version). None, and no more asking, where the server has no such metric."""
-        if not self._probe_supported:
-            return None
-        try:
-            response = await self._probe.get("/metrics")
-        except httpx.HTTPError as exc:
-            raise SinkUnavailable(f"{self.config.url}: {type(exc).__name__}: {exc}") from None
-        if response.status_code >= 500:
-            raise SinkUnavailable(f"{self.config.url}/metrics: HTTP {response.status_code}")
-        found = _START_TIME.search(response.text) if response.is_success else None
-        if found is None:
-            self._probe_supported = False
-            log.info(
-                "%s/metrics has no process_start_time_seconds (HTTP %d): sink restarts are "
-                "noticed by write errors only",
-                self.config.url,
-                response.status_code,
-            )
-            return None
-        return float(found.group(1))
-
     async def close(self) -> None:
         await self._probe.aclose()
         await asyncio.to_thread(self._client.close)
+
+
+class InfluxV1Sink(_StartTimeProbe):
+    """Writes to InfluxDB 1.x's own `/write` (database, retention policy, basic auth).
+
+    influxdb-client speaks only the v2 write API, which InfluxDB 1.x has from 1.8 on; this
+    is the same request for 1.6/1.7, sent with httpx. InfluxDB 1.x answers 400 for a write
+    it takes only in part (a line it cannot parse, a point outside the retention policy):
+    the lines it took are stored and the pump's bisection finds the refused ones, so the
+    rewrite of the good ones is harmless (points are idempotent).
+    """
+
+    def __init__(self, config: InfluxConfig) -> None:
+        self.config = config
+        params = {"db": config.database, "precision": "ns"}
+        if config.retention_policy:
+            params["rp"] = config.retention_policy
+        credentials = config.credentials
+        self._client = httpx.AsyncClient(
+            base_url=config.url,
+            params=params,
+            auth=httpx.BasicAuth(*credentials) if credentials else None,
+            timeout=config.timeout_s,
+        )
+        self._probe = self._client
+        self._probe_supported = True
+
+    async def write(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        body = "\n".join(lines).encode()
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.config.gzip:
+            body = await asyncio.to_thread(gzip.compress, body, 5)
+            headers["Content-Encoding"] = "gzip"
+        try:
+            response = await self._client.post("/write", content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise SinkUnavailable(f"{self.config.url}: {type(exc).__name__}: {exc}") from None
+        if response.is_success:
+            return
+        detail = f"{self.config.url}/write: HTTP {response.status_code} {_short(response.text)}"
+        if response.status_code in _PERMANENT_STATUSES:
+            raise SinkRejected(detail)
+        # 401/403 (credentials being fixed), 404 (database not created yet), 5xx
+        raise SinkUnavailable(detail)
+
+    async def close(self) -> None:
+        await self._client.aclose()
 
 
 _START_TIME = re.compile(r"^process_start_time_seconds(?:\{[^}]*\})? (\S+)$", re.MULTILINE)

@@ -462,6 +462,11 @@ class Spool:
         return self._lines
 
     @property
+    def pending_bytes(self) -> int:
+        """Line bytes of the pending lines (what counts against `capacity_bytes`)."""
+        return self._bytes
+
+    @property
     def kept_lines(self) -> int:
         """Acknowledged lines kept for a replay."""
         return self._kept_lines

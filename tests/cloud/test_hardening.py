@@ -122,8 +122,10 @@ def _values_in_repo() -> dict[str, list[str]]:
 
     found: dict[str, list[str]] = {"plaintext": [], "keys": list(DEMO_KEYS.values())}
     secret_line = re.compile(r"^\s*#?\s*(?:password|token|secret|session_secret):\s*(\S+)", re.M)
+    env_reference = re.compile(r"^\$\{[A-Z0-9_]+\}$")  # filled from the environment
     for path in [*(REPO_ROOT / "examples").glob("*.yaml"), *(REPO_ROOT / "deploy").rglob("*.y*ml")]:
-        found["plaintext"] += secret_line.findall(path.read_text())
+        values = secret_line.findall(path.read_text())
+        found["plaintext"] += [v for v in values if not env_reference.match(v)]
     env_example = (REPO_ROOT / "deploy" / "env.example").read_text()
     found["plaintext"] += re.findall(r"^[A-Z0-9_]+=(\S+)", env_example, re.M)
     for doc in [REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md")]:

@@ -25,6 +25,8 @@ from cloud.timeseries import (
     quote_ident,
     quote_literal,
 )
+from cloud.timeseries.schema import time_ns
+from cloud.timeseries.stock import stock_level_line
 from tests.samples import GTIN, STORE, all_samples
 from tests.servers import free_port
 from tests.timeseries.test_sql import shelf_line
@@ -97,6 +99,50 @@ async def test_shelf_count_history_over_influxql(influxd: Influxd, tmp_path: Pat
         await engine.dispose()
     finally:
         await reader.close()
+
+
+def _level(shelf: str, count: int, at: datetime, *, gtin: str = GTIN) -> str:
+    return stock_level_line(STORE, shelf, gtin, count, time_ns(at), snapshot=False)
+
+
+LEVELS = [
+    _level("s1", 7, T - timedelta(hours=3)),  # beyond the lookback: not a start
+    _level("s1", 6, T - timedelta(hours=1)),  # the level s1 starts the window with
+    _level("s1", 5, T + timedelta(minutes=1, seconds=30)),
+    _level("s2", 2, T - timedelta(minutes=30)),  # s2 does not change in the window
+    _level("s3", 1, T - timedelta(hours=5)),  # too old to be found
+    _level("s3", 4, T + timedelta(minutes=2)),
+    _level("s1", 99, T - timedelta(minutes=5), gtin="00000000000017"),
+]
+
+
+async def test_stock_level_history_starts_with_the_level_before_the_window(
+    influxd: Influxd, tmp_path: Path
+) -> None:
+    influxd.create_database(DB)
+    influxd.write(DB, LEVELS)
+    lookback = timedelta(hours=2)
+    reader = InfluxQLReader(influxd.url, DB, level_lookback=lookback)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}")
+    try:
+        window = (T, T + timedelta(minutes=3), timedelta(minutes=1))
+        samples = await reader.stock_level_history(STORE, GTIN, *window)
+        by_shelf: dict[str, list[int | None]] = {}
+        for sample in samples:
+            by_shelf.setdefault(sample.shelf, []).append(sample.count)
+        assert by_shelf == {"s1": [6, 5, 5], "s2": [2, 2, 2], "s3": [None, None, 4]}
+        assert [s.time for s in samples[:3]] == [T + timedelta(minutes=m) for m in range(3)]
+        only_s2 = await reader.stock_level_history(STORE, GTIN, *window, shelf="s2")
+        assert [s.count for s in only_s2] == [2, 2, 2]
+
+        # The SQL fallback answers the same question identically from the same lines.
+        await create_all(engine)
+        await SqlSink(engine).write(LEVELS)
+        sql = SqlHistoryReader(engine, level_lookback=lookback)
+        assert await sql.stock_level_history(STORE, GTIN, *window) == samples
+    finally:
+        await reader.close()
+        await engine.dispose()
 
 
 async def test_generic_query_returns_typed_series(influxd: Influxd) -> None:
