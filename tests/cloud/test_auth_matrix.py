@@ -99,6 +99,11 @@ POLICY: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/api/v1/dashboard/session"): READERS,
     ("GET", "/api/v1/dashboard/events"): TOKEN,
     ("GET", "/api/v1/dashboard/history"): READERS,
+    # catalogue: ops import it, everyone reads it
+    ("PUT", "/api/v1/products"): {OPS},
+    ("GET", "/api/v1/products"): {OPS, STAFF, SHOPPER},
+    ("GET", "/api/v1/products/{gtin}"): {OPS, STAFF, SHOPPER},
+    ("GET", "/api/v1/products/{gtin}/where"): {OPS, STAFF, SHOPPER},
 }
 
 PLACEHOLDERS = {"store": STORE, "gtin": GTIN, "shelf": "shelf-a"}
