@@ -2,7 +2,7 @@
 
 - `PUT /api/v1/products` (ops; `text/csv`): good rows are imported, bad ones come back
   with their line and reason;
-- `GET /api/v1/products?q=`, `GET /api/v1/products/{gtin}` (every role);
+- `GET /api/v1/products?q=` (or `?gtins=a,b`), `GET /api/v1/products/{gtin}` (every role);
 - `GET /api/v1/products/{gtin}/where?store=` (every role; staff only for their stores):
   the shelves of this store that hold it or should, and the units counted in other stores.
 """
@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
@@ -22,6 +23,7 @@ from cloud.catalogue.csvimport import CatalogueFileError, parse_catalogue
 from protocols.ids import IDENTIFIER_PATTERN
 from protocols.messages import utc_now
 
+GTIN14 = re.compile(r"^[0-9]{14}$")
 GtinPath = Annotated[str, Path(pattern=r"^[0-9]{14}$", description="GTIN-14")]
 
 
@@ -136,11 +138,27 @@ def build_router(
                 max_length=100, description="words the GTIN, name, category, colour or size contain"
             ),
         ] = None,
+        gtins: Annotated[
+            str | None,
+            Query(
+                max_length=1600,
+                description="comma-separated GTIN-14s: these products (the apps' name lookup)",
+            ),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> list[ProductOut]:
-        """Products matching every word of `q` (any case), by name."""
+        """Products matching every word of `q` (any case), by name; or, with `gtins`, those
+        products (the ones the catalogue knows)."""
         async with cloud.engine.connect() as connection:
-            found = await products.search(connection, q, limit)
+            if gtins is not None:
+                wanted = [g.strip() for g in gtins.split(",") if g.strip()][:limit]
+                bad = [g for g in wanted if not GTIN14.fullmatch(g)]
+                if bad:
+                    raise ApiError(422, "invalid_request", f"gtins: {bad[0]!r} is not a GTIN-14")
+                named = await products.names(connection, wanted)
+                found = [named[g] for g in wanted if g in named]
+            else:
+                found = await products.search(connection, q, limit)
         return [ProductOut(**p) for p in found]
 
     @router.get("/products/{gtin}", responses=error_responses(404))

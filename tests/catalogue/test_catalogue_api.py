@@ -103,6 +103,16 @@ async def test_search_matches_every_word_in_any_column(http: httpx.AsyncClient) 
     missing = await http.get("/api/v1/products/00614141099999", headers=bearer(OPS_KEY))
     assert missing.status_code == 404
 
+    # the apps' bulk name lookup: the known ones, in the order asked
+    bulk = await http.get(
+        "/api/v1/products",
+        params={"gtins": f"{SOCKS},00614141099999,{SHIRT}"},
+        headers=bearer(STAFF_KEY),
+    )
+    assert [p["gtin"] for p in bulk.json()] == [SOCKS, SHIRT]
+    bad = await http.get("/api/v1/products", params={"gtins": "123"}, headers=bearer(OPS_KEY))
+    assert bad.status_code == 422
+
 
 async def test_where_lists_this_stores_shelves_and_the_other_stores(
     cloud: CloudRuntime, http: httpx.AsyncClient, edge: EdgePublisher
