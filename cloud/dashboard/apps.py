@@ -57,6 +57,14 @@ class AppSessionOut(BaseModel):
     shopper_id: str
 
 
+class AppShopperOut(BaseModel):
+    shopper_id: str
+    known: bool = Field(description="false: never registered (so nothing consented)")
+    consent: bool
+    consent_at: ApiTimestamp | None
+    withdrawn_at: ApiTimestamp | None
+
+
 class OrderItemOut(BaseModel):
     gtin: str
     quantity: int
@@ -202,6 +210,23 @@ def build_apps_router(signer: SessionSigner, *, stream_max_age_s: float) -> APIR
         if not cloud.registry.knows_store(store):
             raise ApiError(404, "not_found", f"store {store!r} is not registered")
         return await _offers(cloud.engine, offers.offers.c.store_id == store, limit)
+
+    @router.get("/app/shoppers/{shopper_id}")
+    async def app_shopper(shopper_id: IdPath, _p: ShopperApp, cloud: Cloud) -> AppShopperOut:
+        """The shopper's consent as the app shows it; a shopper never registered is simply
+        not opted in (no 404 for the app to handle)."""
+        s = offers.shoppers
+        async with cloud.engine.connect() as connection:
+            row = (
+                await connection.execute(select(s).where(s.c.shopper_id == shopper_id))
+            ).first()
+        return AppShopperOut(
+            shopper_id=shopper_id,
+            known=row is not None,
+            consent=bool(row is not None and row.consent),
+            consent_at=None if row is None else row.consent_at,
+            withdrawn_at=None if row is None else row.withdrawn_at,
+        )
 
     @router.get("/app/shoppers/{shopper_id}/orders")
     async def shopper_orders(

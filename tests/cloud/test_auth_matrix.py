@@ -103,6 +103,7 @@ POLICY: dict[tuple[str, str], set[str] | str] = {
     # live stream (a one-use token, like the dashboard's)
     ("GET", "/api/v1/dashboard/orders"): READERS,
     ("GET", "/api/v1/dashboard/offers"): READERS,
+    ("GET", "/api/v1/app/shoppers/{shopper_id}"): {OPS, SHOPPER},
     ("GET", "/api/v1/app/shoppers/{shopper_id}/orders"): {OPS, SHOPPER},
     ("GET", "/api/v1/app/shoppers/{shopper_id}/offers"): {OPS, SHOPPER},
     ("POST", "/api/v1/app/session"): {OPS, SHOPPER},

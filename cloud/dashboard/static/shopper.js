@@ -61,12 +61,7 @@ function savedCodes() {
 // ------------------------------------------------------------------ consent
 
 async function loadConsent() {
-  try {
-    app.consent = Boolean((await app.client.get(path(""))).consent);
-  } catch (err) {
-    if (err.status !== 404) throw err;
-    app.consent = false; // not registered yet: nothing consented
-  }
+  app.consent = Boolean((await app.client.get(appPath(""))).consent);
   renderConsent();
 }
 
