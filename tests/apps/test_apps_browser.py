@@ -243,6 +243,12 @@ async def test_ops_see_what_happened_before_and_acknowledge_an_alert(
     # the store tabs stay on one row and no column is cut
     tops = await page.eval_on_selector_all(".store-tab", "tabs => tabs.map(t => t.offsetTop)")
     assert len(set(tops)) == 1
+    table = await page.eval_on_selector(
+        "#panel-shelves .scroll", "el => [el.scrollWidth, el.clientWidth]"
+    )
+    assert table[0] <= table[1], f"the shelves table is {table[0]} px wide in {table[1]} px"
+    # the chart's product picker reads names, not GTINs
+    await page.locator("#chart-gtin option", has_text="Linen shirt").wait_for(state="attached")
     await fits_the_screen(page)
     await page.screenshot(path=str(app_artifacts / f"ops-{viewport}.png"), full_page=True)
     assert errors.errors == []

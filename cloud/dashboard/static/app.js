@@ -4,7 +4,7 @@ import { drawChart } from "./chart.js";
 import { DashboardState } from "./state.js";
 import {
   renderActivity, renderLegend, renderLockers, renderNodes, renderOffers, renderOrders,
-  renderShelves, renderStores,
+  renderShelves, renderStores, productName,
 } from "./views.js";
 
 const KEY_STORAGE = "storegate.dashboard.key";
@@ -82,9 +82,10 @@ function updateGtinChoices(store) {
   const gtins = [...new Set([...store.shelves.values()].map((r) => r.gtin))].sort();
   if (!app.gtin && gtins.length) pickGtin(gtins[0]);
   if (app.gtin && !gtins.includes(app.gtin)) gtins.unshift(app.gtin);
-  const current = [...select.options].map((o) => o.value).join(",");
-  if (current !== gtins.join(",")) {
-    select.replaceChildren(...gtins.map((g) => new Option(g, g)));
+  const label = (g) => productName(app.state.products, g);
+  const current = [...select.options].map((o) => `${o.value}=${o.text}`).join(",");
+  if (current !== gtins.map((g) => `${g}=${label(g)}`).join(",")) {
+    select.replaceChildren(...gtins.map((g) => new Option(label(g), g)));
   }
   select.value = app.gtin ?? "";
 }
