@@ -217,9 +217,7 @@ def build_apps_router(signer: SessionSigner, *, stream_max_age_s: float) -> APIR
         not opted in (no 404 for the app to handle)."""
         s = offers.shoppers
         async with cloud.engine.connect() as connection:
-            row = (
-                await connection.execute(select(s).where(s.c.shopper_id == shopper_id))
-            ).first()
+            row = (await connection.execute(select(s).where(s.c.shopper_id == shopper_id))).first()
         return AppShopperOut(
             shopper_id=shopper_id,
             known=row is not None,

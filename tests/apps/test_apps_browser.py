@@ -197,7 +197,9 @@ async def test_shopper_opts_in_receives_an_offer_and_sees_the_order_ready(
     assert (entry.grant.bank, entry.grant.compartment) == (BANK, "0-01")
     # the cloud hands the code out once; the app keeps it to show again after a reload
     await page.reload()
-    await page.locator(f'#orders li[data-order="{order_id}"] .pickup-code', has_text=code).wait_for()
+    await page.locator(
+        f'#orders li[data-order="{order_id}"] .pickup-code', has_text=code
+    ).wait_for()
     await fits_the_screen(page)
     await page.screenshot(path=str(app_artifacts / f"shopper-{viewport}.png"), full_page=True)
 

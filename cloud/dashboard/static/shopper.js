@@ -263,7 +263,10 @@ function resume(saved) {
   signIn(saved.shopper, saved.key).catch((err) => {
     if (err instanceof ApiFailure && err.offline) {
       notice("Offline: waiting for the network…", "bad");
-      setTimeout(() => resume(saved), 5000);
+      // again when the browser says the network is back, or in 5 s, whichever comes first
+      let again = () => { again = () => {}; resume(saved); };
+      window.addEventListener("online", () => again(), { once: true });
+      setTimeout(() => again(), 5000);
     } else {
       signOut(explain(err));
     }

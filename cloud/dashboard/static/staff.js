@@ -464,7 +464,10 @@ function resume(key) {
   signIn(key).catch((err) => {
     if (err instanceof ApiFailure && err.offline) {
       notice("Offline: waiting for the network to sign in again…", "bad");
-      setTimeout(() => resume(key), 5000);
+      // again when the browser says the network is back, or in 5 s, whichever comes first
+      let again = () => { again = () => {}; resume(key); };
+      window.addEventListener("online", () => again(), { once: true });
+      setTimeout(() => again(), 5000);
     } else {
       signOut(explain(err));
     }
