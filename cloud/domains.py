@@ -1,5 +1,5 @@
-"""Business domains plugged into the cloud: inventory alerts, lockers, offers, dashboard,
-EPCIS events.
+"""Business domains plugged into the cloud: inventory alerts, lockers, offers, catalogue,
+dashboard, EPCIS events.
 
 The ingestor owns delivery (dedup, ordering, ack after commit) and the core live state
 (nodes, inventory). A domain adds behaviour on top without touching that machinery:
@@ -44,6 +44,7 @@ BUILTIN_DOMAINS = (
     "cloud.inventory",
     "cloud.lockers",
     "cloud.offers",
+    "cloud.catalogue",
     "cloud.dashboard",
     "cloud.epcis",
 )

@@ -43,6 +43,7 @@ DEFAULT_HTTP_PORT = 8000
 DEMO_KEYS = {"ops": "ops-demo-key", "staff": "staff-demo-key", "shopper_app": "shopper-demo-key"}
 # The staff key sees one store, as a store manager's would.
 DEMO_STAFF_STORES = ["store-042"]
+DEMO_CATALOGUE = Path(__file__).with_name("demo-catalogue.csv")
 STORE_ONLINE_TIMEOUT_S = 30.0
 
 
@@ -225,6 +226,7 @@ class Demo:
                 await cloud.stop()
             raise StartError(f"the cloud could not start: {exc!r} (try --http-port)") from None
         self.cloud = cloud
+        await import_demo_catalogue(cloud)
 
     async def _stores_online(self, progress: Progress, steps: dict[str, TaskID]) -> None:
         deadline = time.monotonic() + STORE_ONLINE_TIMEOUT_S
@@ -333,6 +335,18 @@ class Demo:
 
 class StartError(Exception):
     """A part of the demo could not start; the message says which and why."""
+
+
+async def import_demo_catalogue(cloud: CloudRuntime) -> int:
+    """Names, sizes and prices of the simulated stores' GTINs (`demo-catalogue.csv`)."""
+    from cloud.catalogue import products
+    from cloud.catalogue.csvimport import parse_catalogue
+    from protocols.messages import utc_now
+
+    parsed = parse_catalogue(DEMO_CATALOGUE.read_text(encoding="utf-8"), max_rows=10_000)
+    async with cloud.engine.begin() as connection:
+        created, updated = await products.upsert(connection, parsed.products, utc_now())
+    return created + updated
 
 
 def _port_free(port: int) -> bool:

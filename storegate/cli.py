@@ -335,5 +335,31 @@ def broker_logins(
     console.print(f"{out}: {len(document['clients'])} logins, {len(document['roles'])} roles")
 
 
+catalogue_app = typer.Typer(
+    help="The product catalogue (names, sizes, prices per GTIN).", no_args_is_help=True
+)
+app.add_typer(catalogue_app, name="catalogue")
+
+
+@catalogue_app.command("import")
+def catalogue_import(
+    file: Annotated[
+        Path,
+        typer.Argument(help="CSV with a header: gtin,name,size,colour,price,currency,category."),
+    ],
+    config: ConfigOption = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="The cloud's data dir, as for `storegate cloud`.")
+    ] = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Import products into the cloud's database: known GTINs are replaced, bad rows are
+    listed with their line and reason (exit 1) and the others imported."""
+    _logging(log_level)
+    from cloud.catalogue.cli import import_catalogue_file
+
+    raise typer.Exit(import_catalogue_file(config, file, console=console, data_dir=data_dir))
+
+
 def main() -> None:
     app()

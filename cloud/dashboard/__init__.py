@@ -9,6 +9,8 @@ It has no tables. Config (`domains.dashboard`): see `DashboardOptions`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from functools import partial
 from typing import Any
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from cloud.api.timestamps import iso_utc
 from cloud.config import CloudSettings
+from cloud.dashboard.apps import build_apps_router
 from cloud.dashboard.history import open_reader
 from cloud.dashboard.routes import build_router
 from cloud.dashboard.tokens import SessionSigner
@@ -71,6 +74,10 @@ class DashboardDomain(Domain):
             else secrets.token_bytes(32)
         )
         self.signer = SessionSigner(secret, options.session_ttl_s)
+        # The shopper streams' tokens are signed with a key of their own, so neither kind of
+        # token opens the other's stream.
+        app_secret = hmac.new(secret, b"storegate shopper app stream", hashlib.sha256).digest()
+        self.app_signer = SessionSigner(app_secret, options.session_ttl_s)
         self.options = options
         self._reader: HistoryReader | None = None
 
@@ -81,11 +88,15 @@ class DashboardDomain(Domain):
             tx.change_latest("node_health", message.store, key, partial(health_change, message))
 
     def router(self) -> APIRouter:
-        return build_router(
+        router = build_router(
             self.signer,
             lambda: self._reader,
             stream_max_age_s=self.options.stream_max_age_s,
         )
+        router.include_router(
+            build_apps_router(self.app_signer, stream_max_age_s=self.options.stream_max_age_s)
+        )
+        return router
 
     async def start(self, context: DomainContext) -> None:
         self._reader = open_reader(context.settings, context.engine)

@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 from sse_starlette.sse import EventSourceResponse
 
@@ -29,13 +30,17 @@ from cloud.timeseries.reader import HistoryReader, HistoryUnavailable, QueryErro
 from protocols.ids import IDENTIFIER_PATTERN
 
 STATIC = resources.files("cloud.dashboard") / "static"
-_ASSET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*\.(js|css|html|svg)$")
+_ASSET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*\.(js|css|html|svg|json)$")
 _CONTENT_TYPES = {
     "js": "text/javascript; charset=utf-8",
     "css": "text/css; charset=utf-8",
     "html": "text/html; charset=utf-8",
     "svg": "image/svg+xml",
+    "json": "application/manifest+json",  # the apps' web manifests are the only JSON files
 }
+# The installable apps: /staff/ and /app/, each with its manifest and a service worker whose
+# scope is the app's path (a worker controls the pages under the path it is served from).
+APPS = {"staff": "staff", "app": "shopper"}
 # Everything the page loads comes from this origin; no inline script, no third party.
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -77,6 +82,25 @@ def _asset(name: str) -> Response:
     )
 
 
+def _app_routes(router: APIRouter, path: str, page: str) -> None:
+    async def redirect() -> Response:
+        return RedirectResponse(f"/{path}/", status_code=308)
+
+    async def html() -> Response:
+        return _asset(f"{page}.html")
+
+    async def manifest() -> Response:
+        return _asset(f"{page}-manifest.json")
+
+    async def worker() -> Response:
+        return _asset("sw.js")
+
+    router.get(f"/{path}", include_in_schema=False)(redirect)
+    router.get(f"/{path}/", include_in_schema=False)(html)
+    router.get(f"/{path}/manifest.json", include_in_schema=False)(manifest)
+    router.get(f"/{path}/sw.js", include_in_schema=False)(worker)
+
+
 def visible(principal: Principal, change: Change) -> bool:
     """The same rule as the core `/api/v1/events`: staff see only their stores' changes
     and nothing that belongs to no store."""
@@ -100,6 +124,9 @@ def build_router(
     @router.get("/dashboard/{name}", include_in_schema=False)
     async def asset(name: str) -> Response:
         return _asset(name)
+
+    for path, page in APPS.items():
+        _app_routes(router, path, page)
 
     @router.post("/api/v1/dashboard/session", tags=["dashboard"])
     async def session(principal: Reader) -> SessionOut:

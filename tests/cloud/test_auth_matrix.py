@@ -108,6 +108,20 @@ POLICY: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/api/v1/dashboard/session"): READERS,
     ("GET", "/api/v1/dashboard/events"): TOKEN,
     ("GET", "/api/v1/dashboard/history"): READERS,
+    # the apps: lists for the ops dashboard and staff app; a shopper's own orders, offers and
+    # live stream (a one-use token, like the dashboard's)
+    ("GET", "/api/v1/dashboard/orders"): READERS,
+    ("GET", "/api/v1/dashboard/offers"): READERS,
+    ("GET", "/api/v1/app/shoppers/{shopper_id}"): {OPS, SHOPPER},
+    ("GET", "/api/v1/app/shoppers/{shopper_id}/orders"): {OPS, SHOPPER},
+    ("GET", "/api/v1/app/shoppers/{shopper_id}/offers"): {OPS, SHOPPER},
+    ("POST", "/api/v1/app/session"): {OPS, SHOPPER},
+    ("GET", "/api/v1/app/events"): TOKEN,
+    # catalogue: ops import it, everyone reads it
+    ("PUT", "/api/v1/products"): {OPS},
+    ("GET", "/api/v1/products"): {OPS, STAFF, SHOPPER},
+    ("GET", "/api/v1/products/{gtin}"): {OPS, STAFF, SHOPPER},
+    ("GET", "/api/v1/products/{gtin}/where"): {OPS, STAFF, SHOPPER},
 }
 
 PLACEHOLDERS = {"store": STORE, "gtin": GTIN, "shelf": "shelf-a"}

@@ -50,6 +50,12 @@ export class Api {
     return this.get(`/api/v1/alerts?${q}`);
   }
   compartments(store) { return this.get(`/api/v1/stores/${encodeURIComponent(store)}/lockers`); }
+  // What happened before the page opened (the dashboard domain's lists)
+  orders(store) { return this.get(`/api/v1/dashboard/orders?${new URLSearchParams({ store, limit: 50 })}`); }
+  offers(store) { return this.get(`/api/v1/dashboard/offers?${new URLSearchParams({ store, limit: 50 })}`); }
+  acknowledge(alertId) { return this.post(`/api/v1/alerts/${encodeURIComponent(alertId)}/ack`); }
+  // The catalogue's names for GTINs (404 when the catalogue domain is not installed)
+  products(gtins) { return this.get(`/api/v1/products?${new URLSearchParams({ gtins: gtins.join(","), limit: 200 })}`); }
   history(store, gtin, minutes = 60, points = 120) {
     const q = new URLSearchParams({ store, gtin, minutes, points });
     return this.get(`/api/v1/dashboard/history?${q}`);

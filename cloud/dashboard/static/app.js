@@ -4,7 +4,7 @@ import { drawChart } from "./chart.js";
 import { DashboardState } from "./state.js";
 import {
   renderActivity, renderLegend, renderLockers, renderNodes, renderOffers, renderOrders,
-  renderShelves, renderStores,
+  renderShelves, renderStores, productName,
 } from "./views.js";
 
 const KEY_STORAGE = "storegate.dashboard.key";
@@ -21,6 +21,7 @@ const app = {
   history: new Map(), // "store|gtin" -> [{t, total}] from the history endpoint
   dirty: new Set(),
   frame: 0,
+  asked: new Set(), // GTINs whose names were asked for
 };
 window.storegateDashboard = app; // for tests and for poking around in the console
 
@@ -64,10 +65,10 @@ function draw() {
   const store = app.state.store(app.store);
   if (dirty.has("stores")) renderStores(app.state, app.store, selectStore);
   if (dirty.has("nodes")) renderNodes(store);
-  if (dirty.has("shelves")) { renderShelves(store, app.gtin, pickGtin); updateGtinChoices(store); }
+  if (dirty.has("shelves")) { renderShelves(store, app.gtin, pickGtin, app.state.products, acknowledge); updateGtinChoices(store); }
   if (dirty.has("chart")) drawStock();
   if (dirty.has("lockers")) renderLockers(store);
-  if (dirty.has("orders")) renderOrders(store);
+  if (dirty.has("orders")) renderOrders(store, app.state.products);
   if (dirty.has("offers")) renderOffers(store);
   if (dirty.has("activity")) renderActivity(app.state, app.store);
 }
@@ -81,9 +82,10 @@ function updateGtinChoices(store) {
   const gtins = [...new Set([...store.shelves.values()].map((r) => r.gtin))].sort();
   if (!app.gtin && gtins.length) pickGtin(gtins[0]);
   if (app.gtin && !gtins.includes(app.gtin)) gtins.unshift(app.gtin);
-  const current = [...select.options].map((o) => o.value).join(",");
-  if (current !== gtins.join(",")) {
-    select.replaceChildren(...gtins.map((g) => new Option(g, g)));
+  const label = (g) => productName(app.state.products, g);
+  const current = [...select.options].map((o) => `${o.value}=${o.text}`).join(",");
+  if (current !== gtins.map((g) => `${g}=${label(g)}`).join(",")) {
+    select.replaceChildren(...gtins.map((g) => new Option(label(g), g)));
   }
   select.value = app.gtin ?? "";
 }
@@ -142,17 +144,49 @@ async function optional(storeId, what, request) {
 }
 
 async function loadStore(storeId) {
-  const [nodes, inventory, alerts, compartments] = await Promise.all([
+  const [nodes, inventory, alerts, compartments, orders, offers] = await Promise.all([
     app.api.nodes(storeId),
     app.api.inventory(storeId),
     optional(storeId, "alerts", app.api.openAlerts(storeId)),
     optional(storeId, "lockers", app.api.compartments(storeId)),
+    optional(storeId, "orders", app.api.orders(storeId)),
+    optional(storeId, "offers", app.api.offers(storeId)),
   ]);
   app.state.setNodes(storeId, nodes);
   app.state.setInventory(storeId, inventory);
   if (alerts && Array.isArray(alerts.items)) app.state.setAlerts(storeId, alerts.items);
   if (Array.isArray(compartments)) app.state.setCompartments(storeId, compartments);
+  if (Array.isArray(orders)) app.state.setOrders(storeId, orders);
+  if (Array.isArray(offers)) app.state.setOffers(storeId, offers);
+  await loadProducts(storeId);
 }
+
+// Names for the GTINs on screen, asked once each (a cloud without a catalogue: GTINs stay)
+async function loadProducts(storeId) {
+  const store = app.state.store(storeId);
+  const gtins = new Set([...store.shelves.values()].map((r) => r.gtin));
+  for (const a of store.alerts.values()) if (a.gtin) gtins.add(a.gtin);
+  for (const o of store.orders.values()) for (const l of o.items ?? []) gtins.add(String(l.gtin));
+  const missing = [...gtins].filter((g) => /^\d{14}$/.test(g) && !app.state.products.has(g) && !app.asked.has(g));
+  for (let i = 0; i < missing.length; i += 100) {
+    const chunk = missing.slice(i, i + 100);
+    chunk.forEach((g) => app.asked.add(g));
+    const found = await optional(storeId, "catalogue", app.api.products(chunk));
+    if (Array.isArray(found)) app.state.setProducts(found);
+  }
+}
+
+async function acknowledge(alert) {
+  try {
+    const answer = await app.api.acknowledge(alert.id);
+    app.state.apply("alert", { ...answer, event: "acknowledged" });
+    invalidate("shelves");
+  } catch (err) {
+    app.state.log("error", app.store, `acknowledge: ${explain(err)}`, "bad");
+    invalidate("activity");
+  }
+}
+
 
 async function loadAll() {
   const stores = await app.api.stores();
@@ -190,6 +224,9 @@ function onEvent(kind, data) {
     }).catch(() => {});
   }
   if (data.store === app.store || !data.store) invalidate(...views.filter((v) => v !== "reload-inventory"));
+  if (data.store === app.store && ["inventory", "alert", "order"].includes(kind)) {
+    loadProducts(app.store).then(() => invalidate("shelves", "orders")).catch(() => {});
+  }
   if (views.includes("nodes")) invalidate("stores");
 }
 

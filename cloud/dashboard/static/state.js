@@ -28,6 +28,7 @@ export class DashboardState {
     this.byStore = new Map();
     this.activity = [];      // newest first
     this.dropped = 0;
+    this.products = new Map(); // gtin -> the catalogue's product
   }
 
   store(id) {
@@ -65,6 +66,27 @@ export class DashboardState {
     const s = this.store(storeId);
     s.alerts.clear();
     for (const a of alerts) HANDLERS.alert(this, storeId, { ...a, quiet: true });
+  }
+
+  setOrders(storeId, rows) {
+    const s = this.store(storeId);
+    s.orders.clear();
+    // the list is newest first; the map keeps insertion order oldest first
+    for (const row of [...rows].reverse()) {
+      s.orders.set(String(row.order_id), { ...row, order_id: String(row.order_id), state: str(row.state ?? row.status), at: row.updated_at });
+    }
+  }
+
+  setOffers(storeId, rows) {
+    const s = this.store(storeId);
+    s.offers.clear();
+    for (const row of [...rows].reverse()) {
+      s.offers.set(String(row.offer_id), { ...row, offer_id: String(row.offer_id), at: row.decided_at });
+    }
+  }
+
+  setProducts(products) {
+    for (const p of products) this.products.set(p.gtin, p);
   }
 
   setCompartments(storeId, rows) {
@@ -172,7 +194,8 @@ const HANDLERS = {
     const id = str(d.id) || `${type}|${str(d.shelf)}|${str(d.gtin)}`;
     const cleared = str(d.state) === "cleared";
     if (cleared) s.alerts.delete(id);
-    else s.alerts.set(id, { id, type, shelf: str(d.shelf), gtin: str(d.gtin), count: int(d.count), at: d.at });
+    else s.alerts.set(id, { id, type, shelf: str(d.shelf), gtin: str(d.gtin), count: int(d.count), at: d.at, acknowledged_by: d.acknowledged_by ?? null });
+    if (str(d.event) === "acknowledged") return ["shelves"];
     if (d.quiet) return ["shelves"]; // read at start-up, not news
     const where = [d.shelf, d.gtin].filter(Boolean).join(" · ");
     state.log("alert", storeId, `${type.replace("_", " ")} ${cleared ? "cleared" : "raised"} ${where}`, cleared ? "ok" : "warn");

@@ -59,7 +59,13 @@ export function renderNodes(store) {
   $("nodes").replaceChildren(...(cards.length ? cards : [h("p", { class: "empty" }, "No nodes registered for this store.")]));
 }
 
-export function renderShelves(store, selectedGtin, onPick) {
+// "Linen shirt · M" for a GTIN the catalogue knows, else the GTIN itself
+export function productName(products, gtin) {
+  const p = products?.get(gtin);
+  return p ? [p.name, p.size, p.colour].filter(Boolean).join(" · ") : gtin;
+}
+
+export function renderShelves(store, selectedGtin, onPick, products, onAck) {
   const flags = new Map();
   for (const alert of store.alerts.values()) {
     const key = `${alert.shelf}|${alert.gtin}`;
@@ -82,7 +88,9 @@ export function renderShelves(store, selectedGtin, onPick) {
         onkeydown: (e) => { if (e.key === "Enter") onPick(row.gtin); },
       },
       h("td", {}, row.shelf, [...types].map((t) => h("span", { class: `badge ${t === "low_stock" || t === "misplaced" ? t : "other"}` }, label(t)))),
-      h("td", { class: "gtin" }, row.gtin),
+      h("td", { class: "gtin" }, products?.has(row.gtin)
+        ? [h("span", { class: "product" }, productName(products, row.gtin)), h("span", { class: "muted code" }, row.gtin)]
+        : row.gtin),
       h("td", { class: "num count" }, row.count ?? "–"),
       h("td", { class: "muted" }, clock(row.updated_at)));
     });
@@ -94,8 +102,11 @@ export function renderShelves(store, selectedGtin, onPick) {
   $("alert-summary").replaceChildren(
     ...Object.entries(counts).filter(([, n]) => n).map(([t, n]) => h("span", { class: `badge ${t === "low_stock" || t === "misplaced" ? t : "other"}` }, `${n} ${label(t)}`)));
   $("alerts").replaceChildren(...alerts.slice(-8).reverse().map((a) =>
-    h("div", { class: `alert ${a.type}`, dataset: { alert: a.id } },
-      `${label(a.type)}: ${[a.shelf, a.gtin].filter(Boolean).join(" · ")}${a.count !== null ? ` (${a.count})` : ""}`)));
+    h("div", { class: `alert ${a.type}`, dataset: { alert: a.id, acknowledged: String(Boolean(a.acknowledged_by)) } },
+      h("span", {}, `${label(a.type)}: ${[a.shelf, a.gtin && productName(products, a.gtin)].filter(Boolean).join(" · ")}${a.count !== null ? ` (${a.count})` : ""}`),
+      a.acknowledged_by
+        ? h("span", { class: "muted ack" }, ` ✓ ${a.acknowledged_by}`)
+        : /^\d+$/.test(a.id) && onAck ? h("button", { class: "button ack", type: "button", onclick: () => onAck(a) }, "Ack") : null)));
 }
 
 export function renderLockers(store) {
@@ -117,18 +128,20 @@ function feedItem(main, status, at, data) {
     h("span", { class: "when" }, clock(at)));
 }
 
-export function renderOrders(store) {
-  const items = [...store.orders.values()].reverse().map((o) =>
-    feedItem(`${o.order_id}${o.bank ? ` · ${o.bank}/${o.compartment}` : ""}`, o.state, o.at, { order: o.order_id }));
-  $("orders").replaceChildren(...(items.length ? items : [h("li", { class: "empty" }, "No order activity since the page opened.")]));
+export function renderOrders(store, products) {
+  const items = [...store.orders.values()].reverse().map((o) => {
+    const lines = Array.isArray(o.items) ? o.items.map((l) => `${l.quantity ?? 1}× ${productName(products, String(l.gtin))}`).join(", ") : "";
+    return feedItem(`${String(o.order_id).slice(0, 8)}${o.bank ? ` · ${o.bank}/${o.compartment}` : ""}${lines ? ` · ${lines}` : ""}`, o.state, o.at, { order: o.order_id });
+  });
+  $("orders").replaceChildren(...(items.length ? items : [h("li", { class: "empty" }, "No orders for this store.")]));
 }
 
 export function renderOffers(store) {
   const zones = [...store.presence.entries()].sort(([a], [b]) => a.localeCompare(b));
   $("presence").replaceChildren(...zones.map(([zone, n]) => h("span", { class: "chip", dataset: { zone } }, `${zone}: ${n}`)));
   const items = [...store.offers.values()].reverse().map((o) =>
-    feedItem(`${o.campaign || o.offer_id}${o.zone ? ` · ${o.zone}` : ""}${o.reason ? ` (${o.reason})` : ""}`, o.status, o.at, { offer: o.offer_id }));
-  $("offers").replaceChildren(...(items.length ? items : [h("li", { class: "empty" }, "No offers since the page opened.")]));
+    feedItem(`${o.title || o.campaign || o.offer_id}${o.zone ? ` · ${o.zone}` : ""}${o.reason ? ` (${o.reason})` : ""}`, o.status, o.at, { offer: o.offer_id }));
+  $("offers").replaceChildren(...(items.length ? items : [h("li", { class: "empty" }, "No offers for this store.")]));
 }
 
 export function renderActivity(state, storeId) {

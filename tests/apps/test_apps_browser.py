@@ -1,0 +1,256 @@
+"""Each role's main flow in Debian's chromium at 1440 and 390 px, against the real BOPIS path
+(cloud, Mosquitto, edge with a sim-cu16 locker bank), with no console error:
+
+- staff find a product by name (where it is) and stage an online order into a locker;
+- a shopper opts in, receives an offer live, sees the order become ready and shows its
+  pickup code and QR (decoded by zxing-cpp to the QR the locker accepts);
+- ops see orders and offers from before the page opened and acknowledge an alert.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zxingcpp
+from playwright.async_api import BrowserContext, Page
+
+from cloud.broker.policy import shopper_inbox
+from protocols.messages import CountDelta, RfidEvents, utc_now
+from protocols.pickup import parse_qr
+from tests.apps.conftest import SHELF, VIEWPORTS, ConsoleErrors
+from tests.dashboard.edge import EdgePublisher
+from tests.lockers_e2e.rig import BANK, GTIN, NODE, OPS_KEY, SHOPPER_KEY, STAFF_KEY, STORE, Rig
+from tests.offers.helpers import TOKEN, presence, reset_seqs
+
+VIEWPORT_NAMES = sorted(VIEWPORTS)
+
+
+async def open_page(browser: BrowserContext, viewport: str, errors: ConsoleErrors) -> Page:
+    page = errors.watch(await browser.new_page())
+    await page.set_viewport_size(VIEWPORTS[viewport])
+    return page
+
+
+async def fits_the_screen(page: Page) -> None:
+    """Nothing is cut: the page is no wider than the window."""
+    width = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"the page is {width[0]} px wide in a {width[1]} px window"
+
+
+def shelf_count(count: int, seq: int) -> RfidEvents:
+    """A shelf reader of the rig's node counts the product (a stream of its own)."""
+    return RfidEvents(
+        store=STORE,
+        node=NODE,
+        seq=seq,
+        reader="reader-9",
+        event_time=utc_now(),
+        counts=[CountDelta(shelf=SHELF, gtin=GTIN, delta=count, count=count)],
+    )
+
+
+async def place_order(rig: Rig, shopper: str | None = None) -> str:
+    body: dict[str, Any] = {"items": [{"gtin": GTIN, "quantity": 2}]}
+    if shopper is not None:
+        body["shopper"] = shopper
+    created = await rig.call(
+        "POST", f"/api/v1/stores/{STORE}/orders", SHOPPER_KEY, expect=201, json=body
+    )
+    return str(created["order_id"])
+
+
+@pytest.mark.parametrize("viewport", VIEWPORT_NAMES)
+async def test_staff_find_a_product_and_stage_an_order(
+    rig: Rig, edge: EdgePublisher, browser: BrowserContext, viewport: str, app_artifacts: Path
+) -> None:
+    edge.send(shelf_count(4, 1))
+    await rig.eventually(
+        lambda: rig.call("GET", f"/api/v1/stores/{STORE}/inventory"),
+        lambda rows: len(rows) == 1,
+        "the shelf count applied",
+    )
+    order_id = await place_order(rig)
+    errors = ConsoleErrors()
+    page = await open_page(browser, viewport, errors)
+    await page.goto(f"http://127.0.0.1:{rig.cloud.api_port}/staff")
+    await page.fill("#key", STAFF_KEY)
+    await page.click("#login button[type=submit]")
+    await page.locator("#tabs").wait_for()
+    assert await page.locator('#tabs [data-tab="tasks"]').is_hidden()  # no tasks route yet
+
+    # find by name: the product, its shelf in this store with the count
+    await page.fill("#find-q", "linen")
+    await page.click("#find-form button[type=submit]")
+    where = page.locator("#where")
+    await where.locator("h3", has_text="Linen shirt · M · white").wait_for()
+    await where.locator(f'li[data-shelf="{SHELF}"]', has_text="4 on shelf").wait_for()
+    await fits_the_screen(page)
+    await page.screenshot(path=str(app_artifacts / f"staff-find-{viewport}.png"))
+
+    # the online order: its pick list, picking, staging into a locker
+    await page.click('#tabs [data-tab="orders"]')
+    card = page.locator(f'#orders li[data-order="{order_id}"]')
+    await card.locator(".lines", has_text="Linen shirt").wait_for()
+    await card.locator('[data-action="pick-list"]').click()
+    await card.locator(".picklist", has_text=f"{SHELF}: 4").wait_for()
+    await card.locator('[data-action="pick"]').click()
+    card = page.locator(f'#orders li[data-order="{order_id}"][data-status="picking"]')
+    await card.wait_for()
+    await card.locator(".stage-method").select_option("locker")
+    await card.locator('[data-action="stage"]').click()
+    # the cloud reserved a compartment and the real edge acknowledged it
+    order = await rig.wait_state(order_id, "assigned")
+    assert order["bank"] == BANK
+    await page.click("#orders-refresh")
+    await page.locator(
+        f'#orders li[data-order="{order_id}"][data-status="assigned"]', has_text=BANK
+    ).wait_for()
+    await fits_the_screen(page)
+    await page.screenshot(path=str(app_artifacts / f"staff-orders-{viewport}.png"))
+    assert errors.errors == []
+
+
+def decode_qr_path(d: str) -> str:
+    """Rasterise the page's QR <path> (one `Mx,yh1v1h-1z` per dark module) and read it with
+    zxing-cpp, a real decoder."""
+    cells = [(int(x), int(y)) for x, y in re.findall(r"M(\d+),(\d+)h1v1h-1z", d)]
+    n = max(max(x, y) for x, y in cells) + 1
+    scale, quiet = 4, 4
+    size = (n + 2 * quiet) * scale
+    pixels = bytearray([255]) * (size * size)
+    for x, y in cells:
+        for dy in range(scale):
+            start = ((y + quiet) * scale + dy) * size + (x + quiet) * scale
+            pixels[start : start + scale] = b"\x00" * scale
+    found = zxingcpp.read_barcodes(memoryview(bytes(pixels)).cast("B", shape=[size, size]))
+    assert len(found) == 1, "the QR code did not decode"
+    return str(found[0].text)
+
+
+@pytest.mark.parametrize("viewport", VIEWPORT_NAMES)
+async def test_shopper_opts_in_receives_an_offer_and_sees_the_order_ready(
+    rig: Rig, edge: EdgePublisher, browser: BrowserContext, viewport: str, app_artifacts: Path
+) -> None:
+    reset_seqs()
+    shopper = f"shopper-{viewport}"
+    campaign = {"title": "Linen week: 20% off", "body": "At the entrance today", "trigger": "enter"}
+    await rig.call(
+        "PUT",
+        "/api/v1/campaigns/linen-week",
+        OPS_KEY,
+        json={**campaign, "zones": ["entrance"], "zone_cooldown_s": 0},
+    )
+    errors = ConsoleErrors()
+    page = await open_page(browser, viewport, errors)
+    await page.goto(f"http://127.0.0.1:{rig.cloud.api_port}/app")
+    await page.fill("#shopper", shopper)
+    await page.fill("#key", SHOPPER_KEY)
+    await page.click("#login button[type=submit]")
+    await page.locator("#live", has_text="live").wait_for()
+    await page.locator('#consent-toggle:has-text("Get offers")').click()
+    await page.locator('#consent[data-consent="true"]').wait_for()
+    assert (await rig.call("GET", f"/api/v1/shoppers/{shopper}", SHOPPER_KEY))["consent"]
+
+    # the phone's rotating token (registered by the app's backend); the shopper walks in
+    now = utc_now()
+    token = {
+        "token": TOKEN,
+        "valid_from": (now - timedelta(minutes=1)).isoformat(),
+        "expires_at": (now + timedelta(minutes=15)).isoformat(),
+    }
+    await rig.call(
+        "POST", f"/api/v1/shoppers/{shopper}/tokens", SHOPPER_KEY, expect=201, json=token
+    )
+    edge.send(presence(("enter", TOKEN, "entrance", -60.0, utc_now()), node=NODE))
+    offer = page.locator("#offers li.offer", has_text="Linen week: 20% off")
+    await offer.wait_for(timeout=10_000)
+
+    # an order for this shopper goes through the real locker to ready; the app follows live
+    order_id = await place_order(rig, shopper_inbox(shopper))
+    await page.locator(f'#orders li[data-order="{order_id}"]', has_text="Linen shirt").wait_for()
+    for state in ("picking", "staged"):
+        await rig.call("POST", f"/api/v1/orders/{order_id}/state", json={"state": state})
+    await rig.call(
+        "POST",
+        f"/api/v1/orders/{order_id}/assign",
+        expect=202,
+        json={"bank": BANK, "compartment": "0-01"},
+    )
+    await rig.wait_state(order_id, "assigned")
+    await rig.call(
+        "POST", f"/api/v1/stores/{STORE}/lockers/{BANK}/0-01/open-for-loading", expect=202
+    )
+    await rig.person().load(0, 0)
+    ready = page.locator(f'#orders li[data-order="{order_id}"][data-state="ready_for_pickup"]')
+    await ready.wait_for(timeout=15_000)
+    await ready.locator("text=Ready for pickup").wait_for()
+    await ready.locator('[data-action="code"]').click()
+    code = (await ready.locator(".pickup-code").text_content() or "").strip()
+    assert re.fullmatch(r"\d{8}", code), code
+    qr = decode_qr_path(await ready.locator("svg.qr path").get_attribute("d") or "")
+    entry = parse_qr(qr)
+    assert entry is not None, qr
+    assert (entry.grant.bank, entry.grant.compartment) == (BANK, "0-01")
+    # the cloud hands the code out once; the app keeps it to show again after a reload
+    await page.reload()
+    await page.locator(
+        f'#orders li[data-order="{order_id}"] .pickup-code', has_text=code
+    ).wait_for()
+    await fits_the_screen(page)
+    await page.screenshot(path=str(app_artifacts / f"shopper-{viewport}.png"), full_page=True)
+
+    # withdrawal: the cloud stops counting the shopper in
+    await page.locator('#consent-toggle:has-text("Stop offers")').click()
+    await page.locator('#consent[data-consent="false"]').wait_for()
+    assert not (await rig.call("GET", f"/api/v1/shoppers/{shopper}", SHOPPER_KEY))["consent"]
+    assert errors.errors == []
+
+
+@pytest.mark.parametrize("viewport", VIEWPORT_NAMES)
+async def test_ops_see_what_happened_before_and_acknowledge_an_alert(
+    rig: Rig, edge: EdgePublisher, browser: BrowserContext, viewport: str, app_artifacts: Path
+) -> None:
+    order_id = await place_order(rig)
+    edge.send(shelf_count(1, 1))
+    await rig.eventually(
+        lambda: rig.call("GET", f"/api/v1/stores/{STORE}/inventory"),
+        lambda rows: len(rows) == 1,
+        "the shelf count applied",
+    )
+    await rig.call(
+        "PUT", f"/api/v1/stores/{STORE}/reorder-points/{GTIN}", json={"reorder_point": 3}
+    )
+    alerts = await rig.call("GET", f"/api/v1/alerts?store={STORE}&state=raised")
+    assert [a["type"] for a in alerts["items"]] == ["low_stock"]
+    alert_id = alerts["items"][0]["id"]
+
+    errors = ConsoleErrors()
+    page = await open_page(browser, viewport, errors)
+    await page.goto(f"http://127.0.0.1:{rig.cloud.api_port}/")
+    await page.fill("#key", OPS_KEY)
+    await page.click("#login button[type=submit]")
+    await page.wait_for_selector("#connection[data-state=live]", timeout=10_000)
+    # lists read on load, with product names, not only what happens while the page is open
+    await page.locator(f'#orders li[data-order="{order_id}"]', has_text="Linen shirt").wait_for()
+    await page.locator(f'#shelves tr[data-gtin="{GTIN}"]', has_text="Linen shirt").wait_for()
+    await page.locator('.cell[data-compartment="0-01"]').wait_for()
+    alert = page.locator(f'#alerts .alert[data-alert="{alert_id}"]')
+    await alert.locator("button.ack").click()
+    await page.locator(f'#alerts .alert[data-alert="{alert_id}"]', has_text="✓ ops").wait_for()
+    assert (await rig.call("GET", f"/api/v1/alerts/{alert_id}"))["acknowledged_by"] == "ops"
+    # the store tabs stay on one row and no column is cut
+    tops = await page.eval_on_selector_all(".store-tab", "tabs => tabs.map(t => t.offsetTop)")
+    assert len(set(tops)) == 1
+    table = await page.eval_on_selector(
+        "#panel-shelves .scroll", "el => [el.scrollWidth, el.clientWidth]"
+    )
+    assert table[0] <= table[1], f"the shelves table is {table[0]} px wide in {table[1]} px"
+    # the chart's product picker reads names, not GTINs
+    await page.locator("#chart-gtin option", has_text="Linen shirt").wait_for(state="attached")
+    await fits_the_screen(page)
+    await page.screenshot(path=str(app_artifacts / f"ops-{viewport}.png"), full_page=True)
+    assert errors.errors == []
