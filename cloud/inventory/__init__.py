@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cloud.domains import Domain, DomainContext, DomainTx
 from cloud.inventory.config import InventoryOptions, parse_options
 from cloud.inventory.evaluate import AlertEvaluator, changed_counts
+from cloud.inventory.notify import AlertNotifier, NotifySecrets, load_secrets
 from cloud.inventory.replenish import TASK, Replenisher
 from cloud.inventory.sales import on_item_events
 from cloud.inventory.webhooks import LevelWebhookSender, load_secret
@@ -68,8 +69,14 @@ class RecentEpcs:
 class InventoryDomain(Domain):
     name = "inventory"
 
-    def __init__(self, options: InventoryOptions, webhook_secret: bytes | None = None) -> None:
+    def __init__(
+        self,
+        options: InventoryOptions,
+        webhook_secret: bytes | None = None,
+        notify_secrets: NotifySecrets | None = None,
+    ) -> None:
         self.options = options
+        self.notifier = AlertNotifier(options.notifications, notify_secrets or NotifySecrets())
         self.webhooks: LevelWebhookSender | None = None
         if options.webhook is not None:
             if webhook_secret is None:
@@ -131,10 +138,12 @@ class InventoryDomain(Domain):
         return create_router(self)
 
     async def start(self, context: DomainContext) -> None:
+        self.notifier.start(context.bus)
         if self.webhooks is not None:
             self.webhooks.start(context.engine, context.bus)
 
     async def stop(self) -> None:
+        await self.notifier.stop()
         if self.webhooks is not None:
             await self.webhooks.stop()
 
@@ -142,4 +151,4 @@ class InventoryDomain(Domain):
 def create_domain(settings: CloudSettings, options: dict[str, Any]) -> InventoryDomain:
     parsed = parse_options(options)
     secret = load_secret(parsed.webhook) if parsed.webhook is not None else None
-    return InventoryDomain(parsed, secret)
+    return InventoryDomain(parsed, secret, load_secrets(parsed.notifications))

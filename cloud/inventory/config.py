@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
 from protocols.ids import Gtin, Identifier
 
@@ -189,6 +189,101 @@ class LevelWebhookOptions(BaseModel):
     )
 
 
+AlertEvent = Literal["raised", "cleared", "acknowledged"]
+EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+$"
+
+
+def _raised_only() -> list[AlertEvent]:
+    return ["raised"]
+
+
+class SmtpOptions(BaseModel):
+    """The mail server that alert e-mails go through (cloud/inventory/notify.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="localhost", min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="starttls (587), tls (implicit, 465), none (a relay on localhost only)",
+    )
+    sender: str = Field(pattern=EMAIL_PATTERN, description="the From address")
+    username: str | None = None
+    password_env: str | None = Field(
+        default=None,
+        min_length=1,
+        description="NAME of the env var holding the SMTP password; never in a file",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
+class AlertRoute(BaseModel):
+    """Which alerts go where: every alert whose kind and store match goes to the route's one
+    channel (a signed webhook or e-mail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kinds: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, description="alert types (low_stock, misplaced, ...); empty: all"
+    )
+    stores: list[Identifier] = Field(default_factory=list, description="empty: every store")
+    events: list[AlertEvent] = Field(default_factory=_raised_only, min_length=1)
+    webhook: HttpUrl | None = None
+    secret_env: str | None = Field(
+        default=None,
+        min_length=1,
+        description="NAME of the env var holding the webhook's HMAC-SHA256 signing key",
+    )
+    email: list[Annotated[str, Field(pattern=EMAIL_PATTERN)]] = Field(
+        default_factory=list, description="recipients"
+    )
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> AlertRoute:
+        if (self.webhook is None) == (not self.email):
+            raise ValueError("a route has exactly one channel: `webhook` or `email`")
+        if self.webhook is not None and self.secret_env is None:
+            raise ValueError("a webhook route needs `secret_env` (its signing key's env var)")
+        return self
+
+    @property
+    def channel(self) -> str:
+        return "webhook" if self.webhook is not None else "email"
+
+    def matches(self, kind: str, store: str | None, event: str) -> bool:
+        return (
+            event in self.events
+            and (not self.kinds or kind in self.kinds)
+            and (not self.stores or store in self.stores)
+        )
+
+
+class AlertNotifyOptions(BaseModel):
+    """Alerts reach people: routes per alert kind and store to webhooks and e-mail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    routes: list[AlertRoute] = Field(default_factory=list)
+    smtp: SmtpOptions | None = None
+    queue_size: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="notifications waiting per route; when full the oldest is dropped (logged)",
+    )
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="per webhook POST")
+
+    @model_validator(mode="after")
+    def _smtp_for_email(self) -> AlertNotifyOptions:
+        if self.smtp is None and any(route.email for route in self.routes):
+            raise ValueError("an e-mail route needs the `smtp` section")
+        return self
+
+
 class InventoryOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -206,6 +301,7 @@ class InventoryOptions(BaseModel):
     availability: AvailabilityOptions = Field(default_factory=AvailabilityOptions)
     local_feed: LocalFeedOptions = Field(default_factory=LocalFeedOptions)
     webhook: LevelWebhookOptions | None = None
+    notifications: AlertNotifyOptions = Field(default_factory=AlertNotifyOptions)
     recent_epcs: int = Field(
         default=5, ge=0, le=100, description="EPCs kept per (shelf, GTIN) for alert details"
     )
