@@ -6,6 +6,9 @@
 - `reserved`: units promised to open online orders whose goods are still on the shelves;
 - `safety_stock`: units the webshop never sells (`domains.inventory.availability`).
 
+Units RFID counts that must never be sold (returned damaged) are a standing reservation
+(`hold_back`): on hand still counts them, `reserved` includes them, available does not.
+
 A reservation lives from the moment the order is accepted until its goods leave the shelves
 (the order is staged: staff picked them, so RFID no longer counts them) or the order ends
 without them (cancelled). Holding it longer would count a picked unit twice: once missing
@@ -136,6 +139,28 @@ async def reserve(
             .where(c.c.store_id == store, c.c.gtin == gtin)
             .values(reserved=c.c.reserved + wanted[gtin])
         )
+
+
+async def hold_back(
+    connection: AsyncConnection, *, holder: str, store: str, gtin: str, units: int, at: datetime
+) -> None:
+    """Keep `units` of what RFID counts from ever being sold, under `holder` (e.g. the
+    store's damaged returns): a reservation that only `release(holder)` ends."""
+    await _lock_counters(connection, store, [gtin])
+    r, c = stock_reservations, reserved_stock
+    statement = insert_for(connection, r).values(
+        order_id=holder, store_id=store, gtin=gtin, quantity=units, at=at
+    )
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[r.c.order_id, r.c.gtin], set_={"quantity": r.c.quantity + units}
+        )
+    )
+    await connection.execute(
+        update(c)
+        .where(c.c.store_id == store, c.c.gtin == gtin)
+        .values(reserved=c.c.reserved + units)
+    )
 
 
 async def release(connection: AsyncConnection, order_id: str) -> dict[str, int]:

@@ -28,4 +28,6 @@ def create_domain(settings: CloudSettings, options: dict[str, Any]) -> LockersDo
         raise ValueError(f"{where}: {problem['msg']}") from None
     # Orders reserve stock by the inventory domain's one definition of "available".
     availability = parse_inventory_options(settings.domains.get("inventory", {})).availability
-    return LockersDomain(parsed, parsed.load_keys(), availability.safety_for)
+    return LockersDomain(
+        parsed, parsed.load_keys(), availability.safety_for, intake_secret=parsed.intake_secret()
+    )

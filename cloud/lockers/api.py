@@ -29,8 +29,9 @@ from cloud.api.auth import Principal
 from cloud.api.deps import Reader, ShopperApp, Shopping
 from cloud.api.errors import ApiError, error_responses
 from cloud.inventory import stock
-from cloud.lockers import commands, kpis, orders, tables
+from cloud.lockers import commands, intake, kpis, orders, tables
 from cloud.lockers.domain import AssignmentError, BankKeyChangedError, LockersDomain
+from cloud.lockers.items import returns_of
 from cloud.lockers.machine import IllegalTransitionError, OrderState
 from cloud.lockers.views import iso
 from protocols.ids import IDENTIFIER_PATTERN
@@ -127,17 +128,12 @@ def build_router(domain: LockersDomain) -> APIRouter:
                     select(t).where(t.c.order_id == order_id).order_by(t.c.at, t.c.id)
                 )
             ).all()
+            details = await intake.intake_of(tx.connection, order_id)
+            returned = await returns_of(tx.connection, order_id)
         return {
-            "order_id": order.order_id,
-            "store": order.store_id,
-            "state": order.state,
-            "items": order.items,
-            "bank": order.bank,
-            "compartment": order.compartment,
-            "hold_until": iso(order.hold_until),
+            **intake.summary(order, details, domain.options.reserve_stock),
             "code_issued": order.code_issued_at is not None,
-            "reason": order.reason,
-            "created_at": iso(order.created_at),
+            "returns": returned,
             "transitions": [
                 {"from": s.from_state, "to": s.to_state, "cause": s.cause, "at": iso(s.at)}
                 for s in steps

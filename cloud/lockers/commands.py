@@ -22,6 +22,8 @@ SET_CODE = "locker.set_code"
 OPEN_FOR_LOADING = "locker.open_for_loading"
 OPEN = "locker.open"
 OUT_OF_SERVICE = "locker.out_of_service"
+RELEASE = "locker.release"  # the order no longer holds the compartment (cloud/lockers/holds.py)
+HOLD = "locker.hold"  # the cloud's view of a hold, re-sent on every birth
 _FINAL = [s.value for s in AckStatus if s.final]
 
 

@@ -7,12 +7,15 @@ domains:
       - {store: store-042, node: pi-1, bank: bank-1, codes_key_env: STOREGATE_LOCKER_KEY_042_1}
     hold_hours: 48
     webhook: {url: https://shop.example/hooks/orders, max_attempts: 6}
+    intake_webhook_secret_env: STOREGATE_ORDER_WEBHOOK_SECRET
 ```
 
 A bank's pickup-code key is named by its environment variable, never written in the file.
 """
 
 from __future__ import annotations
+
+import os
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
@@ -63,6 +66,13 @@ class LockersOptions(BaseModel):
         " no RFID tags (nothing would ever be available)",
     )
 
+    intake_webhook_secret_env: str | None = Field(
+        default=None,
+        min_length=1,
+        description="NAME of the env var with the HMAC secret of the order webhook"
+        " (`POST /api/v1/webhooks/orders`); unset: the webhook refuses every delivery",
+    )
+
     @model_validator(mode="after")
     def _unique_banks(self) -> LockersOptions:
         keys = [(b.store, b.bank) for b in self.banks]
@@ -70,6 +80,18 @@ class LockersOptions(BaseModel):
         if twice:
             raise ValueError(f"banks listed twice: {', '.join(twice)}")
         return self
+
+    def intake_secret(self) -> bytes | None:
+        """The order webhook's HMAC secret from its environment variable (None: unset)."""
+        if self.intake_webhook_secret_env is None:
+            return None
+        value = os.environ.get(self.intake_webhook_secret_env)
+        if not value:
+            raise ValueError(
+                f"intake_webhook_secret_env: environment variable"
+                f" {self.intake_webhook_secret_env} is not set"
+            )
+        return value.encode()
 
     def load_keys(self) -> dict[tuple[str, str], PickupKey]:
         """Each bank's key from its environment variable; a missing one is a config error."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Row, insert, select
 
 from cloud.domains import Domain, DomainContext, DomainTx
-from cloud.lockers import commands, orders, tables
+from cloud.lockers import commands, holds, items, orders, tables
 from cloud.lockers.config import BankConfig, LockersOptions
 from cloud.lockers.machine import IllegalTransitionError, OrderState
 from cloud.lockers.mirror import ALARM_CAUSES, mirror
@@ -35,6 +35,7 @@ from protocols.messages import (
     LockerEvents,
     LockerSnapshot,
     Message,
+    RfidEvents,
     utc_now,
 )
 from protocols.pickup import Grant, PickupKey, key_check, keypad_code, qr_payload
@@ -64,8 +65,10 @@ class LockersDomain(Domain):
         options: LockersOptions,
         keys: dict[tuple[str, str], PickupKey],
         safety_stock_for: Callable[[str], int] = lambda _store: 0,
+        intake_secret: bytes | None = None,
     ) -> None:
         self.options = options
+        self.intake_secret = intake_secret
         self._keys = keys
         self.safety_stock_for = safety_stock_for
         self.banks: dict[tuple[str, str], BankConfig] = {
@@ -79,8 +82,11 @@ class LockersDomain(Domain):
 
     def router(self) -> APIRouter:
         from cloud.lockers.api import build_router
+        from cloud.lockers.orders_api import add_order_routes
 
-        return build_router(self)
+        router = build_router(self)
+        add_order_routes(router, self)
+        return router
 
     async def start(self, context: DomainContext) -> None:
         self.context = context
@@ -144,6 +150,9 @@ class LockersDomain(Domain):
                     await mirror(
                         tx, message.store, message.node, bank, statuses, message.event_time
                     )
+                    await holds.resend(tx, self, message.store, message.node, bank, statuses)
+        elif isinstance(message, RfidEvents) and message.items:
+            await items.on_rfid(tx, message)
         elif isinstance(message, CommandAck) and message.command.startswith("locker."):
             await self._on_ack(tx, message)
 
@@ -339,6 +348,9 @@ class LockersDomain(Domain):
             expiry_s=self.options.command_expiry_s,
             order_id=order.order_id,
         )
+
+    def key_of(self, store: str, bank: str) -> PickupKey:
+        return self._keys[(store, bank)]
 
     def pickup_code(self, order: Row[Any]) -> tuple[str, str]:
         """(keypad code, QR payload) for the order, re-derived from the bank's key, which

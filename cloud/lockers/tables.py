@@ -115,3 +115,57 @@ notifications = Table(
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
 )
+
+# ---------------------------------------------------------------- orders (revision 0007_orders)
+# What the online channel said about an order (docs/orders.md): one row per order placed
+# through `POST /api/v1/orders` or the order webhook. Orders from the older
+# `POST /api/v1/stores/{store}/orders` have none: they are locker orders, reserved when the
+# domain reserves stock.
+order_intake = Table(
+    "order_intake",
+    metadata,
+    Column("order_id", ID, primary_key=True),
+    Column("external_id", String(128), nullable=True, unique=True),
+    Column("request_hash", String(64), nullable=False),  # sha256 of the canonical request
+    Column("source", String(16), nullable=False),  # api, webhook
+    Column("method", String(16), nullable=False),  # locker, counter, curbside
+    Column("contact", String(256), nullable=True),  # the shopper's contact token
+    Column("promised_at", TS, nullable=True),
+    Column("reserved", Boolean, nullable=False),
+    Column("arrived_at", TS, nullable=True),  # curbside check-in
+    Column("arrival_note", String(200), nullable=True),  # e.g. "bay 3, red car"
+)
+
+# Items a shopper brings back: `expected` until RFID reads the EPC in the store, then
+# `received` (back in stock) or `damaged` (on hand, not available).
+order_returns = Table(
+    "order_returns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", ID, nullable=False, index=True),
+    Column("store_id", ID, nullable=False),
+    Column("epc", String(128), nullable=False),
+    Column("gtin", String(14), nullable=True),  # from the read, once read
+    Column("method", String(16), nullable=False),  # counter, locker
+    Column("bank", ID, nullable=True),
+    Column("compartment", ID, nullable=True),
+    Column("condition", String(16), nullable=False),  # resellable, damaged
+    Column("status", String(16), nullable=False),  # expected, received, damaged
+    Column("reason", Text, nullable=True),
+    Column("created_at", TS, nullable=False),
+    Column("received_at", TS, nullable=True),
+)
+Index("ix_order_returns_store_epc", order_returns.c.store_id, order_returns.c.epc)
+
+# Where RFID last saw each EPC in a store (arrived/moved events; departed/left removes it):
+# the pick list's "which EPCs on which shelf".
+epc_locations = Table(
+    "epc_locations",
+    metadata,
+    Column("store_id", ID, primary_key=True),
+    Column("epc", String(128), primary_key=True),
+    Column("gtin", String(14), nullable=False),
+    Column("shelf", ID, nullable=False),
+    Column("seen_at", TS, nullable=False),
+)
+Index("ix_epc_locations_gtin", epc_locations.c.store_id, epc_locations.c.gtin)

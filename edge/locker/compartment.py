@@ -257,6 +257,37 @@ class Compartment:
         self.flags.discard(F.FORCED_OPEN)
         return self._note("staff_open", now)
 
+    def release(self, order_ref: str, now: datetime) -> CompartmentEvent | None:
+        """The order no longer holds this compartment (cancelled, or unknown to the cloud).
+        Empty: available again. With the parcel in: `expired_hold` until staff empty it.
+        None when there is nothing to do (another order's, or already released)."""
+        if self.order_ref != order_ref:
+            return None
+        if self.state is S.EXPIRED_HOLD:
+            return None  # no longer a hold; the `emptied` door close frees it
+        self._require(S.RESERVED, S.AWAITING_PICKUP, action="release")
+        if self.occupied:
+            return self._move(S.EXPIRED_HOLD, "released", now)
+        return self._move(S.AVAILABLE, "released", now)
+
+    def restore_hold(
+        self, order_ref: str, hold_until: datetime, now: datetime
+    ) -> CompartmentEvent | None:
+        """The cloud says this compartment holds `order_ref` until `hold_until` (its view,
+        re-sent on every birth, or an extension): take the hold back if the edge lost it,
+        move its end if it changed. None if nothing changed."""
+        if self.order_ref == order_ref:
+            if self.hold_until != hold_until and self.state is not S.EXPIRED_HOLD:
+                self.hold_until = hold_until  # extended (or shortened) by the cloud
+                return self._note("hold_changed", now)
+            return None
+        self._require(S.AVAILABLE, action="restore a hold")
+        if hold_until <= now:
+            raise TransitionRefusedError("the hold expiry is in the past")
+        self.order_ref, self.hold_until = order_ref, hold_until
+        # the item sensor says whether the parcel is already in
+        return self._move(S.AWAITING_PICKUP if self.occupied else S.RESERVED, "hold_restored", now)
+
     def set_out_of_service(self, out: bool, now: datetime) -> CompartmentEvent | None:
         if out:
             if self.state is S.OUT_OF_SERVICE:

@@ -514,6 +514,8 @@ class LockerDriver(Driver):
                 "locker.set_code",
                 "locker.out_of_service",
                 "locker.open",
+                "locker.release",
+                "locker.hold",
             }
         )
 
@@ -563,6 +565,39 @@ class LockerDriver(Driver):
         elif name == "locker.out_of_service":
             if event := c.set_out_of_service(args.out, now):
                 self._pending.append(event)
+        elif name == "locker.release":
+            if args.order_ref is None:
+                return CommandOutcome(False, "locker.release needs order_ref")
+            if c.order_ref not in (None, args.order_ref):
+                # not an error for the cloud: the order it cancels is not here any more
+                log.info(
+                    "locker %s: release of %s ignored, %s holds %s",
+                    self.device,
+                    args.order_ref,
+                    c.id,
+                    c.order_ref,
+                )
+            if event := c.release(args.order_ref, now):
+                self._pending.append(event)
+                self._grants.pop(c.id, None)  # its code opens nothing any more
+        elif name == "locker.hold":
+            if args.order_ref is None or args.expiry is None:
+                return CommandOutcome(False, "locker.hold needs order_ref and expiry")
+            if args.order_seq is not None:
+                self._require_key()
+            if event := c.restore_hold(args.order_ref, args.expiry, now):
+                self._pending.append(event)
+                self._grants.pop(c.id, None)
+                log.warning(
+                    "locker %s: hold of %s on %s restored from the cloud's view",
+                    self.device,
+                    args.order_ref,
+                    c.id,
+                )
+            if args.order_seq is not None:
+                grant = Grant.make(self.device, c.id, args.order_seq, args.expiry)
+                if self._grants.get(c.id) != grant:
+                    self._set_credential(c, args)
         else:
             return CommandOutcome(False, f"{self.driver_name} driver has no command {name}")
         return CommandOutcome(True, result={"compartment": c.id, "state": c.state.value})

@@ -35,6 +35,7 @@ from tests.cloud.streams import GTIN
 OPS, STAFF, SHOPPER = "ops", "staff", "shopper_app"
 PUBLIC = "public"
 TOKEN = "session token"  # the dashboard stream: a signed token in ?token=, never a key
+SIGNED = "hmac signature"  # a platform's webhook: its body's signature, never a key
 READERS = {OPS, STAFF}
 
 POLICY: dict[tuple[str, str], set[str] | str] = {
@@ -92,6 +93,20 @@ POLICY: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/api/v1/stores/{store}/lockers/{bank}/{compartment}/open"): READERS,
     ("POST", "/api/v1/stores/{store}/lockers/{bank}/{compartment}/out-of-service"): READERS,
     ("GET", "/api/v1/stores/{store}/lockers/kpis"): READERS,
+    # orders: the online channel places, cancels, extends, checks in and returns; staff pick,
+    # stage, ready and hand over; the platform's webhook is signed, not keyed
+    ("POST", "/api/v1/orders"): {OPS, SHOPPER},
+    ("GET", "/api/v1/orders"): READERS,
+    ("POST", "/api/v1/webhooks/orders"): SIGNED,
+    ("GET", "/api/v1/orders/{order_id}/pick-list"): READERS,
+    ("POST", "/api/v1/orders/{order_id}/pick"): READERS,
+    ("POST", "/api/v1/orders/{order_id}/stage"): READERS,
+    ("POST", "/api/v1/orders/{order_id}/ready"): READERS,
+    ("POST", "/api/v1/orders/{order_id}/collect"): READERS,
+    ("POST", "/api/v1/orders/{order_id}/cancel"): {OPS, STAFF, SHOPPER},
+    ("POST", "/api/v1/orders/{order_id}/extend"): {OPS, STAFF, SHOPPER},
+    ("POST", "/api/v1/orders/{order_id}/arrived"): {OPS, STAFF, SHOPPER},
+    ("POST", "/api/v1/orders/{order_id}/returns"): {OPS, STAFF, SHOPPER},
     # offers: shoppers (consent, tokens) belong to the app; campaigns to ops; staff read
     ("PUT", "/api/v1/shoppers/{shopper_id}"): {OPS, SHOPPER},
     ("GET", "/api/v1/shoppers/{shopper_id}"): {OPS, SHOPPER},
@@ -188,8 +203,8 @@ def test_every_route_with_every_credential(client: httpx.Client) -> None:
             status = status_of(client, method, path, credential)
             if allowed == PUBLIC:
                 ok = status not in (401, 403)
-            elif allowed == TOKEN:
-                ok = status == 401  # no token: a key, right or wrong, opens nothing here
+            elif allowed in (TOKEN, SIGNED):
+                ok = status == 401  # no token or signature: a key, right or wrong, opens nothing
             elif credential in ("no_key", "wrong_key"):
                 ok = status == 401
             elif credential in allowed:

@@ -19,6 +19,7 @@ from cloud.context import CloudContext
 from cloud.domains import DomainContext
 from cloud.inventory import create_domain as create_inventory
 from cloud.lockers import create_domain as create_lockers
+from cloud.lockers.domain import LockersDomain
 from cloud.metrics import CloudMetrics
 from protocols.messages import Birth, ShelfCount
 from tests.cloud.cloudproc import OPS_KEY, SHOPPER_KEY, STAFF_KEY, cloud_config
@@ -40,6 +41,7 @@ class Shop:
     http: httpx.AsyncClient
     bus: LiveBus
     birth_seq: int = 0
+    lockers: LockersDomain | None = None
 
     async def shelves(self, **counts: int) -> None:
         """The node's birth: these GTINs (by name: GTIN, OTHER_GTIN) on shelf-1."""
@@ -106,13 +108,15 @@ async def open_shop(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     inventory_options: dict[str, Any] | None = None,
+    lockers_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Shop]:
     monkeypatch.setenv(KEY_ENV, secrets.token_hex(32))
     config = cloud_config(1883, tmp_path, stores={STORE: [NODE]})
     config["domains"] = {
         "inventory": {"availability": {"safety_stock": SAFETY}, **(inventory_options or {})},
         "lockers": {
-            "banks": [{"store": STORE, "node": NODE, "bank": BANK, "codes_key_env": KEY_ENV}]
+            "banks": [{"store": STORE, "node": NODE, "bank": BANK, "codes_key_env": KEY_ENV}],
+            **(lockers_options or {}),
         },
     }
     settings = CloudSettings(**config)
@@ -126,6 +130,6 @@ async def open_shop(
     app = create_app(context, routers=[inventory.router(), lockers.router()])
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as http:
-        yield Shop(harness, http, bus)
+        yield Shop(harness, http, bus, lockers=lockers)
     await lockers.stop()
     await harness.close()

@@ -1,0 +1,128 @@
+"""Items by EPC: where RFID last saw each one (for pick lists), and returns read back in.
+
+`epc_locations` follows the RFID item events: `arrived`/`moved` put the EPC on its shelf,
+`departed`/`left_store` remove it. A returned item is `received` the first time RFID reads
+its EPC in the order's store after the return was registered; one returned damaged is also
+held back from sale (`stock.hold_back` under `damaged:<store>`: on hand, reserved, never
+available).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from cloud.domains import DomainTx
+from cloud.inventory import stock
+from cloud.lockers import tables
+from cloud.lockers.views import iso
+from protocols.messages import ItemEvent, ItemEventKind, RfidEvents
+
+log = logging.getLogger(__name__)
+
+_ON_SHELF = (ItemEventKind.ARRIVED, ItemEventKind.MOVED)
+
+
+async def on_rfid(tx: DomainTx, message: RfidEvents) -> None:
+    latest: dict[str, ItemEvent] = {}
+    for item in message.items:
+        latest[item.epc] = item  # a message's events are in order: the last one stands
+    e = tables.epc_locations
+    await tx.connection.execute(
+        delete(e).where(e.c.store_id == message.store, e.c.epc.in_(list(latest)))
+    )
+    seen: list[dict[str, Any]] = [
+        {
+            "store_id": message.store,
+            "epc": item.epc,
+            "gtin": item.gtin,
+            "shelf": item.shelf,
+            "seen_at": item.at,
+        }
+        for item in latest.values()
+        if item.kind in _ON_SHELF and item.gtin is not None and item.shelf is not None
+    ]
+    if seen:
+        await tx.connection.execute(insert(e), seen)
+        await _receive_returns(tx, message.store, {row["epc"]: row for row in seen})
+
+
+async def _receive_returns(tx: DomainTx, store: str, seen: dict[str, dict[str, Any]]) -> None:
+    r = tables.order_returns
+    expected = (
+        await tx.connection.execute(
+            select(r).where(r.c.store_id == store, r.c.status == "expected", r.c.epc.in_(seen))
+        )
+    ).all()
+    for row in expected:
+        read = seen[row.epc]
+        gtin = str(read["gtin"])
+        order = (
+            await tx.connection.execute(
+                select(tables.orders.c["items"]).where(tables.orders.c.order_id == row.order_id)
+            )
+        ).scalar_one()
+        if gtin not in {str(line["gtin"]) for line in order}:
+            log.warning(
+                "return %d of order %s: EPC %s is GTIN %s, not on the order; left expected",
+                row.id,
+                row.order_id,
+                row.epc,
+                gtin,
+            )
+            await tx.connection.execute(
+                update(r)
+                .where(r.c.id == row.id)
+                .values(reason=f"read as GTIN {gtin}, which the order does not have")
+            )
+            continue
+        status = "damaged" if row.condition == "damaged" else "received"
+        await tx.connection.execute(
+            update(r)
+            .where(r.c.id == row.id)
+            .values(status=status, gtin=gtin, received_at=read["seen_at"], reason=None)
+        )
+        if status == "damaged":
+            await stock.hold_back(
+                tx.connection,
+                holder=damaged_holder(store),
+                store=store,
+                gtin=gtin,
+                units=1,
+                at=read["seen_at"],
+            )
+        tx.change(
+            "order_return",
+            store,
+            {"order_id": row.order_id, "return_id": row.id, "epc": row.epc, "status": status},
+        )
+
+
+def damaged_holder(store: str) -> str:
+    """The standing reservation that keeps a store's damaged returns from being sold."""
+    return f"damaged:{store}"
+
+
+async def returns_of(connection: Any, order_id: str) -> list[dict[str, Any]]:
+    r = tables.order_returns
+    rows = (
+        await connection.execute(select(r).where(r.c.order_id == order_id).order_by(r.c.id))
+    ).all()
+    return [
+        {
+            "id": row.id,
+            "epc": row.epc,
+            "gtin": row.gtin,
+            "method": row.method,
+            "bank": row.bank,
+            "compartment": row.compartment,
+            "condition": row.condition,
+            "status": row.status,
+            "reason": row.reason,
+            "created_at": iso(row.created_at),
+            "received_at": iso(row.received_at),
+        }
+        for row in rows
+    ]
