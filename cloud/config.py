@@ -116,7 +116,38 @@ class IngestSettings(BaseModel):
 
     client_id: str = Field(default="storegate-cloud-ingest", pattern=IDENTIFIER_PATTERN)
     shared_group: str = Field(
-        default="", description="MQTT 5 shared subscription group for ingestor replicas"
+        default="",
+        description="MQTT 5 shared subscription group for ingestor replicas (EMQX with a hash"
+        " strategy; on Mosquitto use `shards`)",
+    )
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="store shards, each one persistent MQTT session `<client_id>-s<k>` leased by"
+        " one replica at a time (PostgreSQL); 1 = one session on every store, no leases",
+    )
+    shard_password: SecretStr | None = Field(
+        default=None,
+        description="password of the shard logins (STOREGATE_CLOUD_INGEST__SHARD_PASSWORD);"
+        " default: `mqtt.password`",
+    )
+    replica_id: str = Field(
+        default="",
+        max_length=128,
+        description="this replica's name in the lease table; default: host name and process id",
+    )
+    lease_ttl_s: float = Field(
+        default=6.0, ge=1, le=300, description="a shard lease not renewed this long is taken over"
+    )
+    lease_renew_s: float = Field(
+        default=1.5, gt=0, le=100, description="how often leases are renewed and rebalanced"
+    )
+    store_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="how often a sharded replica reads the stores table for new stores",
     )
     queue_size: int = Field(
         default=2000,
@@ -172,6 +203,17 @@ class IngestSettings(BaseModel):
         ge=0,
         description="at most this many bytes of acknowledged lines kept (the oldest go first)",
     )
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> IngestSettings:
+        if self.shards > 1 and self.lease_renew_s * 3 > self.lease_ttl_s:
+            raise ValueError(
+                "ingest.lease_renew_s must be at most a third of ingest.lease_ttl_s: a replica"
+                " stops a shard it could not renew one interval before its lease expires"
+            )
+        if self.shards > 1 and self.shared_group:
+            raise ValueError("ingest.shards and ingest.shared_group exclude each other")
+        return self
 
 
 class ApiSettings(BaseModel):
@@ -263,6 +305,23 @@ class CloudSettings(FileSettings):
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'cloud.db'}"
         if self.ingest.spool_dir is None:
             self.ingest.spool_dir = self.data_dir / "spool"
+        return self
+
+    @model_validator(mode="after")
+    def _shards_need_postgresql(self) -> CloudSettings:
+        if self.ingest.shards == 1:
+            return self
+        if not self.database_url.startswith("postgresql"):
+            raise ValueError(
+                "ingest.shards > 1 needs a PostgreSQL database_url: the shard leases and the"
+                " state all replicas share live there"
+            )
+        if not self.mqtt.client_id or self.mqtt.client_id == self.ingest.client_id:
+            raise ValueError(
+                "ingest.shards > 1: every replica shares ingest.client_id (the prefix of the"
+                " shard sessions) and needs its own mqtt.client_id (= its login) for its other"
+                " sessions, such as the offer listener"
+            )
         return self
 
     @property

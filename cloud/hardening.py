@@ -93,6 +93,8 @@ def _plain(value: Any) -> str | None:
 def _plaintext_secrets(settings: CloudSettings) -> Iterator[tuple[str, str]]:
     if settings.mqtt.password is not None:
         yield "mqtt.password", settings.mqtt.password.get_secret_value()
+    if settings.ingest.shard_password is not None:
+        yield "ingest.shard_password", settings.ingest.shard_password.get_secret_value()
     if settings.influxdb is not None and settings.influxdb.token is not None:
         yield "influxdb.token", settings.influxdb.token.get_secret_value()
     if not settings.database_url.startswith("sqlite"):

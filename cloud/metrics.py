@@ -61,6 +61,14 @@ class CloudMetrics:
         self.gaps_given_up = Counter(
             "storegate_gaps_given_up", "gaps abandoned after the dedup window filled", registry=r
         )
+        self.shards_held = Gauge(
+            "storegate_ingest_shards_held", "store shards this replica consumes", registry=r
+        )
+        self.shard_leases_lost = Counter(
+            "storegate_ingest_shard_leases_lost",
+            "shards stopped without a hand-over: taken over, fenced, or not renewed in time",
+            registry=r,
+        )
         self.sse_dropped = Gauge(
             "storegate_sse_dropped", "live changes dropped for slow SSE clients", registry=r
         )

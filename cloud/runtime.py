@@ -20,6 +20,7 @@ from cloud.ingest.apply import BatchOutcome, StateApplier
 from cloud.ingest.consumer import Consumer
 from cloud.ingest.history import History, SpoolHistory
 from cloud.ingest.registry import Registry
+from cloud.ingest.sharded import ShardedIngest
 from cloud.metrics import CloudMetrics
 from cloud.state.db import create_engine, migrate, sqlite_path
 from cloud.state.retention import RetentionPolicy, RetentionTask
@@ -90,13 +91,27 @@ class CloudRuntime:
         self.consumer = Consumer(
             settings, self.applier, self.metrics, self.bus, on_batch=self._after_batch
         )
+        # More than one shard: sessions per shard, leased (cloud/ingest/sharded.py); the
+        # single `consumer` above then never connects.
+        self.sharded: ShardedIngest | None = None
+        if settings.ingest.shards > 1:
+            self.sharded = ShardedIngest(
+                settings,
+                self.engine,
+                self.registry,
+                self.history,
+                self.metrics,
+                self.bus,
+                domains=self.domains,
+                on_batch=self._after_batch,
+            )
         self.context = CloudContext(
             settings,
             self.engine,
             self.registry,
             self.bus,
             self.metrics,
-            self.consumer.connected.is_set,
+            self.consumer.connected.is_set if self.sharded is None else self.sharded.connected,
             history_problems=None if self.pump is None else self.pump.problems,
         )
         self.app: FastAPI = create_app(
@@ -128,8 +143,11 @@ class CloudRuntime:
         if self.stock_levels is not None:
             self.stock_levels.start()
         self.retention.start()
-        self.consumer.start()
-        self._worker = asyncio.create_task(self.consumer.run(), name="ingest-worker")
+        if self.sharded is not None:
+            await self.sharded.start()
+        else:
+            self.consumer.start()
+            self._worker = asyncio.create_task(self.consumer.run(), name="ingest-worker")
         if serve_api:
             api = self.settings.api
             config = uvicorn.Config(
@@ -144,6 +162,9 @@ class CloudRuntime:
                 await asyncio.sleep(0.02)
 
     def _publish(self, topic: str, payload: bytes) -> None:
+        if self.sharded is not None:
+            self.sharded.publish(topic, payload)
+            return
         # paho's publish is thread-safe and queues while disconnected (QoS 1).
         self.consumer.client.publish(topic, payload, qos=1)
 
@@ -167,9 +188,12 @@ class CloudRuntime:
         await self.retention.stop()
         if self._worker is not None:
             await self._worker
+        if self.sharded is not None:
+            await self.sharded.stop()
         for domain in reversed(self.domains):
             await domain.stop()
-        await self.consumer.close()
+        if self._worker is not None:
+            await self.consumer.close()
         if self.stock_levels is not None:
             await self.stock_levels.stop()  # the queued changes into the spool
         if self.pump is not None:

@@ -1,12 +1,12 @@
 """The dynamic-security plugin's file for the deploy-time logins.
 
-`deploy/mosquitto/logins.yaml` lists the logins (the admin, one per cloud replica, one per
-edge node) and names the environment variable holding each password; `storegate
-broker-logins` writes the plugin's JSON from it before the broker starts. Passwords are
-stored the way the plugin stores them (PBKDF2-SHA512, a random salt per login), never in
-clear. Shopper logins, which the cloud creates at run time through the control topic, are
-kept across regenerations; every other login and role is rewritten from the file, so a
-removed node loses its login.
+`deploy/mosquitto/logins.yaml` lists the logins (the admin, one per cloud replica, the
+ingest shard sessions, one per edge node) and names the environment variable holding each
+password; `storegate broker-logins` writes the plugin's JSON from it before the broker
+starts. Passwords are stored the way the plugin stores them (PBKDF2-SHA512, a random salt
+per login), never in clear. Shopper logins, which the cloud creates at run time through the
+control topic, are kept across regenerations; every other login and role is rewritten from
+the file, so a removed node loses its login.
 """
 
 from __future__ import annotations
@@ -63,12 +63,31 @@ class NodeLogin(_Login):
         return f"storegate-edge-{self.store}-{self.node}"
 
 
+class ShardLogins(_Login):
+    """The shard sessions of `ingest.shards` > 1: `<prefix>-s0` .. `<prefix>-s<count-1>`.
+
+    One password for all of them: a shard moves between replicas with its lease, so every
+    replica must be able to log in as every shard; distinct passwords all known to every
+    replica would protect nothing more. Each login is still pinned to its one client id."""
+
+    prefix: str = Field(
+        pattern=IDENTIFIER_PATTERN,
+        description="every replica's `ingest.client_id`",
+    )
+    count: int = Field(ge=2, le=1024, description="`ingest.shards`")
+
+    @property
+    def usernames(self) -> list[str]:
+        return [f"{self.prefix}-s{shard}" for shard in range(self.count)]
+
+
 class Logins(BaseModel):
     model_config = ConfigDict(extra="forbid")
     admins: list[AdminLogin] = Field(
         min_length=1, description="one per cloud replica: each login is one session"
     )
     cloud: list[CloudLogin] = Field(min_length=1)
+    ingest_shards: ShardLogins | None = None
     nodes: list[NodeLogin] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -76,6 +95,8 @@ class Logins(BaseModel):
         names = [admin.username for admin in self.admins]
         for login in self.cloud:
             names += [login.username, login.username + policy.OFFERS_LISTENER_SUFFIX]
+        if self.ingest_shards is not None:
+            names += self.ingest_shards.usernames
         names += [node.username for node in self.nodes]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -145,6 +166,10 @@ def build_document(
         clients.append(_client(cloud.username, password, policy.CLOUD_ROLE))
         listener = cloud.username + policy.OFFERS_LISTENER_SUFFIX
         clients.append(_client(listener, password, policy.OFFERS_LISTENER_ROLE))
+    if logins.ingest_shards is not None:
+        password = _password(logins.ingest_shards, env)
+        for username in logins.ingest_shards.usernames:
+            clients.append(_client(username, password, policy.CLOUD_ROLE))
     for node in logins.nodes:
         role = policy.node_role(node.store, node.node)
         clients.append(_client(node.username, _password(node, env), role))

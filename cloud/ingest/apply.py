@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from cloud.config import IngestSettings
 from cloud.domains import Domain, DomainTx
 from cloud.ingest.faults import Fault, classify, describe
 from cloud.ingest.history import History, HistoryFullError
+from cloud.ingest.leases import FencedError
 from cloud.ingest.registry import Registry
 from cloud.ingest.sequencing import Admission, StreamPosition, admit, on_birth
 from cloud.ingest.staging import PartError, SnapshotKey, SnapshotPart, SnapshotStaging
@@ -82,6 +83,8 @@ HEALTH_FIELDS = {
 
 StreamKey = tuple[str, str, str]
 NodeKey = tuple[str, str]
+# Run in a batch's transaction just before it commits; raises `FencedError` to refuse it.
+Fence = Callable[[AsyncConnection], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -141,8 +144,11 @@ class StateApplier:
         metrics: CloudMetrics,
         settings: IngestSettings,
         domains: Sequence[Domain] = (),
+        *,
+        fence: Fence | None = None,
     ) -> None:
         self.engine = engine
+        self.fence = fence
         self.domains = tuple(domains)
         self.registry = registry
         self.history = history
@@ -167,7 +173,7 @@ class StateApplier:
         """
         try:
             return await self._apply_committed(batch)
-        except InfrastructureError:
+        except (InfrastructureError, FencedError):
             raise
         except Exception as failure:
             index = failure.index if isinstance(failure, _MessageError) else None
@@ -223,6 +229,8 @@ class StateApplier:
                         raise _MessageError(index) from exc
                 await work.flush()
                 await work.finish_domains()
+                if self.fence is not None:
+                    await self.fence(connection)
                 # History first: if the spool refuses the lines the transaction rolls back.
                 await self.history.append(work.lines)
         except HistoryFullError as exc:
@@ -261,6 +269,8 @@ class StateApplier:
                 work = _Batch(self, connection)
                 work.dead_letter(item, fault.value, detail, store=store)
                 await work.flush()
+                if self.fence is not None:
+                    await self.fence(connection)
         except (DBAPIError, OSError) as exc:
             raise InfrastructureError(f"state store unavailable: {describe(exc)}") from exc
         work.count_metrics()

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
@@ -40,10 +40,11 @@ from cloud.config import CloudSettings
 from cloud.ingest.apply import BatchOutcome, Incoming, InfrastructureError, StateApplier
 from cloud.ingest.commits import CommitMarks
 from cloud.ingest.fairness import FairQueue, store_of
+from cloud.ingest.leases import FencedError
 from cloud.ingest.mqtt_client import IngestClient
 from cloud.metrics import CloudMetrics
 from protocols.codec import encode, topic_for
-from protocols.mqtt import new_client
+from protocols.mqtt import MqttSettings, new_client
 from protocols.topics import node_filter
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ RETRY_MIN_S, RETRY_MAX_S = 0.2, 10.0
 READS_PER_WAKEUP = 64
 MISC_INTERVAL_S = 1.0  # keepalive pings and their timeout (paho's loop_misc)
 CLOSE_TIMEOUT_S = 2.0
+SESSION_TAKEN_OVER = 142  # MQTT 5 reason code of the DISCONNECT a broker sends on takeover
 
 
 @contextlib.contextmanager
@@ -76,6 +78,20 @@ def _corked(sock: Any) -> Iterator[None]:
             sock.setsockopt(socket.IPPROTO_TCP, cork, 0)  # pushes what is held, at once
 
 
+class ShardSession(Protocol):
+    """What a shard's consumer asks of the replica that leases the shard."""
+
+    mqtt: MqttSettings  # with the shard's client id and login
+
+    def filters(self) -> list[str]:
+        """The topic filters of the shard's stores, now."""
+        ...
+
+    def may_connect(self) -> bool:
+        """False once the lease is not surely ours: the session must stay closed."""
+        ...
+
+
 class Consumer:
     def __init__(
         self,
@@ -85,9 +101,17 @@ class Consumer:
         bus: LiveBus,
         *,
         on_batch: Callable[[BatchOutcome], None] | None = None,
+        session: ShardSession | None = None,
+        apply_lock: asyncio.Lock | None = None,
     ) -> None:
         self.settings = settings
         self.ingest = settings.ingest
+        # One shard's session (cloud/ingest/sharded.py), or None: the one session on everything.
+        self.session = session
+        self.mqtt = settings.mqtt if session is None else session.mqtt
+        # Batches of one process commit one at a time: domains keep per-batch state.
+        self._apply_lock = apply_lock or asyncio.Lock()
+        self.fenced = False  # the lease was lost: this session must never connect again
         self.applier = applier
         self.metrics = metrics
         self.bus = bus
@@ -110,7 +134,7 @@ class Consumer:
         self._writing = False
         self._paused = False  # stopped reading: the un-acked bound is reached
         self._received = 0
-        self._reconnect_delay = settings.mqtt.reconnect_min_s
+        self._reconnect_delay = self.mqtt.reconnect_min_s
         self._keeper: asyncio.Task[None] | None = None
         # Bumped on every disconnect. After a reconnect the broker redelivers what we had
         # not acked, and packet ids get reused, so a late ack for a message of an older
@@ -127,7 +151,7 @@ class Consumer:
     # ------------------------------------------------------------------ paho callbacks
 
     def _make_client(self) -> IngestClient:
-        client = new_client(self.settings.mqtt, self.ingest.client_id, client_class=IngestClient)
+        client = new_client(self.mqtt, self.ingest.client_id, client_class=IngestClient)
         assert isinstance(client, IngestClient)
         client.manual_ack_set(True)  # PUBACK only after our commit
         client.on_connect = self._on_connect
@@ -153,24 +177,61 @@ class Consumer:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
-        self._reconnect_delay = self.settings.mqtt.reconnect_min_s
-        topic_filter = node_filter(shared_group=self.ingest.shared_group)
-        if self.settings.mqtt.protocol == "5" and not self.ingest.shared_group:
+        self._reconnect_delay = self.mqtt.reconnect_min_s
+        if self.session is None:
+            filters = [node_filter(shared_group=self.ingest.shared_group)]
+        else:
+            filters = self.session.filters()
+        self._subscribe(filters)
+        self.marks.resend_all()
+        log.info(
+            "connected to %s as %s, subscribed to %s",
+            self.mqtt.describe(),
+            self.client_id,
+            filters[0] if len(filters) == 1 else f"{len(filters)} filters",
+        )
+        self.connected.set()
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or self.ingest.client_id
+
+    def _subscribe(self, filters: list[str]) -> None:
+        if not filters:
+            return
+        if self.mqtt.protocol == "5" and not self.ingest.shared_group:
             # No Local: our own commit marks and commands do not come back to us. (MQTT 5
             # forbids it on shared subscriptions; there apply.py ignores them.)
             options = SubscribeOptions(qos=1, noLocal=True)
-            client.subscribe(topic_filter, options=options)
+            self.client.subscribe([(f, options) for f in filters])
         else:
-            client.subscribe(topic_filter, qos=1)
-        self.marks.resend_all()
-        log.info("connected to %s, subscribed to %s", self.settings.mqtt.describe(), topic_filter)
-        self.connected.set()
+            self.client.subscribe([(f, 1) for f in filters])
 
-    def _on_disconnect(self, *_args: Any) -> None:
+    def subscribe_more(self, filters: list[str]) -> None:
+        """Add filters while connected (a new store of this shard); a reconnect subscribes
+        to all of `session.filters()` anyway."""
+        if self.connected.is_set():
+            self._subscribe(filters)
+            self.client.loop_write()
+
+    def _on_disconnect(
+        self, _client: Any, _userdata: Any, _flags: Any, reason: Any, *_: Any
+    ) -> None:
         self._generation += 1
         self.connected.clear()
+        if self.session is not None and getattr(reason, "value", None) == SESSION_TAKEN_OVER:
+            # Another replica connected with this shard's client id: it holds the lease
+            # now. Connecting again would take the session back, and so on, in turns.
+            log.error("%s: session taken over by another connection; giving it up", self.client_id)
+            self.fence_off()
+            return
         if not self._stopping.is_set():
             log.warning("lost the broker; reconnecting, unacked messages come again")
+
+    def fence_off(self) -> None:
+        """The lease is gone: stop at once, commit nothing more, never connect again."""
+        self.fenced = True
+        self.stop()
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         try:
@@ -284,16 +345,20 @@ class Consumer:
     def _next_reconnect_delay(self) -> float:
         """The delay before this attempt; doubles up to the maximum until a CONNACK."""
         delay = self._reconnect_delay
-        self._reconnect_delay = min(delay * 2, self.settings.mqtt.reconnect_max_s)
+        self._reconnect_delay = min(delay * 2, self.mqtt.reconnect_max_s)
         return delay
 
     async def _keep_connected(self) -> None:
         """Connect, reconnect with backoff after a loss, and drive keepalive."""
         assert self._loop is not None
         assert self._socket_closed is not None
-        mqtt = self.settings.mqtt
+        mqtt = self.mqtt
         while not self._stopping.is_set():
             if self._sock is None:
+                if self.session is not None and not self.session.may_connect():
+                    log.error("%s: lease not valid any more; not connecting", self.client_id)
+                    self.fence_off()
+                    return
                 self._socket_closed.clear()
                 try:
                     await self._loop.run_in_executor(None, self.client.reconnect)
@@ -319,7 +384,7 @@ class Consumer:
     def start(self) -> None:
         """Set the connection up (persistent session, Receive Maximum = the un-acked bound);
         `run()` connects and keeps connecting."""
-        mqtt = self.settings.mqtt
+        mqtt = self.mqtt
         if mqtt.protocol == "5":
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = SESSION_EXPIRY_S
@@ -383,8 +448,18 @@ class Consumer:
         while True:
             started = time.perf_counter()
             try:
-                outcome = await self.applier.apply(batch)
+                async with self._apply_lock:
+                    if self._stopping.is_set() and self.fenced:
+                        raise FencedError(f"{self.client_id}: lease lost before the commit")
+                    outcome = await self.applier.apply(batch)
                 break
+            except FencedError as exc:
+                # Not ours any more: the new holder gets these messages again from the broker.
+                log.error("%s: %s; %d messages left unacked", self.client_id, exc, len(batch))
+                self.metrics.batch_failures.labels("fenced").inc()
+                self.fence_off()
+                self._in_batch = self._pending.in_flight = 0
+                return
             except InfrastructureError as exc:
                 # Nothing acked: the messages stay ours (and the broker's) until it works.
                 log.warning(
@@ -448,8 +523,8 @@ class Consumer:
     def publish_marks(self) -> None:
         # While disconnected the news waits here (not in paho's queue): the next publish
         # carries the latest marks, never a backlog of stale ones.
-        if not self.marks.pending or not self.connected.is_set():
-            return
+        if not self.marks.pending or not self.connected.is_set() or self.fenced:
+            return  # fenced: the new holder's marks are the ones the edges must see
         for message in self.marks.take():
             self.client.publish(topic_for(message), encode(message), qos=1, retain=True)
             self.marks_published += 1

@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Dialect, Table, event
+from sqlalchemy import Connection, Dialect, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -45,6 +45,9 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+_MIGRATE_LOCK = 0x5701_6A7E  # an arbitrary, fixed advisory lock key of storegate's migrations
+
+
 def _alembic_config(connection: Connection) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -76,6 +79,12 @@ async def migrate(engine: AsyncEngine) -> None:
         command.upgrade(_alembic_config(connection), "heads")
 
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Replicas started together would race to create the same tables: one migrates
+            # at a time (the lock ends with the transaction), the others then find it done.
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK}
+            )
         await connection.run_sync(upgrade)
 
 
