@@ -111,6 +111,35 @@ def test_hold_expiry_and_emptying() -> None:
     ]
 
 
+def test_an_open_and_close_between_two_polls_still_counts_once_unlocked() -> None:
+    """Staff empties an expired hold faster than a poll: the door reads shut at both polls,
+    only the item sensor changed. Unlocked, that is an opening and a closing."""
+    c = fresh()
+    c.reserve("o", at(10), at(0))
+    c.open_for_loading(at(1))
+    c.observe(True, True, at(2))
+    c.observe(False, True, at(3))
+    c.tick(at(10))
+    c.staff_open(at(12))
+    events = c.observe(False, False, at(13))
+    assert [(e.state, e.cause) for e in events] == [
+        (S.EXPIRED_HOLD, "item_removed"),
+        (S.EXPIRED_HOLD, "door_opened"),
+        (S.AVAILABLE, "emptied"),
+    ]
+
+
+def test_an_item_change_with_the_door_shut_and_no_unlock_is_only_noted() -> None:
+    c = fresh()
+    c.reserve("o", at(10), at(0))
+    c.open_for_loading(at(1))
+    c.observe(True, True, at(2))
+    c.observe(False, True, at(3))
+    c.tick(at(10))
+    events = c.observe(False, False, at(13))  # a sensor glitch, or a hand through a gap
+    assert [(e.state, e.cause) for e in events] == [(S.EXPIRED_HOLD, "item_removed")]
+
+
 def test_unlocked_door_that_never_opens_gives_the_state_back() -> None:
     c = fresh()
     c.reserve("o", at(100), at(0))
