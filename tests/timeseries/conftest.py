@@ -30,6 +30,16 @@ def influxd(tmp_path: Path) -> Iterator[Influxd]:
     server.kill()
 
 
+@pytest.fixture
+def influxd_with_auth(tmp_path: Path) -> Iterator[Influxd]:
+    """InfluxDB 1.6 with `auth-enabled`: every request needs a user (create the first)."""
+    binary = require_binary("influxd", hint="Debian package influxdb")
+    server = Influxd(binary, tmp_path, auth=True)
+    server.start()
+    yield server
+    server.kill()
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """One real PostgreSQL for the session (initdb costs seconds); tests use own tables."""

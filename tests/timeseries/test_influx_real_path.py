@@ -19,6 +19,7 @@ from cloud.runtime import CloudRuntime
 from cloud.timeseries import (
     InfluxConfig,
     InfluxQLReader,
+    QueryError,
     SinkRejected,
     SinkUnavailable,
     quote_literal,
@@ -106,6 +107,39 @@ async def test_v1_sink_writes_to_a_retention_policy_and_rewrites_nothing_twice(
             await missing.write(lines[:1])
     finally:
         await missing.close()
+
+
+async def test_v1_sink_and_reader_log_in_with_the_user_password_token(
+    influxd_with_auth: Influxd,
+) -> None:
+    server = influxd_with_auth
+    # The first user of an auth-enabled InfluxDB 1.x may be created without logging in.
+    server.post("/query", q="CREATE USER \"sg\" WITH PASSWORD 's3cr3t-pw' WITH ALL PRIVILEGES")
+    good = InfluxConfig(url=server.url, bucket="storegate", token="sg:s3cr3t-pw", api="v1")
+    bad = InfluxConfig(url=server.url, bucket="storegate", token="sg:wrong", api="v1")
+    admin = InfluxQLReader.for_config(good)
+    sink, refused = InfluxV1Sink(good), InfluxV1Sink(bad)
+    line = stock_level_line(STORE, SHELF_A, GTIN_A, 4, _ns(now()), snapshot=False)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, auth=("sg", "s3cr3t-pw")) as http:
+            (
+                await http.post("/query", params={"q": 'CREATE DATABASE "storegate"'})
+            ).raise_for_status()
+        with pytest.raises(SinkUnavailable, match="HTTP 401"):  # credentials being fixed
+            await refused.write([line])
+        await sink.write([line])
+        [series] = await admin.query('SELECT "count" FROM "stock_level"')
+        assert [row[1] for row in series.values] == [4]
+        anonymous = InfluxQLReader(server.url, "storegate")
+        try:
+            with pytest.raises(QueryError, match="401"):
+                await anonymous.query('SELECT "count" FROM "stock_level"')
+        finally:
+            await anonymous.close()
+    finally:
+        await sink.close()
+        await refused.close()
+        await admin.close()
 
 
 def _ns(moment: datetime) -> int:

@@ -127,7 +127,7 @@ class Influxd(_Process):
     name = "influxd"
     ready_path = "/ping"
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, *, auth: bool = False) -> None:
         super().__init__(workdir)
         self.binary = binary
         self.rpc_port = free_port()
@@ -145,6 +145,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 [http]
   bind-address = "127.0.0.1:{self.port}"
   log-enabled = false
+  auth-enabled = {"true" if auth else "false"}
 [monitor]
   store-enabled = false
 [continuous_queries]
