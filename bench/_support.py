@@ -49,3 +49,92 @@ class Mosquitto:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(10)
+
+
+class Postgres:
+    """A real PostgreSQL (the Debian package) in a temporary directory, default durability
+    (fsync on), for a benchmark's run. As root it runs as the `postgres` user, since
+    PostgreSQL refuses to run as root."""
+
+    def __init__(self, workdir: Path) -> None:
+        import glob
+
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not found:
+            raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
+        self.bin_dir = str(Path(found[-1]).parent)
+        self.dir = workdir / "pg"
+        self.dir.mkdir()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(workdir, "postgres", "postgres")
+            shutil.chown(self.dir, "postgres", "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.port = free_port()
+        data = self.dir / "data"
+        subprocess.run(
+            [
+                *self.as_user,
+                f"{self.bin_dir}/initdb",
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        subprocess.run(
+            [
+                *self.as_user,
+                f"{self.bin_dir}/pg_ctl",
+                "-D",
+                str(data),
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "-o",
+                options,
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        self._databases = 0
+
+    def create_database(self) -> str:
+        self._databases += 1
+        name = f"bench_{self._databases}"
+        subprocess.run(
+            [
+                *self.as_user,
+                f"{self.bin_dir}/createdb",
+                "-h",
+                str(self.dir),
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                name,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        subprocess.run(
+            [
+                *self.as_user,
+                f"{self.bin_dir}/pg_ctl",
+                "-D",
+                str(self.dir / "data"),
+                "-m",
+                "fast",
+                "stop",
+            ],
+            capture_output=True,
+        )

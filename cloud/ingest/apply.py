@@ -36,7 +36,7 @@ from cloud.ingest.staging import PartError, SnapshotKey, SnapshotPart, SnapshotS
 from cloud.ingest.unknown import UnknownSources
 from cloud.metrics import CloudMetrics
 from cloud.state import schema
-from cloud.state.db import upsert
+from cloud.state.db import upsert, writing
 from cloud.timeseries.stock import StockLevel
 from protocols.codec import DecodeError, decode
 from protocols.messages import (
@@ -218,7 +218,7 @@ class StateApplier:
 
     async def _apply_committed(self, batch: Sequence[Incoming]) -> BatchOutcome:
         try:
-            async with self.engine.begin() as connection:
+            async with writing(self.engine) as connection:
                 work = _Batch(self, connection)
                 for index, item in enumerate(batch):
                     try:
@@ -265,7 +265,7 @@ class StateApplier:
         else:
             store = topic.store if isinstance(topic, NodeTopic) else None
         try:
-            async with self.engine.begin() as connection:
+            async with writing(self.engine) as connection:
                 work = _Batch(self, connection)
                 work.dead_letter(item, fault.value, detail, store=store)
                 await work.flush()

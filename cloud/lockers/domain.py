@@ -26,6 +26,7 @@ from cloud.lockers.machine import IllegalTransitionError, OrderState
 from cloud.lockers.mirror import ALARM_CAUSES, mirror
 from cloud.lockers.notify import Notifier
 from cloud.lockers.views import as_utc
+from cloud.state.db import writing
 from protocols.codec import encode, topic_for
 from protocols.messages import (
     AckStatus,
@@ -106,7 +107,7 @@ class LockersDomain(Domain):
         context = self.context
         if context is None:
             raise RuntimeError("the lockers domain is not started")
-        async with context.engine.begin() as connection:
+        async with writing(context.engine) as connection:
             tx = DomainTx(connection)
             yield tx
         for change in tx.changes:

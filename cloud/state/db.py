@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Dialect, Table, event, text
+from sqlalchemy import Connection, Dialect, Engine, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -35,6 +38,31 @@ def create_engine(url: str) -> AsyncEngine:
 
         return engine
     return create_async_engine(url, pool_pre_ping=True)
+
+
+_WRITERS: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """`engine.begin()` for a transaction that writes.
+
+    SQLite has one writer at a time, and a writer that finds the lock taken polls it from
+    sqlite3's busy handler, sleeping up to 100 ms between polls, so under contention some
+    writers wait many polls while others slip in (`storegate bench --only orders`: 16
+    concurrent orders gave a p99 of 1.4 s against a p50 of 30 ms). The writers of this
+    process queue on one lock instead, first come first served; another process's writers
+    still meet the busy handler. PostgreSQL locks rows, not the database: a plain begin().
+    """
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as connection:
+            yield connection
+        return
+    lock = _WRITERS.get(engine.sync_engine)
+    if lock is None:
+        lock = _WRITERS[engine.sync_engine] = asyncio.Lock()
+    async with lock, engine.begin() as connection:
+        yield connection
 
 
 def sqlite_path(url: str) -> Path | None:
