@@ -27,7 +27,7 @@ from cloud.config import Role
 from cloud.context import CloudContext
 from cloud.inventory.evaluate import alert_data
 from cloud.inventory.feed import feed_rows, render
-from cloud.inventory.operations_api import create_operations_router
+from cloud.inventory.operations_api import add_operations_routes
 from cloud.inventory.rules import AlertState, AlertType
 from cloud.inventory.stock import levels
 from cloud.inventory.tables import inventory_alerts, planograms, reorder_points
@@ -506,7 +506,7 @@ def create_router(domain: InventoryDomain) -> APIRouter:
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
-    router.include_router(create_operations_router(domain))
+    add_operations_routes(router, domain)
     return router
 
 

@@ -12,6 +12,7 @@ import io
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from decimal import Decimal
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from cloud.inventory import InventoryDomain
 
 ALERT = "alert"
+TAGS: list[str | Enum] = ["store operations"]
 MAX_SALE_ITEMS = 1_000
 MAX_BOOK_BYTES = 20 * 1024 * 1024
 
@@ -88,13 +90,14 @@ class ApproveIn(BaseModel):
     gtins: list[Gtin] = Field(min_length=1, max_length=10_000)
 
 
-def create_operations_router(domain: InventoryDomain) -> APIRouter:
-    router = APIRouter(tags=["store operations"])  # mounted under the inventory router
+def add_operations_routes(router: APIRouter, domain: InventoryDomain) -> None:
+    """Add the routes to the inventory domain's router (their own router, included, would be
+    opaque to `declare_error_responses`, so their error statuses would go undeclared)."""
     options = domain.options
 
     # ------------------------------------------------------------------ tasks
 
-    @router.get("/stores/{store}/tasks")
+    @router.get("/stores/{store}/tasks", tags=TAGS)
     async def list_tasks(
         store: str,
         principal: Reader,
@@ -115,7 +118,7 @@ def create_operations_router(domain: InventoryDomain) -> APIRouter:
             rows = (await connection.execute(query)).all()
         return [TaskOut(**task_data(row)) for row in rows]
 
-    @router.post("/tasks/{task_id}/done")
+    @router.post("/tasks/{task_id}/done", tags=TAGS)
     async def task_done(task_id: RowIdPath, principal: Reader, cloud: Cloud) -> TaskOut:
         """Close a task by hand (idempotent: a done task stays as it was closed)."""
         t = replenishment_tasks
@@ -134,7 +137,7 @@ def create_operations_router(domain: InventoryDomain) -> APIRouter:
 
     # ------------------------------------------------------------------ sales
 
-    @router.post("/stores/{store}/sales")
+    @router.post("/stores/{store}/sales", tags=TAGS)
     async def post_sale(store: str, body: SaleIn, principal: Reader, cloud: Cloud) -> SaleOut:
         """A POS sale: its EPCs are sold (an item seen at an exit afterwards raises
         nothing). Idempotent per EPC."""
@@ -164,7 +167,7 @@ def create_operations_router(domain: InventoryDomain) -> APIRouter:
 
     # ------------------------------------------------------------------ reorder suggestions
 
-    @router.get("/stores/{store}/reorder-suggestions")
+    @router.get("/stores/{store}/reorder-suggestions", tags=TAGS)
     async def reorder_suggestions(store: str, principal: Reader, cloud: Cloud) -> dict[str, Any]:
         """Per GTIN: reorder point = demand during the lead time + safety stock, with every
         figure behind it; those to order first."""
@@ -182,7 +185,7 @@ def create_operations_router(domain: InventoryDomain) -> APIRouter:
 
     # ------------------------------------------------------------------ book stock, accuracy
 
-    @router.put("/stores/{store}/book-stock")
+    @router.put("/stores/{store}/book-stock", tags=TAGS)
     async def put_book_stock(
         store: str, request: Request, principal: Reader, cloud: Cloud
     ) -> dict[str, Any]:
@@ -218,7 +221,7 @@ def create_operations_router(domain: InventoryDomain) -> APIRouter:
                 )
         return {"store": store, "gtins": len(lines), "imported_at": iso_utc(now)}
 
-    @router.get("/stores/{store}/accuracy")
+    @router.get("/stores/{store}/accuracy", tags=TAGS)
     async def get_accuracy(store: str, principal: Reader, cloud: Cloud) -> dict[str, Any]:
         """RFID count against book stock, in total and per category, with the GTINs that
         differ."""
@@ -227,7 +230,7 @@ def create_operations_router(domain: InventoryDomain) -> APIRouter:
             lines, imported = await accuracy.lines_of(connection, options, store)
         return accuracy.report(store, lines, iso_utc(imported))
 
-    @router.post("/stores/{store}/accuracy/approve")
+    @router.post("/stores/{store}/accuracy/approve", tags=TAGS)
     async def approve(
         store: str, body: ApproveIn, principal: Reader, cloud: Cloud
     ) -> list[dict[str, Any]]:
@@ -261,6 +264,7 @@ def create_operations_router(domain: InventoryDomain) -> APIRouter:
 
     @router.get(
         "/stores/{store}/accuracy/approved.csv",
+        tags=TAGS,
         response_class=StreamingResponse,
         responses={200: {"content": {"text/csv": {}}, "description": "approved differences"}},
     )
@@ -286,8 +290,6 @@ def create_operations_router(domain: InventoryDomain) -> APIRouter:
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="approved-{store}.csv"'},
         )
-
-    return router
 
 
 EXPORT_COLUMNS = (
