@@ -2,9 +2,15 @@
 
     embedded MQTT broker (iotcore, its own child process)
       <- three simulated stores: the real edge daemon each, with sim-llrp + sim-cu16 +
-         sim-ble and the default scenario's shoppers, staff and online orders
+         sim-ble and the default scenario's shoppers and staff
       -> the cloud (CloudRuntime in this process): ingest, SQLite in a temp dir, history in
          its SQL table, API + dashboard on http://127.0.0.1:8000
+
+Once the stores are online every flow runs, through the cloud's API as its users would:
+planograms, reorder points and a campaign per store (simulators/demo_setup.py); the app
+shoppers opt in, register their tokens and listen for offers (simulators/demo_shoppers.py);
+online orders are placed, picked, staged into the lockers, collected, cancelled or left to
+expire (simulators/demo_orders.py).
 
 Ctrl-C or SIGTERM stops it in order: the stores send their death and leave, the cloud acks
 its last batch, the broker stops. Exit code 0 when everything stopped cleanly.
@@ -14,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 import shutil
 import signal
 import socket
@@ -29,11 +37,15 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 from sqlalchemy import func, select
 
+from simulators.demo_orders import DemoOrders
+from simulators.demo_setup import SetupError, configure_store
+from simulators.demo_shoppers import ShopperApps
 from simulators.scenario.fleet import Fleet
-from simulators.scenario.model import BrokerSection, Scenario, default_scenario
+from simulators.scenario.model import Behaviour, BrokerSection, Scenario, Span, default_scenario
 from simulators.scenario.store import SimulatedStore
 
 if TYPE_CHECKING:
+    import httpx
     from iotcore import Broker
 
     from cloud.runtime import CloudRuntime
@@ -45,6 +57,19 @@ DEMO_KEYS = {"ops": "ops-demo-key", "staff": "staff-demo-key", "shopper_app": "s
 DEMO_STAFF_STORES = ["store-042"]
 DEMO_CATALOGUE = Path(__file__).with_name("demo-catalogue.csv")
 STORE_ONLINE_TIMEOUT_S = 30.0
+DEFAULT_HOLD_S = 60.0
+# Busier than the scenario's default store, so that every flow shows within a minute: more
+# shoppers, shorter browsing, more misplaced items. Online orders are the cloud's own
+# (simulators/demo_orders.py), so the simulator does not play the order system here.
+DEMO_BEHAVIOUR = Behaviour(
+    shoppers_per_minute=12,
+    browse_s=Span(low=3, high=15),
+    misplace_p=0.4,
+    orders_per_hour=0,
+)
+ORDER_EVERY_S = 20.0  # per store, on average
+LOCKER_BANK = "lockers"  # the locker device id of every simulated store
+KEY_ENV = "STOREGATE_DEMO_LOCKER_KEY_{}"
 
 
 class StopRequestedError(Exception):
@@ -65,23 +90,35 @@ def run_demo(
     console: Console,
     http_port: int | None = None,
     data_dir: Path | None = None,
+    hold_s: float = DEFAULT_HOLD_S,
 ) -> int:
-    demo = Demo(port=port, http_port=http_port, duration=duration, console=console)
+    demo = Demo(port=port, http_port=http_port, duration=duration, console=console, hold_s=hold_s)
     return asyncio.run(demo.run(data_dir))
 
 
 class Demo:
     def __init__(
-        self, *, port: int, http_port: int | None, duration: float | None, console: Console
+        self,
+        *,
+        port: int,
+        http_port: int | None,
+        duration: float | None,
+        console: Console,
+        hold_s: float = DEFAULT_HOLD_S,
     ) -> None:
         self.port = port
         self.http_port = http_port
         self.duration = duration
         self.console = console
+        self.hold_s = hold_s
         self.stop = asyncio.Event()
         self.broker: Broker | None = None
         self.cloud: CloudRuntime | None = None
         self.fleet: Fleet | None = None
+        self.api: httpx.AsyncClient | None = None
+        self.apps: ShopperApps | None = None
+        self.orders: list[DemoOrders] = []
+        self._flows: list[asyncio.Task[None]] = []
 
     async def run(self, data_dir: Path | None) -> int:
         loop = asyncio.get_running_loop()
@@ -114,8 +151,14 @@ class Demo:
 
     async def _start(self, work: Path) -> None:
         scenario = default_scenario().model_copy(
-            update={"broker": BrokerSection(port=self.port, protocol="3.1.1")}
+            update={
+                "broker": BrokerSection(port=self.port, protocol="3.1.1"),
+                "behaviour": DEMO_BEHAVIOUR,
+            }
         )
+        # Built before the cloud: the cloud needs each simulated bank's pickup-code key.
+        fleet = self.fleet = Fleet(scenario, state_dir=work)
+        self._export_locker_keys(fleet)
         with Progress(
             SpinnerColumn(finished_text="[green]✓[/]"),
             TextColumn("{task.description}"),
@@ -135,7 +178,6 @@ class Demo:
             progress.update(step, completed=1, total=1)
             self._check_stop()
 
-            fleet = self.fleet = Fleet(scenario, state_dir=work)
             steps: dict[str, TaskID] = {}
 
             def started(store: SimulatedStore) -> None:
@@ -146,6 +188,77 @@ class Demo:
 
             await fleet.start(started)
             await self._until_stopped(self._stores_online(progress, steps))
+            step = progress.add_task(
+                "every flow: planograms, reorder points, campaigns, app shoppers, online orders"
+            )
+            await self._until_stopped(self._start_flows())
+            progress.update(step, completed=1, total=1)
+
+    def _export_locker_keys(self, fleet: Fleet) -> None:
+        """Each simulated bank's key, for the cloud to derive the same pickup codes: in this
+        process's environment only, as a deployment's secret store would hand it over."""
+        for store in fleet.stores:
+            if store.lockers is not None:
+                os.environ[_key_env(store.id)] = store.lockers.driver.key.hex()
+
+    async def _start_flows(self) -> None:
+        import httpx
+
+        assert self.cloud is not None
+        assert self.fleet is not None
+        api = self.api = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.cloud.api_port}", timeout=10
+        )
+        for store in self.fleet.stores:
+            await self._configure(api, store.id)
+        apps = self.apps = ShopperApps(
+            api,
+            DEMO_KEYS["shopper_app"],
+            self.fleet.stores,
+            mqtt_host="127.0.0.1",
+            mqtt_port=self.port,
+        )
+        await apps.sync()
+        self._flows.append(asyncio.create_task(self._keep_apps_in_sync(apps), name="demo-apps"))
+        for index, store in enumerate(self.fleet.stores):
+            if store.lockers is None:
+                continue
+            orders = DemoOrders(
+                api,
+                staff_key=DEMO_KEYS["ops"],
+                webshop_key=DEMO_KEYS["shopper_app"],
+                store=store,
+                shoppers=apps.inboxes(store.id),
+                rng=random.Random(index),
+                every_s=ORDER_EVERY_S,
+                pickup_after_s=(3.0, min(12.0, self.hold_s / 2)),
+                turn=index,
+            )
+            self.orders.append(orders)
+            self._flows.append(
+                asyncio.create_task(orders.run(first_after_s=1.0 + index), name="demo-orders")
+            )
+
+    async def _configure(self, api: httpx.AsyncClient, store: str) -> None:
+        """A store's first counts may take a report interval to arrive: retry briefly."""
+        deadline = time.monotonic() + STORE_ONLINE_TIMEOUT_S
+        while True:
+            try:
+                await configure_store(api, DEMO_KEYS["ops"], store)
+                return
+            except SetupError as exc:
+                if time.monotonic() > deadline:
+                    raise StartError(f"could not configure {store}: {exc}") from None
+                await asyncio.sleep(0.5)
+
+    async def _keep_apps_in_sync(self, apps: ShopperApps) -> None:
+        """New phones enter the stores and tokens rotate: the apps keep up, every second."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await apps.sync()
+            except Exception as exc:  # the API hiccuped: say so, try again next second
+                self.console.print(f"[yellow]shopper apps: {exc!r}[/]")
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
@@ -213,6 +326,23 @@ class Demo:
                 "stores": [
                     {"id": s.id, "name": s.name, "nodes": [s.node]} for s in scenario.stores
                 ],
+                "domains": {
+                    "lockers": {
+                        "banks": [
+                            {
+                                "store": s.id,
+                                "node": s.node,
+                                "bank": LOCKER_BANK,
+                                "codes_key_env": _key_env(s.id),
+                            }
+                            for s in scenario.stores
+                            if s.lockers is not None
+                        ],
+                        # short holds, so that orders nobody collects expire while you watch
+                        "hold_hours": self.hold_s / 3600,
+                        "expiry_check_s": min(5.0, self.hold_s / 4),
+                    },
+                },
             }
         )
         try:
@@ -245,9 +375,11 @@ class Demo:
         assert self.cloud is not None
         url = f"http://127.0.0.1:{self.cloud.api_port}"
         self.console.print(
-            f"[bold]dashboard[/]: {url}/  (API key [bold]{DEMO_KEYS['ops']}[/], or"
-            f" {DEMO_KEYS['staff']} for {', '.join(DEMO_STAFF_STORES)} only; the webshop key"
-            f" is {DEMO_KEYS['shopper_app']})\n"
+            f"[bold]ops dashboard[/]: {url}/  (key [bold]{DEMO_KEYS['ops']}[/])\n"
+            f"[bold]staff app[/]: {url}/staff  (key [bold]{DEMO_KEYS['staff']}[/], for"
+            f" {', '.join(DEMO_STAFF_STORES)})\n"
+            f"[bold]shopper app[/]: {url}/app  (key [bold]{DEMO_KEYS['shopper_app']}[/], the"
+            " webshop's and the apps' key)\n"
             f"[bold]API[/]: curl -H 'X-API-Key: {DEMO_KEYS['ops']}' {url}/api/v1/stores\n"
             f"[bold]MQTT[/]: mqtt://127.0.0.1:{self.port} (MQTT 3.1.1).  Ctrl-C stops everything."
         )
@@ -311,7 +443,23 @@ class Demo:
                 str(row.items),
                 f"{row.rate:.0f}",
             )
-        return Group(table, f"open {url}/ with the key {DEMO_KEYS['ops']}; Ctrl-C stops")
+        return Group(
+            table,
+            self._flow_line(),
+            f"open {url}/ with the key {DEMO_KEYS['ops']}; Ctrl-C stops",
+        )
+
+    def _flow_line(self) -> str:
+        placed = sum(o.stats.placed for o in self.orders)
+        collected = sum(o.stats.collected for o in self.orders)
+        cancelled = sum(o.stats.cancelled for o in self.orders)
+        waiting = sum(o.stats.left_to_expire for o in self.orders)
+        apps = self.apps.stats if self.apps is not None else None
+        return (
+            f"orders: {placed} placed, {collected} collected, {cancelled} cancelled,"
+            f" {waiting} left to expire; app shoppers: {apps.shoppers if apps else 0},"
+            f" offers received: {apps.offers if apps else 0}"
+        )
 
     # ------------------------------------------------------------------ stop
 
@@ -320,6 +468,13 @@ class Demo:
         Every part is stopped even if an earlier one fails; False if any failed."""
         clean = True
         with self.console.status("stopping: stores, cloud, broker"):
+            for task in self._flows:
+                task.cancel()
+            await asyncio.gather(*self._flows, return_exceptions=True)
+            if self.apps is not None:
+                await asyncio.to_thread(self.apps.close)
+            if self.api is not None:
+                await self.api.aclose()
             for name, part in (("stores", self.fleet), ("cloud", self.cloud)):
                 if part is None:
                     continue
@@ -347,6 +502,10 @@ async def import_demo_catalogue(cloud: CloudRuntime) -> int:
     async with cloud.engine.begin() as connection:
         created, updated = await products.upsert(connection, parsed.products, utc_now())
     return created + updated
+
+
+def _key_env(store: str) -> str:
+    return KEY_ENV.format(store.upper().replace("-", "_"))
 
 
 def _port_free(port: int) -> bool:

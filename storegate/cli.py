@@ -89,9 +89,14 @@ def demo(
         Path | None,
         typer.Option(help="Keep the cloud database and outboxes here (default: a temp dir)."),
     ] = None,
+    hold: Annotated[
+        float,
+        typer.Option(min=5, help="Seconds a parcel waits in its locker before the order expires."),
+    ] = 60.0,
     log_level: LogLevel = "warning",
 ) -> None:
-    """Run the whole system on this machine: embedded broker, cloud, simulated stores."""
+    """Run the whole system on this machine: embedded broker, cloud, simulated stores, and
+    every flow (alerts, offers, online orders through the lockers)."""
     _logging(log_level)
     from simulators.demo import run_demo
 
@@ -102,6 +107,7 @@ def demo(
             duration=duration,
             data_dir=data_dir,
             console=console,
+            hold_s=hold,
         )
     )
 

@@ -10,6 +10,7 @@ CPU allows).
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,7 @@ from edge.ble.presence import epoch_wall_time
 from simulators.ble.radio import RadioResetter, SimulatedRadio
 from simulators.ble.world import (
     DEFAULT_APP_UUID,
+    SIM_EPOCH,
     FloorPlan,
     RadioModel,
     StoreSimulation,
@@ -43,6 +45,12 @@ class SimBleOptions(BaseModel):
         default=1.0, ge=0, description="simulated seconds per real second; 0 = max"
     )
     step_s: float = Field(default=0.1, gt=0, le=5)
+    realtime: bool = Field(
+        default=False,
+        description="the simulated clock is the current Unix time (speed 1, no drift), so"
+        " presence events carry the present time, as the cloud's offers require (they refuse"
+        " events older than 2 min); false: a fixed epoch, reproducible runs",
+    )
     repeat: bool = Field(default=True, description="send new shoppers when the store empties")
     app_uuid: uuid.UUID = DEFAULT_APP_UUID
     noise_db: float = Field(default=3.0, ge=0)
@@ -64,6 +72,7 @@ class SimBleDriver(BleScannerDriver):
             seed=options.seed,
             radio=RadioModel(noise_db=options.noise_db, drop_p=options.drop_p),
             app_uuid=options.app_uuid,
+            start=time.time() if options.realtime else SIM_EPOCH,
         )
         self.sim.add_random_shoppers(options.shoppers, non_app=options.non_app)
         bleak_options = BleakOptions(
@@ -88,7 +97,9 @@ class SimBleDriver(BleScannerDriver):
         next_flush = self.sim.now + flush_s
         next_check = self.sim.now + check_s
         while True:
-            self.sim.run_until(self.sim.now + opts.step_s, self.radio.transmit)
+            # realtime: catch up with the wall clock, so a slow step never makes events late
+            until = max(time.time(), self.sim.now) if opts.realtime else self.sim.now + opts.step_s
+            self.sim.run_until(until, self.radio.transmit)
             if self.sim.now >= next_flush:
                 next_flush += flush_s
                 self.flush()
@@ -99,4 +110,7 @@ class SimBleDriver(BleScannerDriver):
                 self.sim.prune_finished()
                 self.sim.start = self.sim.now
                 self.sim.add_random_shoppers(opts.shoppers, non_app=opts.non_app)
-            await asyncio.sleep(opts.step_s / opts.speed if opts.speed > 0 else 0)
+            if opts.realtime:
+                await asyncio.sleep(opts.step_s)
+            else:
+                await asyncio.sleep(opts.step_s / opts.speed if opts.speed > 0 else 0)

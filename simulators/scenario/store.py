@@ -83,6 +83,8 @@ def edge_settings(
                     "seed": seed,
                     "shoppers": store.ble.app_shoppers,
                     "non_app": store.ble.other_phones,
+                    # present-time presence events: offers refuse stale ones
+                    "realtime": True,
                 },
             }
         )
@@ -116,6 +118,7 @@ class SimulatedStore:
         self.truth = truth
         self.settings = edge_settings(scenario, store, mqtt, state_dir, seed)
         drivers = create_drivers(self.settings, f"store {store.id}")
+        self.drivers = drivers  # the simulated devices, for the people who act on them
         rfid = drivers["shelves"]
         assert isinstance(rfid, SimLlrpDriver)
         world = rfid.simulator.world
