@@ -12,7 +12,7 @@ client id (the broker accepts the login with no other). A second call replaces t
 password; withdrawing consent or erasing the shopper takes the login away, and the broker
 then refuses the connection: the app asks its backend for a new login (or stops).
 
-Messages are JSON (the schemas are docs/schemas/offer.json and order_update.json):
+Messages are JSON (the schemas are docs/schemas/offer.json and order.update.json):
 an offer carries `offer_id`, `title`, `body`, `gtins`, `zone`, `expires_at`; an order update
 `order_id`, `state`, and where to collect it. An order update never carries the pickup code:
 the app fetches it once, when the order is ready, through its backend

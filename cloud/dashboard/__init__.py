@@ -4,7 +4,9 @@ The domain serves the page and its static files, hands the page a short-lived se
 for its event stream (see `tokens.py`), relays the cloud's live changes to it, and answers
 stock-history questions for its chart. It also turns heartbeats into `node_health` live
 changes, so node health (outbox depth, driver states) updates without polling.
-It has no tables. Config (`domains.dashboard`): see `DashboardOptions`.
+It also serves the staff app (`/staff/`) and the shopper app (`/app/`), the store lists
+behind them and a shopper's own live stream (`apps.py`, docs/apps.md). It has no tables.
+Config (`domains.dashboard`): see `DashboardOptions`.
 """
 
 from __future__ import annotations
