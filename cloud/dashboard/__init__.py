@@ -95,9 +95,10 @@ class DashboardDomain(Domain):
             lambda: self._reader,
             stream_max_age_s=self.options.stream_max_age_s,
         )
-        router.include_router(
-            build_apps_router(self.app_signer, stream_max_age_s=self.options.stream_max_age_s)
-        )
+        # The routes themselves, not an included router: the app's OpenAPI error statuses
+        # (cloud/api/errors.py) are declared from the routes each domain router lists.
+        apps = build_apps_router(self.app_signer, stream_max_age_s=self.options.stream_max_age_s)
+        router.routes.extend(apps.routes)
         return router
 
     async def start(self, context: DomainContext) -> None:
