@@ -4,7 +4,9 @@ The domain serves the page and its static files, hands the page a short-lived se
 for its event stream (see `tokens.py`), relays the cloud's live changes to it, and answers
 stock-history questions for its chart. It also turns heartbeats into `node_health` live
 changes, so node health (outbox depth, driver states) updates without polling.
-It has no tables. Config (`domains.dashboard`): see `DashboardOptions`.
+It also serves the staff app (`/staff/`) and the shopper app (`/app/`), the store lists
+behind them and a shopper's own live stream (`apps.py`, docs/apps.md). It has no tables.
+Config (`domains.dashboard`): see `DashboardOptions`.
 """
 
 from __future__ import annotations
@@ -93,9 +95,10 @@ class DashboardDomain(Domain):
             lambda: self._reader,
             stream_max_age_s=self.options.stream_max_age_s,
         )
-        router.include_router(
-            build_apps_router(self.app_signer, stream_max_age_s=self.options.stream_max_age_s)
-        )
+        # The routes themselves, not an included router: the app's OpenAPI error statuses
+        # (cloud/api/errors.py) are declared from the routes each domain router lists.
+        apps = build_apps_router(self.app_signer, stream_max_age_s=self.options.stream_max_age_s)
+        router.routes.extend(apps.routes)
         return router
 
     async def start(self, context: DomainContext) -> None:
