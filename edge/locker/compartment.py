@@ -271,7 +271,7 @@ class Compartment:
         return self._move(S.AVAILABLE, "released", now)
 
     def restore_hold(
-        self, order_ref: str, hold_until: datetime, now: datetime
+        self, order_ref: str, hold_until: datetime, loaded: bool, now: datetime
     ) -> CompartmentEvent | None:
         """The cloud says this compartment holds `order_ref` until `hold_until` (its view,
         re-sent on every birth, or an extension): take the hold back if the edge lost it,
@@ -284,9 +284,19 @@ class Compartment:
         self._require(S.AVAILABLE, action="restore a hold")
         if hold_until <= now:
             raise TransitionRefusedError("the hold expiry is in the past")
+        # The cloud's view may be older than what happened here (a pickup made while the
+        # uplink was down, reported after this birth): the sensor decides. A loaded order
+        # whose compartment is empty was collected or taken out; one still waiting for its
+        # parcel must find the compartment empty.
+        if loaded and not self.occupied:
+            raise TransitionRefusedError(
+                f"compartment {self.id} is empty: the parcel of {order_ref} was collected"
+                " or taken out here"
+            )
+        if not loaded and self.occupied:
+            raise TransitionRefusedError(f"compartment {self.id} is not empty")
         self.order_ref, self.hold_until = order_ref, hold_until
-        # the item sensor says whether the parcel is already in
-        return self._move(S.AWAITING_PICKUP if self.occupied else S.RESERVED, "hold_restored", now)
+        return self._move(S.AWAITING_PICKUP if loaded else S.RESERVED, "hold_restored", now)
 
     def set_out_of_service(self, out: bool, now: datetime) -> CompartmentEvent | None:
         if out:

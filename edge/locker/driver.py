@@ -583,9 +583,15 @@ class LockerDriver(Driver):
         elif name == "locker.hold":
             if args.order_ref is None or args.expiry is None:
                 return CommandOutcome(False, "locker.hold needs order_ref and expiry")
+            grant = None
             if args.order_seq is not None:
                 self._require_key()
-            if event := c.restore_hold(args.order_ref, args.expiry, now):
+                grant = Grant.make(self.device, c.id, args.order_seq, args.expiry)
+                if c.order_ref != args.order_ref and self._used.used(grant, now):
+                    return CommandOutcome(
+                        False, f"the code of {args.order_ref} was already used at {c.id}"
+                    )
+            if event := c.restore_hold(args.order_ref, args.expiry, grant is not None, now):
                 self._pending.append(event)
                 self._grants.pop(c.id, None)
                 log.warning(
@@ -594,10 +600,8 @@ class LockerDriver(Driver):
                     args.order_ref,
                     c.id,
                 )
-            if args.order_seq is not None:
-                grant = Grant.make(self.device, c.id, args.order_seq, args.expiry)
-                if self._grants.get(c.id) != grant:
-                    self._set_credential(c, args)
+            if grant is not None and self._grants.get(c.id) != grant:
+                self._set_credential(c, args)
         else:
             return CommandOutcome(False, f"{self.driver_name} driver has no command {name}")
         return CommandOutcome(True, result={"compartment": c.id, "state": c.state.value})

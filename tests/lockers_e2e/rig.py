@@ -22,6 +22,7 @@ from simulators.drivers.cu16 import SimLockerDriver
 from simulators.locker.people import Person
 from tests.cloud.cloudproc import OPS_KEY, SHOPPER_KEY, STAFF_KEY, cloud_config
 from tests.edge.helpers import edge_config
+from tests.lockers_e2e.rfid_node import RFID_NODE
 from tests.servers import MosquittoBroker
 
 STORE, NODE, BANK = "store-042", "pi-1", "bank-1"  # STAFF_KEY may see store-042
@@ -41,13 +42,50 @@ class Rig:
         self,
         broker: MosquittoBroker,
         cloud: CloudRuntime,
-        edge: EdgeRuntime,
+        edge_config: Path,
         http: httpx.AsyncClient,
     ) -> None:
         self.broker = broker
         self.cloud = cloud
-        self.edge = edge
+        self.edge_config = edge_config
+        self.edge_state = edge_config.parent / "locker.sqlite3"
         self.http = http
+        self.edge, self.edge_task = self._start_edge()
+
+    def _start_edge(self, bank: Any = None) -> tuple[EdgeRuntime, asyncio.Task[None]]:
+        settings = load_edge_settings(self.edge_config)
+        drivers = create_drivers(settings)
+        if bank is not None:
+            # the same physical bank: doors, latches and parcels stay as they are
+            driver = drivers[BANK]
+            assert isinstance(driver, SimLockerDriver)
+            driver.bank = bank
+        edge = EdgeRuntime(
+            settings,
+            drivers,
+            version="0.0.0-test",
+            config_path=self.edge_config,
+            handle_signals=False,
+        )
+        return edge, asyncio.create_task(edge.run())
+
+    async def stop_edge(self) -> None:
+        self.edge.stop()
+        await asyncio.wait_for(self.edge_task, 30)
+
+    async def restart_edge(self, while_down: Callable[[], None] = lambda: None) -> None:
+        """Stop the edge runtime, run `while_down`, start a new one on the same bank and
+        state file (what a process restart does), and wait for the cloud to take its birth."""
+        bank = self.driver.bank
+        before = await self.last_birth()
+        await self.stop_edge()
+        while_down()
+        self.edge, self.edge_task = self._start_edge(bank)
+        await self.eventually(self.last_birth, lambda at: at != before, "the new edge's birth")
+
+    async def last_birth(self) -> str | None:
+        nodes = await self.call("GET", f"/api/v1/stores/{STORE}/nodes")
+        return next(n["last_birth_at"] for n in nodes if n["node"] == NODE)
 
     @property
     def driver(self) -> SimLockerDriver:
@@ -130,20 +168,22 @@ async def running_rig(
     webhook_url: str | None = None,
     locker_options: dict[str, Any] | None = None,
     hold_hours: float = 2,
+    reserve_stock: bool = False,
 ) -> AsyncIterator[Rig]:
     monkeypatch.setenv(KEY_ENV, secrets.token_hex(32))
     lockers: dict[str, Any] = {
         "banks": [{"store": STORE, "node": NODE, "bank": BANK, "codes_key_env": KEY_ENV}],
         "hold_hours": hold_hours,
-        # this store has a locker bank and no RFID shelves: nothing would ever be available
-        # (reservations are tested in tests/inventory/test_reservations.py)
-        "reserve_stock": False,
+        # by default this store has a locker bank and no RFID shelves: nothing would ever be
+        # available (reservations are tested in tests/inventory/test_reservations.py); with
+        # reserve_stock the test's RfidNode (tests/lockers_e2e/rfid_node.py) counts shelves
+        "reserve_stock": reserve_stock,
     }
     if webhook_url is not None:
         lockers["webhook"] = {"url": webhook_url, "backoff_base_s": 0.3, "max_attempts": 4}
     cloud_dir = tmp_path / "cloud"
     cloud_dir.mkdir()
-    config = cloud_config(broker.port, cloud_dir, stores={STORE: [NODE]})
+    config = cloud_config(broker.port, cloud_dir, stores={STORE: [NODE, RFID_NODE]})
     config["mqtt"] |= {"reconnect_min_s": 0.5, "reconnect_max_s": 1}
     config["domains"] = {"lockers": lockers}
     cloud = CloudRuntime(CloudSettings(**config))
@@ -151,6 +191,7 @@ async def running_rig(
 
     edge_dir = tmp_path / "edge"
     edge_dir.mkdir()
+    locker_options = {"state_path": str(edge_dir / "locker.sqlite3"), **(locker_options or {})}
     device = {
         "id": BANK,
         "kind": "locker_bank",
@@ -161,21 +202,12 @@ async def running_rig(
             "codes_key_env": KEY_ENV,
             "poll_interval_s": 0.2,
             "unlock_window_s": 5,
-            **(locker_options or {}),
+            **locker_options,
         },
     }
     path = edge_config(edge_dir, broker.port, [device], store=STORE, node=NODE)
-    settings = load_edge_settings(path)
-    edge = EdgeRuntime(
-        settings,
-        create_drivers(settings),
-        version="0.0.0-test",
-        config_path=path,
-        handle_signals=False,
-    )
-    edge_task = asyncio.create_task(edge.run())
     http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{cloud.api_port}", timeout=15)
-    rig = Rig(broker, cloud, edge, http)
+    rig = Rig(broker, cloud, path, http)
     try:
         # the birth's compartments reach the cloud's mirror
         await rig.eventually(
@@ -186,6 +218,5 @@ async def running_rig(
         yield rig
     finally:
         await http.aclose()
-        edge.stop()
-        await asyncio.wait_for(edge_task, 30)
+        await rig.stop_edge()
         await cloud.stop()
