@@ -52,7 +52,7 @@ class Rig:
         self.http = http
         self.edge, self.edge_task = self._start_edge()
 
-    def _start_edge(self, bank: Any = None) -> tuple[EdgeRuntime, asyncio.Task[None]]:
+    def _start_edge(self, bank: Any = None) -> tuple[EdgeRuntime, asyncio.Task[int]]:
         settings = load_edge_settings(self.edge_config)
         drivers = create_drivers(settings)
         if bank is not None:
@@ -85,7 +85,8 @@ class Rig:
 
     async def last_birth(self) -> str | None:
         nodes = await self.call("GET", f"/api/v1/stores/{STORE}/nodes")
-        return next(n["last_birth_at"] for n in nodes if n["node"] == NODE)
+        at: str | None = next(n["last_birth_at"] for n in nodes if n["node"] == NODE)
+        return at
 
     @property
     def driver(self) -> SimLockerDriver:
