@@ -237,6 +237,22 @@ async def test_edge_restart_mid_hold_and_birth_resend_converge(
     async with running_rig(tmp_path, persistent_broker, monkeypatch) as rig:
         kept = (await place(rig, "rs-1"))["order_id"]
         kept_code = await to_ready(rig, kept, lock=0)
+        # the shopper asks for more time: a new hold end, so a new code; the old one is void
+        extended = await rig.call(
+            "POST", f"/api/v1/orders/{kept}/extend", SHOPPER_KEY, json={"hours": 1}
+        )
+        await rig.eventually(
+            lambda: rig.driver.compartments["0-01"].hold_until,
+            lambda until: (
+                until is not None and until.isoformat().startswith(extended["hold_until"][:19])
+            ),
+            "the edge moved the hold's end",
+        )
+        old_code = kept_code
+        kept_code = (await rig.call("POST", f"/api/v1/orders/{kept}/pickup-code", SHOPPER_KEY))[
+            "code"
+        ]
+        assert kept_code != old_code
         lost = (await place(rig, "rs-2"))["order_id"]
         lost_code = await to_ready(rig, lost, lock=1)
         hold_until = (utc_now() + timedelta(hours=1)).isoformat()
