@@ -127,8 +127,10 @@ class IntakeRefusedError(Exception):
         self.code = code
 
 
-async def place(domain: LockersDomain, intake: OrderIntake, source: str) -> tuple[str, bool]:
-    """(order id, True if placed now / False if this request was placed before)."""
+async def place(
+    domain: LockersDomain, intake: OrderIntake, source: str
+) -> tuple[dict[str, Any], bool]:
+    """(the order's summary, True if placed now / False if this request was placed before)."""
     request_hash = intake.request_hash()
     known = await _known(domain, intake.external_id, request_hash)
     if known is not None:
@@ -141,7 +143,7 @@ async def place(domain: LockersDomain, intake: OrderIntake, source: str) -> tupl
     order_id = new_message_id()
     items = [line.model_dump() for line in intake.lines]
     try:
-        async with domain.transaction() as tx:
+        async with domain.transaction() as tx:  # SQLite: takes turns (state/db.py writing)
             reserved = domain.options.reserve_stock
             if reserved:
                 # First statement of the transaction: it takes the write lock (stock.py).
@@ -182,24 +184,26 @@ async def place(domain: LockersDomain, intake: OrderIntake, source: str) -> tupl
             order = await orders.load(tx, order_id)
             assert order is not None
             await orders.record_created(tx, order)
+            placed = summary(
+                order, await intake_of(tx.connection, order_id), domain.options.reserve_stock
+            )
     except IntegrityError:
         # the same external id placed concurrently: that transaction won, ours rolled back
         known = await _known(domain, intake.external_id, request_hash)
         if known is None:
             raise
         return known, False
-    return order_id, True
+    return placed, True
 
 
-async def _known(domain: LockersDomain, external_id: str, request_hash: str) -> str | None:
+async def _known(
+    domain: LockersDomain, external_id: str, request_hash: str
+) -> dict[str, Any] | None:
     i = tables.order_intake
     async with domain.transaction() as tx:
-        row = (
-            await tx.connection.execute(
-                select(i.c.order_id, i.c.request_hash).where(i.c.external_id == external_id)
-            )
-        ).first()
-    if row is None:
+        row = (await tx.connection.execute(select(i).where(i.c.external_id == external_id))).first()
+        order = await orders.load(tx, row.order_id) if row is not None else None
+    if row is None or order is None:
         return None
     if row.request_hash != request_hash:
         raise IntakeConflictError(
@@ -207,7 +211,7 @@ async def _known(domain: LockersDomain, external_id: str, request_hash: str) -> 
             " different request (lines, store, method, contact, promised_at or shopper differ);"
             " an order is changed through its actions, not by placing it again"
         )
-    return str(row.order_id)
+    return summary(order, row, domain.options.reserve_stock)
 
 
 # ------------------------------------------------------------------ how an order looks

@@ -103,14 +103,13 @@ def add_order_routes(router: APIRouter, domain: LockersDomain) -> None:
 
     async def placed(body: OrderIntake, source: str, response: Response) -> dict[str, Any]:
         try:
-            order_id, new = await intake.place(domain, body, source)
+            shown, new = await intake.place(domain, body, source)
         except IntakeConflictError as exc:
             raise ApiError(409, "conflict", str(exc)) from None
         except IntakeRefusedError as exc:
             raise ApiError(409, exc.code, str(exc)) from None
         response.status_code = 201 if new else 200
-        async with domain.transaction() as tx:
-            return await view(tx, order_id)
+        return shown
 
     # ------------------------------------------------------------------ intake
 

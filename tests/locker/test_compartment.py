@@ -217,3 +217,49 @@ def test_restored_mid_loading_with_the_door_open_waits_for_it_to_shut() -> None:
     events = c.observe(True, True, at(41)) + c.observe(False, True, at(42))
     assert [e.cause for e in events] == ["item_placed", "loaded"]
     assert c.state is S.AWAITING_PICKUP
+
+
+def test_release_frees_an_empty_hold_and_leaves_a_loaded_one_to_staff() -> None:
+    c = fresh()
+    c.reserve("o-1", at(3600), at(1))
+    assert c.release("someone-else", at(2)) is None  # not its order: nothing happens
+    event = c.release("o-1", at(3))
+    assert event is not None
+    assert (event.state, event.cause, c.order_ref) == (S.AVAILABLE, "released", None)
+    assert c.release("o-1", at(4)) is None  # a second release changes nothing
+
+    loaded = fresh()
+    loaded.reserve("o-2", at(3600), at(1))
+    loaded.open_for_loading(at(2))
+    loaded.observe(True, True, at(3))
+    loaded.observe(False, True, at(4))
+    event = loaded.release("o-2", at(5))
+    assert event is not None
+    assert (event.state, loaded.order_ref) == (S.EXPIRED_HOLD, "o-2")
+    loaded.staff_open(at(6))
+    loaded.observe(True, False, at(7))
+    assert [e.cause for e in loaded.observe(False, False, at(8))] == ["emptied"]
+    assert loaded.state is S.AVAILABLE
+
+
+def test_restore_hold_follows_the_item_sensor() -> None:
+    empty = fresh()
+    with pytest.raises(TransitionRefusedError, match="was collected or taken out"):
+        empty.restore_hold("o-1", at(3600), True, at(1))  # loaded, but nothing is in it
+    event = empty.restore_hold("o-1", at(3600), False, at(1))
+    assert event is not None
+    assert (event.state, event.cause) == (S.RESERVED, "hold_restored")
+    assert empty.restore_hold("o-1", at(3600), False, at(2)) is None  # already held
+    moved = empty.restore_hold("o-1", at(7200), False, at(3))  # an extension
+    assert moved is not None
+    assert (moved.cause, empty.hold_until) == ("hold_changed", at(7200))
+
+    parcel = Compartment("0-02", 0, 1)
+    parcel.observe(False, True, at(0))
+    with pytest.raises(TransitionRefusedError, match="not empty"):
+        parcel.restore_hold("o-3", at(3600), False, at(1))
+    event = parcel.restore_hold("o-3", at(3600), True, at(1))
+    assert event is not None
+    assert event.state is S.AWAITING_PICKUP
+    with pytest.raises(TransitionRefusedError, match="in the past"):
+        fresh().restore_hold("o-4", at(1), False, at(2))

@@ -85,8 +85,8 @@ class Rig:
 
     async def last_birth(self) -> str | None:
         nodes = await self.call("GET", f"/api/v1/stores/{STORE}/nodes")
-        last: str | None = next(n["last_birth_at"] for n in nodes if n["node"] == NODE)
-        return last
+        at: str | None = next(n["last_birth_at"] for n in nodes if n["node"] == NODE)
+        return at
 
     @property
     def driver(self) -> SimLockerDriver:

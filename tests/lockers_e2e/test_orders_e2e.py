@@ -61,6 +61,17 @@ async def placed_when_stocked(rig: Rig, external_id: str, quantity: int = 1) -> 
     return response.json()
 
 
+async def wait_on_shelf(rig: Rig, order_id: str, units: int) -> None:
+    """Until the cloud counts `units` of the order's GTIN on shelf-1 (RFID is asynchronous)."""
+
+    async def on_shelf() -> int:
+        picks = await rig.call("GET", f"/api/v1/orders/{order_id}/pick-list")
+        shelves = {loc["shelf"]: loc["on_shelf"] for loc in picks["lines"][0]["locations"]}
+        return int(shelves.get("shelf-1", 0))
+
+    await rig.eventually(on_shelf, lambda n: n == units, f"{units} on shelf-1")
+
+
 async def to_ready(rig: Rig, order_id: str, lock: int) -> str:
     """Pick, stage into compartment 0-0<lock+1>, load, wait for ready: the pickup code."""
     compartment = f"0-{lock + 1:02d}"
@@ -104,6 +115,7 @@ async def test_online_order_to_collection_and_a_return_back_to_stock(
             (taken,) = picks["lines"][0]["locations"][0]["epcs"]
             code = await to_ready(rig, order_id, lock=0)
             await rfid.items(DEPARTED, GTIN, "shelf-1", taken)  # picked off the shelf
+            await wait_on_shelf(rig, order_id, 2)
             await rig.person().collect(rig.driver.simulator, 0, 0, code)
             collected = await rig.wait_state(order_id, "collected")
             assert collected["status"] == "collected"
@@ -146,25 +158,22 @@ async def test_expiry_at_the_edge_returns_the_goods_to_stock(
             order_id = (await placed_when_stocked(rig, "exp-1"))["order_id"]
             await to_ready(rig, order_id, lock=1)
             await rfid.items(DEPARTED, GTIN, "shelf-1", EPC_1)
-            await rig.eventually(  # the departure reached the cloud: nothing left to sell
-                lambda: rig.call("GET", f"/api/v1/availability/{GTIN}", SHOPPER_KEY),
-                lambda body: body["available"] == 0,
-                "the departure counted",
-            )
+            await wait_on_shelf(rig, order_id, 1)
             assert (await place(rig, "exp-2", expect=409))["error"] == "insufficient_stock"
             expired = await rig.wait_state(order_id, "expired")  # the edge's hold_expired
             assert expired["status"] == "expired"
             assert rig.driver.compartments["0-02"].state is S.EXPIRED_HOLD
             # staff take the parcel out and put it back on the shelf
             await rig.call("POST", f"/api/v1/stores/{STORE}/lockers/{BANK}/0-02/open", expect=202)
-            await rig.eventually(
-                lambda: rig.driver.bank.lock(0, 1).door_open, bool, "door open for staff"
-            )
+            # each step seen by the edge's poll before the next, as with a real person
+            seen = rig.driver.compartments["0-02"]
+            await rig.eventually(lambda: seen.door_open, bool, "the edge saw the door open")
             rig.driver.bank.take_item(0, 1)
+            await rig.eventually(lambda: not seen.occupied, bool, "the edge saw it emptied")
             rig.driver.bank.close_door(0, 1)
             done = await rig.wait_state(order_id, "returned_to_stock")
             assert done["compartment"] == "0-02"
-            assert rig.driver.compartments["0-02"].state.value == S.AVAILABLE.value
+            assert rig.driver.compartments["0-02"].state.value == "available"
             await rfid.items(ARRIVED, GTIN, "shelf-1", EPC_1)
             assert (await placed_when_stocked(rig, "exp-3"))["status"] == "reserved"
         finally:
@@ -228,9 +237,25 @@ async def test_edge_restart_mid_hold_and_birth_resend_converge(
     async with running_rig(tmp_path, persistent_broker, monkeypatch) as rig:
         kept = (await place(rig, "rs-1"))["order_id"]
         kept_code = await to_ready(rig, kept, lock=0)
+        # the shopper asks for more time: a new hold end, so a new code; the old one is void
+        extended = await rig.call(
+            "POST", f"/api/v1/orders/{kept}/extend", SHOPPER_KEY, json={"hours": 1}
+        )
+        await rig.eventually(
+            lambda: rig.driver.compartments["0-01"].hold_until,
+            lambda until: (
+                until is not None and until.isoformat().startswith(extended["hold_until"][:19])
+            ),
+            "the edge moved the hold's end",
+        )
+        old_code = kept_code
+        kept_code = (await rig.call("POST", f"/api/v1/orders/{kept}/pickup-code", SHOPPER_KEY))[
+            "code"
+        ]
+        assert kept_code != old_code
         lost = (await place(rig, "rs-2"))["order_id"]
         lost_code = await to_ready(rig, lost, lock=1)
-        hold_until = (utc_now().replace(microsecond=0) + timedelta(hours=1)).isoformat()
+        hold_until = (utc_now() + timedelta(hours=1)).isoformat()
 
         def lose_one_hold_and_gain_a_stale_one() -> None:
             # a restored backup: 0-02's hold is gone, 0-03 holds an order the cloud never

@@ -110,7 +110,8 @@ async def test_pick_list_names_shelves_and_epcs_from_live_rfid(orders: Orders) -
             (ARRIVED, epc(3), GTIN, "shelf-2"),
             (ARRIVED, epc(4), GTIN, "shelf-3"),
         ],
-        counts=[("shelf-2", GTIN, 3, 3), ("shelf-3", GTIN, 1, 1)],
+        # shelf-0: a unit RFID counts but whose EPC the cloud has not seen
+        counts=[("shelf-2", GTIN, 3, 3), ("shelf-3", GTIN, 1, 1), ("shelf-0", GTIN, 1, 1)],
     )
     await orders.rfid([(DEPARTED, epc(3), GTIN, None)], counts=[("shelf-2", GTIN, -1, 2)])
     oid = (await orders.place("p-1", (GTIN, 3), (OTHER_GTIN, 1)))["order_id"]
@@ -126,6 +127,12 @@ async def test_pick_list_names_shelves_and_epcs_from_live_rfid(orders: Orders) -
     # counted by RFID, its EPCs not seen since the cloud started: the shelf, no EPCs
     assert [(loc["shelf"], loc["epcs"]) for loc in lines[OTHER_GTIN]["locations"]] == [
         ("shelf-1", [])
+    ]
+    # exactly as many EPCs as the line wants
+    one = (await orders.place("p-2", (GTIN, 1)))["order_id"]
+    picks = await orders.call("GET", f"/api/v1/orders/{one}/pick-list")
+    assert [(loc["shelf"], loc["epcs"]) for loc in picks["lines"][0]["locations"]] == [
+        ("shelf-2", [epc(1)])
     ]
 
 
