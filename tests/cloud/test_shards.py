@@ -422,7 +422,8 @@ def test_a_paused_replica_is_fenced_and_a_new_store_is_picked_up(
         # The stale replica never connected its old sessions again: r1 kept every session
         # it took over until it handed 3 back (a ping-pong would show as takeovers here).
         assert "session taken over" not in clouds["r1"].log_path.read_text()
-        assert edges[-1].seq > 12 and edges[-1].committed == edges[-1].seq
+        assert edges[-1].seq > 12
+        assert edges[-1].committed == edges[-1].seq
     finally:
         if traffic is not None:
             traffic.stop()
