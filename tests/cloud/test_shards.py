@@ -328,7 +328,7 @@ def test_a_killed_replica_s_shards_resume_elsewhere_exactly_once(
         applied = Applied(clouds)
         edges = [Edge(broker, store) for store in STORES]
         traffic = Traffic(edges)
-        time.sleep(4)  # steady state
+        time.sleep(2.5)  # steady state
 
         holders = _holders(url)
         victim = max(holders, key=lambda r: sum(shard_of(s, SHARDS) in holders[r] for s in STORES))
@@ -355,7 +355,7 @@ def test_a_killed_replica_s_shards_resume_elsewhere_exactly_once(
             10,
             "the two survivors hold 3 shards each",
         )
-        time.sleep(2)
+        time.sleep(1)
         traffic.publishing.clear()
         _settle(url, edges, list(clouds.values()))
         time.sleep(0.5)  # the last live events
@@ -390,7 +390,7 @@ def test_a_paused_replica_is_fenced_and_a_new_store_is_picked_up(
         applied = Applied(clouds)
         edges = [Edge(broker, store) for store in [*stores, NEW_STORE]]
         traffic = Traffic(edges)
-        time.sleep(2)
+        time.sleep(1.5)
         paused = clouds["r0"].process
         assert paused is not None
         paused.send_signal(signal.SIGSTOP)
@@ -411,7 +411,7 @@ def test_a_paused_replica_is_fenced_and_a_new_store_is_picked_up(
             20,
             "r0 back with 3 shards, handed over by r1",
         )
-        time.sleep(2)
+        time.sleep(1)
         traffic.publishing.clear()
         _settle(url, edges, list(clouds.values()))
         time.sleep(0.5)
