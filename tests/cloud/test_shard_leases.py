@@ -1,27 +1,36 @@
 """Shard leases on a real PostgreSQL: the single statements, the database clock, and the
-fencing token checked in a batch's own transaction (cloud/ingest/leases.py)."""
+fencing token checked in a batch's own transaction (cloud/ingest/leases.py); and a shard's
+consumer on a real Mosquitto that never takes its session back once the lease is gone."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cloud.config import IngestSettings
+from cloud.config import CloudSettings, IngestSettings
 from cloud.ingest.apply import Incoming, StateApplier
+from cloud.ingest.consumer import Consumer
 from cloud.ingest.leases import FencedError, Lease, LeaseTable
 from cloud.ingest.registry import Registry
 from cloud.ingest.sharded import shard_client_id, shard_of
 from cloud.metrics import CloudMetrics
+from cloud.runtime import CloudRuntime
 from cloud.state import schema
 from cloud.state.db import create_engine, migrate
+from protocols.mqtt import MqttSettings
+from protocols.topics import node_filter
 from tests.cloud.conftest import PostgresServer
 from tests.cloud.harness import RecordingHistory
 from tests.cloud.streams import NODE, RFID_STREAM, STORE, gtin, rfid, wire
+from tests.servers import MosquittoBroker
+from tests.shipped_broker import Client
 
 
 @pytest.fixture
@@ -162,3 +171,88 @@ async def test_a_stale_holder_cannot_commit_after_a_takeover(engine: AsyncEngine
     assert counts == [3]  # the new holder's value, not overwritten by the stale one
     await _apply_one(new, 4)
     assert await _hw(engine) == 4
+
+
+class _Session:
+    """A shard session as the replica would hand it to its consumer."""
+
+    def __init__(self, mqtt: MqttSettings) -> None:
+        self.mqtt = mqtt
+        self.lease_valid = True
+
+    def filters(self) -> list[str]:
+        return [node_filter(STORE)]
+
+    def may_connect(self) -> bool:
+        return self.lease_valid
+
+
+async def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _shard_consumer(
+    broker: MosquittoBroker, tmp_path: Path, client_id: str
+) -> tuple[CloudRuntime, Consumer, _Session]:
+    settings = CloudSettings.model_validate(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": broker.port, "reconnect_min_s": 0.1},
+            "ingest": {"client_id": "ingest", "spool_dir": str(tmp_path / "spool")},
+            "database_url": f"sqlite+aiosqlite:///{tmp_path}/state.db",
+            "stores": [{"id": STORE, "nodes": [NODE]}],
+        }
+    )
+    runtime = CloudRuntime(settings)
+    session = _Session(settings.mqtt.model_copy(update={"client_id": client_id}))
+    consumer = Consumer(settings, runtime.applier, runtime.metrics, runtime.bus, session=session)
+    await migrate(runtime.engine)
+    await runtime.registry.seed(runtime.engine, settings.stores)
+    consumer.start()
+    return runtime, consumer, session
+
+
+async def test_a_shard_session_taken_over_is_never_connected_again(
+    mosquitto_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    runtime, consumer, session = await _shard_consumer(mosquitto_broker, tmp_path, "ingest-s3")
+    worker = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.to_thread(consumer.connected.wait, 10)
+        assert consumer.client_id == "ingest-s3"
+        # A takeover comes only after the lease expired, and the old holder's own clock
+        # ends its lease a renew interval before that. Mosquitto 2.0 closes the old
+        # connection without a reason code, so that clock is what keeps it away.
+        session.lease_valid = False
+        new_holder = Client(mosquitto_broker, None, client_id="ingest-s3", clean_start=False)
+        await _wait_for(lambda: consumer.fenced, 10, "the old session to give up")
+        await asyncio.sleep(2)  # several reconnect delays: a ping-pong would show here
+        assert new_holder.disconnected is None, "the old holder took the session back"
+        assert not consumer.connected.is_set()
+        new_holder.close()
+    finally:
+        consumer.stop()
+        await worker
+        await consumer.close()
+        await runtime.engine.dispose()
+
+
+async def test_a_shard_whose_lease_is_not_valid_does_not_reconnect(
+    mosquitto_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    runtime, consumer, session = await _shard_consumer(mosquitto_broker, tmp_path, "ingest-s4")
+    worker = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.to_thread(consumer.connected.wait, 10)
+        session.lease_valid = False
+        await asyncio.to_thread(mosquitto_broker.restart, 0.5)
+        await _wait_for(lambda: consumer.fenced, 10, "the consumer to stop")
+        assert not consumer.connected.is_set()
+    finally:
+        consumer.stop()
+        await worker
+        await consumer.close()
+        await runtime.engine.dispose()
