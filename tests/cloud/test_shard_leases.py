@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cloud.broker import policy
+from cloud.broker.dynsec_file import AdminLogin, CloudLogin, Logins, ShardLogins, build_document
 from cloud.config import CloudSettings, IngestSettings
 from cloud.ingest.apply import Incoming, StateApplier
 from cloud.ingest.consumer import Consumer
@@ -256,3 +258,46 @@ async def test_a_shard_whose_lease_is_not_valid_does_not_reconnect(
         await worker
         await consumer.close()
         await runtime.engine.dispose()
+
+
+def test_shard_settings_are_checked_at_load() -> None:
+    base = {
+        "mqtt": {"client_id": "storegate-cloud-1"},
+        "database_url": "postgresql+asyncpg://cloud@db/storegate",
+        "ingest": {"shards": 4},
+    }
+    assert CloudSettings.model_validate(base).ingest.shards == 4
+    for change, why in [
+        ({"database_url": "sqlite+aiosqlite:///x.db"}, "needs a PostgreSQL"),
+        ({"mqtt": {}}, "needs its own mqtt.client_id"),
+        ({"ingest": {"shards": 4, "lease_ttl_s": 2, "lease_renew_s": 1}}, "at most a third"),
+        ({"ingest": {"shards": 4, "shared_group": "g"}}, "exclude each other"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            CloudSettings.model_validate({**base, **change})
+    # One shard (the default) is today's single session: no PostgreSQL, no own client id.
+    assert CloudSettings.model_validate({"ingest": {"lease_ttl_s": 2}}).ingest.shards == 1
+
+
+def test_shard_logins_are_pinned_and_share_one_password() -> None:
+    logins = Logins(
+        admins=[AdminLogin(username="storegate-admin", password_env="ADMIN")],
+        cloud=[CloudLogin(username="storegate-cloud-1", password_env="CLOUD")],
+        ingest_shards=ShardLogins(prefix="storegate-cloud-ingest", count=3, password_env="SHARDS"),
+    )
+    env = {"ADMIN": "a" * 16 + "-admin", "CLOUD": "c" * 16 + "-cloud", "SHARDS": "s" * 16 + "-x"}
+    clients = {c["username"]: c for c in build_document(logins, env)["clients"]}
+    for k in range(3):
+        client = clients[f"storegate-cloud-ingest-s{k}"]
+        assert client["clientid"] == client["username"]
+        assert client["roles"] == [{"rolename": policy.CLOUD_ROLE}]
+    assert "storegate-cloud-ingest-s3" not in clients
+    with pytest.raises(ValueError, match="storegate-cloud-ingest-s1"):
+        Logins(
+            admins=logins.admins,
+            cloud=[
+                *logins.cloud,
+                CloudLogin(username="storegate-cloud-ingest-s1", password_env="C"),
+            ],
+            ingest_shards=logins.ingest_shards,
+        )
