@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -261,18 +262,19 @@ async def test_a_shard_whose_lease_is_not_valid_does_not_reconnect(
 
 
 def test_shard_settings_are_checked_at_load() -> None:
-    base = {
+    base: dict[str, Any] = {
         "mqtt": {"client_id": "storegate-cloud-1"},
         "database_url": "postgresql+asyncpg://cloud@db/storegate",
         "ingest": {"shards": 4},
     }
     assert CloudSettings.model_validate(base).ingest.shards == 4
-    for change, why in [
+    changes: list[tuple[dict[str, Any], str]] = [
         ({"database_url": "sqlite+aiosqlite:///x.db"}, "needs a PostgreSQL"),
         ({"mqtt": {}}, "needs its own mqtt.client_id"),
         ({"ingest": {"shards": 4, "lease_ttl_s": 2, "lease_renew_s": 1}}, "at most a third"),
         ({"ingest": {"shards": 4, "shared_group": "g"}}, "exclude each other"),
-    ]:
+    ]
+    for change, why in changes:
         with pytest.raises(ValueError, match=why):
             CloudSettings.model_validate({**base, **change})
     # One shard (the default) is today's single session: no PostgreSQL, no own client id.
