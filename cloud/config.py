@@ -138,10 +138,10 @@ class IngestSettings(BaseModel):
         description="this replica's name in the lease table; default: host name and process id",
     )
     lease_ttl_s: float = Field(
-        default=6.0, ge=1, le=300, description="a shard lease not renewed this long is taken over"
+        default=5.0, ge=1, le=300, description="a shard lease not renewed this long is taken over"
     )
     lease_renew_s: float = Field(
-        default=1.5, gt=0, le=100, description="how often leases are renewed and rebalanced"
+        default=1.0, gt=0, le=100, description="how often leases are renewed and rebalanced"
     )
     store_poll_s: float = Field(
         default=2.0,

@@ -4,7 +4,7 @@ Every login is pinned to exactly one client id (the plugin refuses any other id 
 every login has one, so no login can connect with another's client id: that would
 disconnect the victim and, with a clean start, wipe its persistent session (queued QoS 1
 messages included). Logins therefore come one per MQTT session: one per ingestor replica
-(later one per ingest shard session), one per edge node, one per shopper app.
+(and one per ingest shard session), one per edge node, one per shopper app.
 
 The ACLs are literal per login: there are no `%u` patterns that a cleverly chosen user
 name could steer into a store's prefix. A shopper's role names one inbox under

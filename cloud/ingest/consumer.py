@@ -222,6 +222,8 @@ class Consumer:
         if self.session is not None and getattr(reason, "value", None) == SESSION_TAKEN_OVER:
             # Another replica connected with this shard's client id: it holds the lease
             # now. Connecting again would take the session back, and so on, in turns.
+            # (Brokers that say so, as EMQX does; Mosquitto 2.0 just closes the connection,
+            # and the lease clock, `session.may_connect()`, keeps the session closed.)
             log.error("%s: session taken over by another connection; giving it up", self.client_id)
             self.fence_off()
             return

@@ -1,27 +1,39 @@
 """Shard leases on a real PostgreSQL: the single statements, the database clock, and the
-fencing token checked in a batch's own transaction (cloud/ingest/leases.py)."""
+fencing token checked in a batch's own transaction (cloud/ingest/leases.py); and a shard's
+consumer on a real Mosquitto that never takes its session back once the lease is gone."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cloud.config import IngestSettings
+from cloud.broker import policy
+from cloud.broker.dynsec_file import AdminLogin, CloudLogin, Logins, ShardLogins, build_document
+from cloud.config import CloudSettings, IngestSettings
 from cloud.ingest.apply import Incoming, StateApplier
+from cloud.ingest.consumer import Consumer
 from cloud.ingest.leases import FencedError, Lease, LeaseTable
 from cloud.ingest.registry import Registry
 from cloud.ingest.sharded import shard_client_id, shard_of
 from cloud.metrics import CloudMetrics
+from cloud.runtime import CloudRuntime
 from cloud.state import schema
 from cloud.state.db import create_engine, migrate
+from protocols.mqtt import MqttSettings
+from protocols.topics import node_filter
 from tests.cloud.conftest import PostgresServer
 from tests.cloud.harness import RecordingHistory
 from tests.cloud.streams import NODE, RFID_STREAM, STORE, gtin, rfid, wire
+from tests.servers import MosquittoBroker
+from tests.shipped_broker import Client
 
 
 @pytest.fixture
@@ -162,3 +174,132 @@ async def test_a_stale_holder_cannot_commit_after_a_takeover(engine: AsyncEngine
     assert counts == [3]  # the new holder's value, not overwritten by the stale one
     await _apply_one(new, 4)
     assert await _hw(engine) == 4
+
+
+class _Session:
+    """A shard session as the replica would hand it to its consumer."""
+
+    def __init__(self, mqtt: MqttSettings) -> None:
+        self.mqtt = mqtt
+        self.lease_valid = True
+
+    def filters(self) -> list[str]:
+        return [node_filter(STORE)]
+
+    def may_connect(self) -> bool:
+        return self.lease_valid
+
+
+async def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _shard_consumer(
+    broker: MosquittoBroker, tmp_path: Path, client_id: str
+) -> tuple[CloudRuntime, Consumer, _Session]:
+    settings = CloudSettings.model_validate(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": broker.port, "reconnect_min_s": 0.1},
+            "ingest": {"client_id": "ingest", "spool_dir": str(tmp_path / "spool")},
+            "database_url": f"sqlite+aiosqlite:///{tmp_path}/state.db",
+            "stores": [{"id": STORE, "nodes": [NODE]}],
+        }
+    )
+    runtime = CloudRuntime(settings)
+    session = _Session(settings.mqtt.model_copy(update={"client_id": client_id}))
+    consumer = Consumer(settings, runtime.applier, runtime.metrics, runtime.bus, session=session)
+    await migrate(runtime.engine)
+    await runtime.registry.seed(runtime.engine, settings.stores)
+    consumer.start()
+    return runtime, consumer, session
+
+
+async def test_a_shard_session_taken_over_is_never_connected_again(
+    mosquitto_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    runtime, consumer, session = await _shard_consumer(mosquitto_broker, tmp_path, "ingest-s3")
+    worker = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.to_thread(consumer.connected.wait, 10)
+        assert consumer.client_id == "ingest-s3"
+        # A takeover comes only after the lease expired, and the old holder's own clock
+        # ends its lease a renew interval before that. Mosquitto 2.0 closes the old
+        # connection without a reason code, so that clock is what keeps it away.
+        session.lease_valid = False
+        new_holder = Client(mosquitto_broker, None, client_id="ingest-s3", clean_start=False)
+        await _wait_for(lambda: consumer.fenced, 10, "the old session to give up")
+        await asyncio.sleep(2)  # several reconnect delays: a ping-pong would show here
+        assert new_holder.disconnected is None, "the old holder took the session back"
+        assert not consumer.connected.is_set()
+        new_holder.close()
+    finally:
+        consumer.stop()
+        await worker
+        await consumer.close()
+        await runtime.engine.dispose()
+
+
+async def test_a_shard_whose_lease_is_not_valid_does_not_reconnect(
+    mosquitto_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    runtime, consumer, session = await _shard_consumer(mosquitto_broker, tmp_path, "ingest-s4")
+    worker = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.to_thread(consumer.connected.wait, 10)
+        session.lease_valid = False
+        await asyncio.to_thread(mosquitto_broker.restart, 0.5)
+        await _wait_for(lambda: consumer.fenced, 10, "the consumer to stop")
+        assert not consumer.connected.is_set()
+    finally:
+        consumer.stop()
+        await worker
+        await consumer.close()
+        await runtime.engine.dispose()
+
+
+def test_shard_settings_are_checked_at_load() -> None:
+    base: dict[str, Any] = {
+        "mqtt": {"client_id": "storegate-cloud-1"},
+        "database_url": "postgresql+asyncpg://cloud@db/storegate",
+        "ingest": {"shards": 4},
+    }
+    assert CloudSettings.model_validate(base).ingest.shards == 4
+    changes: list[tuple[dict[str, Any], str]] = [
+        ({"database_url": "sqlite+aiosqlite:///x.db"}, "needs a PostgreSQL"),
+        ({"mqtt": {}}, "needs its own mqtt.client_id"),
+        ({"ingest": {"shards": 4, "lease_ttl_s": 2, "lease_renew_s": 1}}, "at most a third"),
+        ({"ingest": {"shards": 4, "shared_group": "g"}}, "exclude each other"),
+    ]
+    for change, why in changes:
+        with pytest.raises(ValueError, match=why):
+            CloudSettings.model_validate({**base, **change})
+    # One shard (the default) is today's single session: no PostgreSQL, no own client id.
+    assert CloudSettings.model_validate({"ingest": {"lease_ttl_s": 2}}).ingest.shards == 1
+
+
+def test_shard_logins_are_pinned_and_share_one_password() -> None:
+    logins = Logins(
+        admins=[AdminLogin(username="storegate-admin", password_env="ADMIN")],
+        cloud=[CloudLogin(username="storegate-cloud-1", password_env="CLOUD")],
+        ingest_shards=ShardLogins(prefix="storegate-cloud-ingest", count=3, password_env="SHARDS"),
+    )
+    env = {"ADMIN": "a" * 16 + "-admin", "CLOUD": "c" * 16 + "-cloud", "SHARDS": "s" * 16 + "-x"}
+    clients = {c["username"]: c for c in build_document(logins, env)["clients"]}
+    for k in range(3):
+        client = clients[f"storegate-cloud-ingest-s{k}"]
+        assert client["clientid"] == client["username"]
+        assert client["roles"] == [{"rolename": policy.CLOUD_ROLE}]
+    assert "storegate-cloud-ingest-s3" not in clients
+    with pytest.raises(ValueError, match="storegate-cloud-ingest-s1"):
+        Logins(
+            admins=logins.admins,
+            cloud=[
+                *logins.cloud,
+                CloudLogin(username="storegate-cloud-ingest-s1", password_env="C"),
+            ],
+            ingest_shards=logins.ingest_shards,
+        )
