@@ -49,3 +49,72 @@ class Mosquitto:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(10)
+
+
+class Postgres:
+    """A real PostgreSQL (the Debian package) in a temp dir, on a free port, in its default
+    configuration (fsync on); as root it runs as the `postgres` user, which it requires."""
+
+    def __init__(self) -> None:
+        import glob
+        import tempfile
+
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not found:
+            raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
+        self.bin_dir = str(Path(found[-1]).parent)
+        self.dir = Path(tempfile.mkdtemp(prefix="storegate-bench-pg-"))
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.port = free_port()
+        data = str(self.dir / "data")
+        subprocess.run(
+            [*self.as_user, f"{self.bin_dir}/initdb", "-D", data, "-A", "trust", "-U", "postgres"],
+            check=True,
+            capture_output=True,
+        )
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        subprocess.run(
+            [
+                *self.as_user,
+                f"{self.bin_dir}/pg_ctl",
+                "-D",
+                data,
+                "-l",
+                f"{self.dir}/log",
+                "-w",
+                "-o",
+                options,
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        self.data = data
+
+    def create_database(self, name: str) -> str:
+        subprocess.run(
+            [
+                *self.as_user,
+                f"{self.bin_dir}/createdb",
+                "-h",
+                str(self.dir),
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                name,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self.as_user, f"{self.bin_dir}/pg_ctl", "-D", self.data, "-m", "fast", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)

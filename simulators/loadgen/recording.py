@@ -244,3 +244,56 @@ def iter_types(messages: Iterable[RecordedMessage]) -> Iterator[tuple[str, int]]
     for message in messages:
         counts[message.type] = counts.get(message.type, 0) + 1
     yield from sorted(counts.items())
+
+
+def render_traffic(
+    recording: Recording, stores: list[str], count: int, *, start: float
+) -> list[tuple[str, bytes]]:
+    """`count` messages of `stores` as a replay sends them, without a broker: every store's
+    birth (positions 0), then the looped traffic of all stores in time order (store k from
+    phase k/len(stores) of the loop), seqs gap-free per stream. For benchmarks that queue
+    the traffic before they consume it."""
+    prefix = "storegate/v1"
+    templates = [compile_template(m.payload, sent_time(m.payload)) for m in recording.messages]
+    streams = {s: 0 for s in recording.streams}
+    out: list[tuple[str, bytes]] = []
+    seqs: list[dict[str, int]] = []
+    for number, store in enumerate(stores):
+        seqs.append({**streams, "health": 0})
+        birth = {
+            **recording.births[0],
+            "store": store,
+            "msg_id": f"birth{number:08d}",
+            "seq": 1,
+            "bd_seq": 1,
+            "streams": [{"stream": s, "seq": 0, "kept_from": 1} for s in sorted(streams)],
+            "shelves": [s for part in recording.births for s in part.get("shelves", [])],
+            "event_time": format_time(start),
+            "sent_time": format_time(start),
+            "part": 1,
+            "parts": 1,
+        }
+        birth.pop("snapshot_id", None)
+        text = json.dumps(birth, separators=(",", ":")).replace(RECORDED_STORE, store)
+        out.append((f"{prefix}/{store}/{recording.node}/birth", text.encode()))
+    length = recording.duration_s
+    timeline = sorted(
+        (loop * length + m.t - length * k / len(stores), k, i)
+        for loop in range(1 + count // max(1, len(recording.messages) * len(stores)) + 1)
+        for k in range(len(stores))
+        for i, m in enumerate(recording.messages)
+        if loop * length + m.t - length * k / len(stores) >= 0
+    )
+    ctx = Context(store="")
+    for sequence, (t, k, i) in enumerate(timeline):
+        if len(out) >= count:
+            break
+        message = recording.messages[i]
+        stream = message.stream
+        seqs[k][stream] += 1
+        ctx.store, ctx.seq, ctx.bd_seq = stores[k], seqs[k][stream], 1
+        ctx.msg_id, ctx.sent_at = f"m{sequence:010d}", start + t
+        ctx.snapshot_tag = f"{k}l{int(t // length)}"
+        topic = f"{prefix}/{stores[k]}/{recording.node}/{stream}"
+        out.append((topic, templates[i].render(ctx)))
+    return out
