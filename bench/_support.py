@@ -52,37 +52,26 @@ class Mosquitto:
 
 
 class Postgres:
-    """A real PostgreSQL (the Debian package) in a temporary directory, default durability
-    (fsync on), for a benchmark's run. As root it runs as the `postgres` user, since
-    PostgreSQL refuses to run as root."""
+    """A real PostgreSQL (the Debian package) in a temp dir, on a free port, in its default
+    configuration (fsync on); as root it runs as the `postgres` user, which it requires."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
         import glob
+        import tempfile
 
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
         if not found:
             raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
         self.bin_dir = str(Path(found[-1]).parent)
-        self.dir = workdir / "pg"
-        self.dir.mkdir()
+        self.dir = Path(tempfile.mkdtemp(prefix="storegate-bench-pg-"))
         self.as_user: list[str] = []
         if os.geteuid() == 0:
-            shutil.chown(workdir, "postgres", "postgres")
             shutil.chown(self.dir, "postgres", "postgres")
             self.as_user = ["runuser", "-u", "postgres", "--"]
         self.port = free_port()
-        data = self.dir / "data"
+        data = str(self.dir / "data")
         subprocess.run(
-            [
-                *self.as_user,
-                f"{self.bin_dir}/initdb",
-                "-D",
-                str(data),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-            ],
+            [*self.as_user, f"{self.bin_dir}/initdb", "-D", data, "-A", "trust", "-U", "postgres"],
             check=True,
             capture_output=True,
         )
@@ -92,9 +81,9 @@ class Postgres:
                 *self.as_user,
                 f"{self.bin_dir}/pg_ctl",
                 "-D",
-                str(data),
+                data,
                 "-l",
-                str(self.dir / "log"),
+                f"{self.dir}/log",
                 "-w",
                 "-o",
                 options,
@@ -103,11 +92,9 @@ class Postgres:
             check=True,
             capture_output=True,
         )
-        self._databases = 0
+        self.data = data
 
-    def create_database(self) -> str:
-        self._databases += 1
-        name = f"bench_{self._databases}"
+    def create_database(self, name: str) -> str:
         subprocess.run(
             [
                 *self.as_user,
@@ -127,14 +114,7 @@ class Postgres:
 
     def stop(self) -> None:
         subprocess.run(
-            [
-                *self.as_user,
-                f"{self.bin_dir}/pg_ctl",
-                "-D",
-                str(self.dir / "data"),
-                "-m",
-                "fast",
-                "stop",
-            ],
+            [*self.as_user, f"{self.bin_dir}/pg_ctl", "-D", self.data, "-m", "fast", "stop"],
             capture_output=True,
         )
+        shutil.rmtree(self.dir, ignore_errors=True)

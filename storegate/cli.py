@@ -282,6 +282,70 @@ def sim(
     raise typer.Exit(run_sim(scenario, console=console, options=options))
 
 
+loadgen_app = typer.Typer(
+    help="Record one store's real traffic, replay it as N stores (docs/demo.md).",
+    no_args_is_help=True,
+)
+app.add_typer(loadgen_app, name="loadgen")
+
+
+@loadgen_app.command("record")
+def loadgen_record(
+    out: Annotated[Path, typer.Argument(help="The recording to write (JSON lines).")],
+    host: Annotated[str, typer.Option(help="MQTT broker host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="MQTT broker port.")] = 1883,
+    shelves: Annotated[int, typer.Option(help="Shelves of the store (one antenna each).")] = 20,
+    stock_per_shelf: Annotated[int, typer.Option(help="Items on a full shelf.")] = 150,
+    warmup: Annotated[float, typer.Option(help="Seconds before the birth is asked.")] = 45.0,
+    steady: Annotated[float, typer.Option(help="Seconds recorded after the birth.")] = 120.0,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Run one simulated store (the real edge daemon) and record what it publishes."""
+    _logging(log_level)
+    import asyncio
+
+    from protocols.mqtt import MqttSettings
+    from simulators.loadgen.record import RecordOptions, record
+
+    options = RecordOptions(
+        shelves=shelves, stock_per_shelf=stock_per_shelf, warmup_s=warmup, steady_s=steady
+    )
+    recording = asyncio.run(record(MqttSettings(host=host, port=port), options))
+    recording.save(out)
+    console.print(
+        f"{out}: birth of {recording.about['items_in_birth']} items in {len(recording.births)}"
+        f" part(s), {len(recording.messages)} messages in {recording.duration_s:.0f} s"
+        f" ({recording.rate:.2f} msg/s)"
+    )
+
+
+@loadgen_app.command("replay")
+def loadgen_replay(
+    recording: Annotated[Path, typer.Argument(help="A recording from `loadgen record`.")],
+    stores: Annotated[int, typer.Option(help="Stores to play, one MQTT connection each.")] = 1000,
+    processes: Annotated[int, typer.Option(help="Processes the stores are split over.")] = 4,
+    prefix: Annotated[str, typer.Option(help="Store ids: <prefix>-0001, ...")] = "loadgen",
+    speed: Annotated[float, typer.Option(help="Times the recorded rate.")] = 1.0,
+    duration: Annotated[float, typer.Option(help="Seconds of traffic.")] = 60.0,
+    host: Annotated[str, typer.Option(help="MQTT broker host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="MQTT broker port.")] = 1883,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Replay a recording as N stores; prints what was sent and publish -> commit latency.
+    The cloud must know the stores (`stores:` in its config, node as recorded)."""
+    _logging(log_level)
+    import json
+
+    from protocols.mqtt import MqttSettings
+    from simulators.loadgen.fleet import ReplayPlan, replay
+
+    plan = ReplayPlan(
+        recording, stores, processes=processes, prefix=prefix, speed=speed, duration_s=duration
+    )
+    result = replay(plan, MqttSettings(host=host, port=port))
+    typer.echo(json.dumps(result.summary(), indent=1))
+
+
 def _benchmark_names() -> list[str]:
     # Module names, without importing the benchmarks (they pull in every role's packages).
     import pkgutil
