@@ -257,11 +257,12 @@ class PresenceEngine:
 
     def _arrive(self, slot: int, t: float) -> None:
         tags = self._tags
-        # the strongest antenna read in the arrival window: cross-reads come in weaker
+        # the strongest antenna read in the arrival window: cross-reads come in weaker (on a
+        # tie the antenna that read it first, the list's last: stats are newest first)
         best_sid = NO_SLOT
         for sid in tags.stats(slot):
             if tags.stat_window[sid] > 0 and (
-                best_sid < 0 or tags.stat_rssi[sid] > tags.stat_rssi[best_sid]
+                best_sid < 0 or tags.stat_rssi[sid] >= tags.stat_rssi[best_sid]
             ):
                 best_sid = sid
         best = tags.stat_antenna[best_sid]
