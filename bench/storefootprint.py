@@ -157,9 +157,10 @@ def run(quick: bool) -> Result:
     )
     notes.append(
         "measured on a 2-core machine shared with other jobs at the same time (loaded); "
-        "RSS is what Python, pydantic, paho and SQLite weigh (the baseline) plus 1.5-1.9 KB "
-        "per tracked tag (EPC string, per-antenna RSSI stats, claim table entry, the decoded "
-        "EPC in edge.rfid.epc's 65,536-entry cache)"
+        "RSS is what Python, pydantic, paho and SQLite weigh (the baseline) plus the tags: "
+        "about 250 bytes a tag in the presence engine's columns (edge/rfid/tagstore.py, "
+        "index and claim entries included) and the tag's EPC string; before the columns a "
+        "tag cost 1.5-1.9 KB (an object, a dict of lists, a 65,536-entry decode cache)"
     )
     notes.append(
         "the cu16 and bleak drivers were not part of this run: their simulators run inside "

@@ -41,8 +41,9 @@ an epoch. The rules (BRIEF §4; parameters in `PresenceConfig`):
   an outage the departure windows restart. A silent antenna that the reader says is fine
   stays frozen for at most `silent_shelf_max_s` (then the shelf really was emptied).
 
-Hot path: `observe()` does a few dict lookups and float updates per read; per-tag state is
-a `__slots__` object and per-(tag, antenna) state a three-item list allocated once.
+Hot path: `observe()` does one dict lookup (EPC -> slot) and a few array updates per read.
+Per-tag state is a slot in `edge.rfid.tagstore.TagStore`'s typed arrays (about 100 bytes a
+tag plus its EPC and index entry), so a 50,000-item store fits a Raspberry Pi.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from sys import intern
 
-from edge.rfid.epc import decode_epc
+from edge.rfid.epc import gtin_of
+from edge.rfid.tagstore import NO_SLOT, TagStore
 from protocols.messages import CountDelta, ItemEvent, ItemEventKind, ShelfCount
 
 PENDING, PRESENT, GONE = 0, 1, 2
@@ -107,45 +108,6 @@ def departure_window(p_hat: float, config: PresenceConfig) -> int:
     return max(config.min_window, min(config.max_window, w))
 
 
-class _Tag:
-    __slots__ = (
-        "antenna",
-        "arrived_t",
-        "epc",
-        "first_epoch",
-        "gone_t",
-        "gtin",
-        "hits",
-        "last_epoch",
-        "last_t",
-        "long_gap",
-        "present_since",
-        "settle_epoch",
-        "shelf",
-        "state",
-        "stats",
-    )
-
-    def __init__(self, epc: str, gtin: str | None, epoch: int) -> None:
-        self.epc = epc
-        self.gtin = gtin
-        self.state = PENDING
-        self.first_epoch = epoch
-        self.present_since = epoch
-        self.hits = 0
-        self.last_epoch = -1
-        self.long_gap = 0.0  # longest run of missed epochs it came back from (decaying)
-        self.last_t = 0.0
-        self.gone_t = 0.0
-        self.antenna = 0
-        self.arrived_t = 0.0
-        self.settle_epoch = 0
-        self.shelf: str | None = None  # the shelf announced to the outside; None until then
-        # antenna -> [mean RSSI, reads (capped at the window), last read time,
-        #             last epoch read, epochs read in the arrival window]
-        self.stats: dict[int, list[float]] = {}
-
-
 def _utc(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
@@ -157,8 +119,13 @@ class PresenceEngine:
         self.config = config or PresenceConfig()
         self._shelf_of = dict(shelves)
         self._inv_epoch = 1.0 / self.config.epoch_s
-        self._tags: dict[str, _Tag] = {}
-        self._events: list[tuple[ItemEventKind, str, str | None, str | None, float, float]] = []
+        self._tags = TagStore()
+        # a store has a few hundred GTINs over tens of thousands of tags: a tag keeps an index
+        self._gtins: list[str] = []
+        self._gtin_ids: dict[str, int] = {}
+        self._events: list[
+            tuple[ItemEventKind, str, str | None, str | None, float, float, str | None]
+        ] = []
         self._counts: dict[tuple[str, str], int] = {}
         self._deltas: dict[tuple[str, str], int] = {}
         self._items_on: dict[int, int] = dict.fromkeys(self._shelf_of, 0)
@@ -167,7 +134,7 @@ class PresenceEngine:
         self._reader_down = False
         self._resume_epoch: dict[int, int] = dict.fromkeys(self._shelf_of, -1)
         self._silent_since: dict[int, float] = {}
-        self._settling: list[_Tag] = []
+        self._settling: list[int] = []  # slots of arrived tags not yet announced
         self._window_log = math.log(1 / self.config.delta)
         # online read rate per antenna: EWMA of the share of its items read in an epoch
         self._antenna_rate: dict[int, float] = dict.fromkeys(self._shelf_of, self.config.prior_rate)
@@ -181,6 +148,20 @@ class PresenceEngine:
 
     # ------------------------------------------------------------------ input
 
+    def _gtin_id(self, epc: str) -> int:
+        gtin = gtin_of(epc)
+        if gtin is None:
+            return -1
+        gid = self._gtin_ids.get(gtin)
+        if gid is None:
+            gid = self._gtin_ids[gtin] = len(self._gtins)
+            self._gtins.append(gtin)
+        return gid
+
+    def _gtin(self, slot: int) -> str | None:
+        gid = self._tags.gtin[slot]
+        return self._gtins[gid] if gid >= 0 else None
+
     def observe(self, epc: str, antenna: int, rssi: float, t: float) -> None:
         """One tag read: EPC (upper-case hex), antenna id, peak RSSI (dBm), time (s)."""
         self.reads += 1
@@ -191,51 +172,54 @@ class PresenceEngine:
         if epoch != self._hits_epoch:
             self._learn_rates(epoch)
         self._last_read_epoch[antenna] = epoch
-        tag = self._tags.get(epc)
-        if tag is None:
-            if len(self._tags) >= self.config.max_tags:
+        tags = self._tags
+        slot = tags.index.get(epc)
+        if slot is None:
+            if len(tags.index) >= self.config.max_tags:
                 self.dropped_new_tags += 1
                 return
-            gtin = decode_epc(epc).gtin
-            # a store has a few hundred GTINs over tens of thousands of tags: share them
-            tag = self._tags[epc] = _Tag(epc, None if gtin is None else intern(gtin), epoch)
-        stat = tag.stats.get(antenna)
-        if stat is None:
-            stat = tag.stats[antenna] = [rssi, 1.0, t, -1.0, 0.0]
+            slot = tags.add(epc, self._gtin_id(epc), epoch, PENDING)
+        sid = tags.first_stat[slot]
+        stat_antenna = tags.stat_antenna
+        while sid >= 0 and stat_antenna[sid] != antenna:
+            sid = tags.stat_next[sid]
+        if sid < 0:
+            sid = tags.add_stat(slot, antenna, rssi, t)
         else:
-            n = stat[1]
+            n = tags.stat_reads[sid]
             if n < self.config.rssi_window:
-                n += 1.0
-                stat[1] = n
-            stat[0] += (rssi - stat[0]) / n
-            stat[2] = t
-        tag.last_t = t
-        present = tag.state == PRESENT
-        if not present and epoch - tag.first_epoch >= self.config.arrival_epochs:
+                n += 1
+                tags.stat_reads[sid] = n
+            tags.stat_rssi[sid] += (rssi - tags.stat_rssi[sid]) / n
+            tags.stat_last_t[sid] = t
+        tags.last_t[slot] = t
+        present = tags.state[slot] == PRESENT
+        if not present and epoch - tags.first_epoch[slot] >= self.config.arrival_epochs:
             # the arrival window ran out: start a new one at this read
-            tag.first_epoch = epoch
-            tag.hits = 0
-            for other in tag.stats.values():
-                other[4] = 0.0
-        if epoch != tag.last_epoch:
+            tags.first_epoch[slot] = epoch
+            tags.hits[slot] = 0
+            tags.reset_windows(slot)
+        last_epoch = tags.last_epoch[slot]
+        if epoch != last_epoch:
             if present:
-                self._epoch_hits[tag.antenna] += 1
+                current = tags.antenna[slot]
+                self._epoch_hits[current] += 1
                 # missed epochs it came back from; an outage is not the tag's doing
-                gap = epoch - 1 - max(tag.last_epoch, self._resume_epoch[tag.antenna])
-                decayed = tag.long_gap * self.config.gap_decay
-                tag.long_gap = gap if gap > decayed else decayed
-            tag.last_epoch = epoch
-            tag.hits += 1
+                gap = epoch - 1 - max(last_epoch, self._resume_epoch[current])
+                decayed = tags.long_gap[slot] * self.config.gap_decay
+                tags.long_gap[slot] = gap if gap > decayed else decayed
+            tags.last_epoch[slot] = epoch
+            tags.hits[slot] += 1
         if present:
-            if antenna != tag.antenna:
-                self._consider_move(tag, antenna, stat, t)
-        elif epoch != stat[3]:
+            if antenna != tags.antenna[slot]:
+                self._consider_move(slot, antenna, sid, t)
+        elif epoch != tags.stat_epoch[sid]:
             # arrival counts epochs per antenna, so two cross-reads on a neighbour in a row
             # rarely beat the item's own antenna to it
-            stat[3] = epoch
-            stat[4] += 1.0
-            if stat[4] >= self.config.arrival_reads:
-                self._arrive(tag, t)
+            tags.stat_epoch[sid] = epoch
+            tags.stat_window[sid] += 1
+            if tags.stat_window[sid] >= self.config.arrival_reads:
+                self._arrive(slot, t)
 
     def _learn_rates(self, epoch: int) -> None:
         """The epoch of the last reads is over: fold the share of each antenna's items it
@@ -271,111 +255,138 @@ class PresenceEngine:
 
     # ------------------------------------------------------------------ rules
 
-    def _arrive(self, tag: _Tag, t: float) -> None:
-        # the strongest antenna read in the arrival window: cross-reads come in weaker
-        best = max((kv for kv in tag.stats.items() if kv[1][4] > 0), key=lambda kv: kv[1][0])[0]
+    def _arrive(self, slot: int, t: float) -> None:
+        tags = self._tags
+        # the strongest antenna read in the arrival window: cross-reads come in weaker (on a
+        # tie the antenna that read it first, the list's last: stats are newest first)
+        best_sid = NO_SLOT
+        for sid in tags.stats(slot):
+            if tags.stat_window[sid] > 0 and (
+                best_sid < 0 or tags.stat_rssi[sid] >= tags.stat_rssi[best_sid]
+            ):
+                best_sid = sid
+        best = tags.stat_antenna[best_sid]
         claims = self.claims
         if claims is not None:
-            holder = claims.get(tag.epc)
+            epc = tags.epc[slot]
+            assert epc is not None
+            holder = claims.get(epc)
             if holder is not None and holder is not self:
-                if not holder.yields(tag.epc, tag.stats[best][0], t):
+                if not holder.yields(epc, tags.stat_rssi[best_sid], t):
                     self.refused_claims += 1
-                    tag.first_epoch = tag.last_epoch + 1  # a fresh arrival window from now
-                    tag.hits = 0
-                    for other in tag.stats.values():
-                        other[4] = 0.0
+                    tags.first_epoch[slot] = tags.last_epoch[slot] + 1  # a fresh window from now
+                    tags.hits[slot] = 0
+                    tags.reset_windows(slot)
                     return
-                holder.release(tag.epc, t)
-            claims[tag.epc] = self
-        tag.state = PRESENT
-        tag.present_since = tag.first_epoch
-        tag.antenna = best
-        tag.arrived_t = t
+                holder.release(epc, t)
+            claims[epc] = self
+        tags.state[slot] = PRESENT
+        tags.present_since[slot] = tags.first_epoch[slot]
+        tags.antenna[slot] = best
+        tags.arrived_t[slot] = t
         self._items_on[best] += 1
-        tag.settle_epoch = tag.last_epoch + self.config.settle_epochs
-        self._settling.append(tag)
+        tags.settle_epoch[slot] = tags.last_epoch[slot] + self.config.settle_epochs
+        self._settling.append(slot)
 
-    def _announce(self, tag: _Tag) -> None:
+    def _announce(self, slot: int) -> None:
         """The settling time is over: the arrival (on the shelf it settled on) goes out."""
-        shelf = self._shelf_of[tag.antenna]
-        tag.shelf = shelf
-        self._count(shelf, tag.gtin, 1)
-        rssi = tag.stats[tag.antenna][0] if tag.antenna in tag.stats else math.nan
-        self._events.append((ItemEventKind.ARRIVED, tag.epc, shelf, None, tag.arrived_t, rssi))
+        tags = self._tags
+        antenna = tags.antenna[slot]
+        shelf = self._shelf_of[antenna]
+        tags.announced[slot] = 1
+        gtin = self._gtin(slot)
+        self._count(shelf, gtin, 1)
+        sid = tags.find_stat(slot, antenna)
+        rssi = tags.stat_rssi[sid] if sid >= 0 else math.nan
+        epc = tags.epc[slot]
+        assert epc is not None
+        self._events.append(
+            (ItemEventKind.ARRIVED, epc, shelf, None, tags.arrived_t[slot], rssi, gtin)
+        )
 
-    def _consider_move(self, tag: _Tag, antenna: int, stat: list[float], t: float) -> None:
+    def _consider_move(self, slot: int, antenna: int, sid: int, t: float) -> None:
         config = self.config
-        current = tag.stats.get(tag.antenna)
-        if tag.shelf is None:
+        tags = self._tags
+        current = tags.find_stat(slot, tags.antenna[slot])
+        rssi = tags.stat_rssi[sid]
+        if not tags.announced[slot]:
             # settling: one read that beats the arrival antenna by the full offset re-places
             # it (the arrival came from a neighbour's cross-reads)
-            if current is not None and stat[0] <= current[0] + config.move_offset_db:
+            if current >= 0 and rssi <= tags.stat_rssi[current] + config.move_offset_db:
                 return
-        elif stat[1] < config.move_min_reads:
+        elif tags.stat_reads[sid] < config.move_min_reads:
             return
-        elif current is not None:
+        elif current >= 0:
             # The offset decays with the time since the current antenna last read the tag,
             # but an outage is no evidence that the tag left: count from when the reader or
             # antenna came back, or a first cross-read after a reboot would move it.
-            resumed_at = self._resume_epoch.get(tag.antenna, -1) * self.config.epoch_s
-            since = t - max(current[2], resumed_at)
+            resumed_at = self._resume_epoch.get(tags.antenna[slot], -1) * self.config.epoch_s
+            since = t - max(tags.stat_last_t[current], resumed_at)
             if since < config.stale_antenna_s:
                 offset = config.move_offset_db * max(0.0, 1.0 - since / config.move_decay_s)
-                if stat[0] <= current[0] + offset:
+                if rssi <= tags.stat_rssi[current] + offset:
                     return
-        old_antenna = tag.antenna
+        old_antenna = tags.antenna[slot]
         self._items_on[old_antenna] -= 1
         self._items_on[antenna] += 1
-        tag.antenna = antenna
-        if tag.shelf is None:
+        tags.antenna[slot] = antenna
+        if not tags.announced[slot]:
             return  # still settling: a correction of where it arrived, not a move
         shelf = self._shelf_of[antenna]
-        if shelf != tag.shelf:
-            old = tag.shelf
-            tag.shelf = shelf
-            if old is not None:
-                self._count(old, tag.gtin, -1)
-            self._count(shelf, tag.gtin, 1)
-            self._events.append((ItemEventKind.MOVED, tag.epc, shelf, old, t, stat[0]))
+        old = self._shelf_of[old_antenna]
+        if shelf != old:
+            gtin = self._gtin(slot)
+            self._count(old, gtin, -1)
+            self._count(shelf, gtin, 1)
+            epc = tags.epc[slot]
+            assert epc is not None
+            self._events.append((ItemEventKind.MOVED, epc, shelf, old, t, rssi, gtin))
 
     def yields(self, epc: str, rssi: float, t: float) -> bool:
         """Whether another reader that hears this engine's item at `rssi` may take it: by
         the move rule, and never while this reader or the item's antenna is down."""
-        tag = self._tags.get(epc)
-        if tag is None or tag.state != PRESENT:
+        tags = self._tags
+        slot = tags.index.get(epc)
+        if slot is None or tags.state[slot] != PRESENT:
             return True
-        if self._reader_down or tag.antenna in self._antenna_down:
+        antenna = tags.antenna[slot]
+        if self._reader_down or antenna in self._antenna_down:
             return False
-        current = tag.stats.get(tag.antenna)
-        if current is None:
+        current = tags.find_stat(slot, antenna)
+        if current < 0:
             return True
         config = self.config
-        resumed_at = self._resume_epoch.get(tag.antenna, -1) * config.epoch_s
-        since = t - max(current[2], resumed_at)
+        resumed_at = self._resume_epoch.get(antenna, -1) * config.epoch_s
+        since = t - max(tags.stat_last_t[current], resumed_at)
         if since >= config.stale_antenna_s:
             return True
         offset = config.move_offset_db * max(0.0, 1.0 - since / config.move_decay_s)
-        return rssi > current[0] + offset
+        return rssi > tags.stat_rssi[current] + offset
 
     def release(self, epc: str, t: float) -> None:
         """Another reader of the node took the item: it departs from here."""
-        tag = self._tags.get(epc)
-        if tag is not None and tag.state == PRESENT:
-            self._depart(tag, t)
+        slot = self._tags.index.get(epc)
+        if slot is not None and self._tags.state[slot] == PRESENT:
+            self._depart(slot, t)
 
-    def _depart(self, tag: _Tag, t: float) -> None:
-        if self.claims is not None and self.claims.get(tag.epc) is self:
-            del self.claims[tag.epc]
-        tag.state = GONE
-        tag.gone_t = tag.last_t
-        tag.hits = 0
-        tag.stats.clear()
-        self._items_on[tag.antenna] -= 1
-        old = tag.shelf
-        tag.shelf = None
-        if old is not None:  # an arrival never announced departs silently
-            self._count(old, tag.gtin, -1)
-            self._events.append((ItemEventKind.DEPARTED, tag.epc, None, old, t, math.nan))
+    def _depart(self, slot: int, t: float) -> None:
+        tags = self._tags
+        epc = tags.epc[slot]
+        assert epc is not None
+        if self.claims is not None and self.claims.get(epc) is self:
+            del self.claims[epc]
+        tags.state[slot] = GONE
+        tags.gone_t[slot] = tags.last_t[slot]
+        tags.hits[slot] = 0
+        tags.clear_stats(slot)
+        antenna = tags.antenna[slot]
+        self._items_on[antenna] -= 1
+        if tags.announced[slot]:  # an arrival never announced departs silently
+            tags.announced[slot] = 0
+            old = self._shelf_of[antenna]
+            gtin = self._gtin(slot)
+            self._count(old, gtin, -1)
+            self._events.append((ItemEventKind.DEPARTED, epc, None, old, t, math.nan, gtin))
 
     def _count(self, shelf: str, gtin: str | None, delta: int) -> None:
         if gtin is None:
@@ -387,52 +398,64 @@ class PresenceEngine:
     def tick(self, t: float) -> None:
         """Apply the time-based rules (departures, silent shelves, left store) at time t."""
         config = self.config
+        tags = self._tags
         epoch = int(t * self._inv_epoch)
         frozen = self._frozen_antennas(epoch, t)
         if self._settling:
-            waiting: list[_Tag] = []
-            for tag in self._settling:
-                if tag.state != PRESENT or tag.shelf is not None:
+            waiting: list[int] = []
+            for slot in self._settling:
+                if tags.state[slot] != PRESENT or tags.announced[slot]:
                     continue
-                if epoch > tag.settle_epoch:
-                    self._announce(tag)
+                if epoch > tags.settle_epoch[slot]:
+                    self._announce(slot)
                 else:
-                    waiting.append(tag)
+                    waiting.append(slot)
             self._settling = waiting
-        forget: list[str] = []
-        for tag in self._tags.values():
-            state = tag.state
+        forget: list[int] = []
+        resume = self._resume_epoch
+        rates = self._antenna_rate
+        min_window = config.min_window
+        max_window = config.max_window
+        prior_weight = config.prior_weight
+        window_log = self._window_log
+        antennas = tags.antenna
+        last_epochs = tags.last_epoch
+        for slot, state in enumerate(tags.state):
             if state == PRESENT:
-                antenna = tag.antenna
+                antenna = antennas[slot]
                 if antenna in frozen:
                     continue
-                missed = epoch - 1 - max(tag.last_epoch, self._resume_epoch[antenna])
-                if missed < config.min_window:
+                last_epoch = last_epochs[slot]
+                missed = epoch - 1 - max(last_epoch, resume[antenna])
+                if missed < min_window:
                     continue
-                p_hat = (tag.hits + self._antenna_rate[antenna] * config.prior_weight) / (
-                    tag.last_epoch - tag.present_since + 1 + config.prior_weight
+                p_hat = (tags.hits[slot] + rates[antenna] * prior_weight) / (
+                    last_epoch - tags.present_since[slot] + 1 + prior_weight
                 )
-                window = math.ceil(self._window_log / p_hat)
-                if tag.long_gap:
-                    window = max(window, math.ceil(config.gap_margin * tag.long_gap))
-                window = max(config.min_window, min(config.max_window, window))
+                window = math.ceil(window_log / p_hat)
+                long_gap = tags.long_gap[slot]
+                if long_gap:
+                    window = max(window, math.ceil(config.gap_margin * long_gap))
+                window = max(min_window, min(max_window, window))
                 if missed >= window:
-                    self._depart(tag, t)
+                    self._depart(slot, t)
             elif state == GONE:
-                if t - tag.last_t >= config.left_store_s:
-                    forget.append(tag.epc)
+                if t - tags.last_t[slot] >= config.left_store_s:
+                    forget.append(slot)
+                    epc = tags.epc[slot]
+                    assert epc is not None
                     self._events.append(
-                        (ItemEventKind.LEFT_STORE, tag.epc, None, None, t, math.nan)
+                        (ItemEventKind.LEFT_STORE, epc, None, None, t, math.nan, self._gtin(slot))
                     )
-            elif epoch - tag.first_epoch >= config.arrival_epochs:
+            elif state == PENDING and epoch - tags.first_epoch[slot] >= config.arrival_epochs:
                 # a stray read that never became an arrival; or a departed tag seen once
-                if tag.gone_t:
-                    tag.first_epoch = epoch
-                    tag.hits = 0
+                if tags.gone_t[slot]:
+                    tags.first_epoch[slot] = epoch
+                    tags.hits[slot] = 0
                 else:
-                    forget.append(tag.epc)
-        for epc in forget:
-            del self._tags[epc]
+                    forget.append(slot)
+        for slot in forget:
+            tags.remove(slot)
 
     def _frozen_antennas(self, epoch: int, t: float) -> set[int]:
         config = self.config
@@ -456,20 +479,18 @@ class PresenceEngine:
 
     def drain_events(self) -> list[ItemEvent]:
         events, self._events = self._events, []
-        out: list[ItemEvent] = []
-        for kind, epc, shelf, from_shelf, t, rssi in events:
-            out.append(
-                ItemEvent(
-                    kind=kind,
-                    epc=epc,
-                    gtin=decode_epc(epc).gtin,
-                    shelf=shelf,
-                    from_shelf=from_shelf,
-                    at=_utc(t),
-                    rssi=None if math.isnan(rssi) else round(rssi, 1),
-                )
+        return [
+            ItemEvent(
+                kind=kind,
+                epc=epc,
+                gtin=gtin,
+                shelf=shelf,
+                from_shelf=from_shelf,
+                at=_utc(t),
+                rssi=None if math.isnan(rssi) else round(rssi, 1),
             )
-        return out
+            for kind, epc, shelf, from_shelf, t, rssi, gtin in events
+        ]
 
     def drain_counts(self) -> list[CountDelta]:
         deltas, self._deltas = self._deltas, {}
@@ -492,20 +513,35 @@ class PresenceEngine:
 
     def items(self) -> dict[str, str]:
         """EPC -> shelf of every item on a shelf now."""
-        return {
-            tag.epc: tag.shelf
-            for tag in self._tags.values()
-            if tag.state == PRESENT and tag.shelf is not None
-        }
+        tags = self._tags
+        shelf_of = self._shelf_of
+        out: dict[str, str] = {}
+        for slot, (state, announced) in enumerate(zip(tags.state, tags.announced, strict=True)):
+            if state == PRESENT and announced:
+                epc = tags.epc[slot]
+                assert epc is not None
+                out[epc] = shelf_of[tags.antenna[slot]]
+        return out
+
+    @property
+    def items_present(self) -> int:
+        """How many items are on a shelf now (`len(items())` without building it)."""
+        tags = self._tags
+        return sum(
+            1
+            for state, announced in zip(tags.state, tags.announced, strict=True)
+            if state == PRESENT and announced
+        )
 
     def read_rate(self, epc: str) -> float | None:
         """The engine's current estimate of a present tag's per-epoch read rate."""
-        tag = self._tags.get(epc)
-        if tag is None or tag.state != PRESENT:
+        tags = self._tags
+        slot = tags.index.get(epc)
+        if slot is None or tags.state[slot] != PRESENT:
             return None
         weight = self.config.prior_weight
-        return (tag.hits + self._antenna_rate[tag.antenna] * weight) / (
-            tag.last_epoch - tag.present_since + 1 + weight
+        return (tags.hits[slot] + self._antenna_rate[tags.antenna[slot]] * weight) / (
+            tags.last_epoch[slot] - tags.present_since[slot] + 1 + weight
         )
 
     def antenna_read_rate(self, antenna: int) -> float:
@@ -514,8 +550,8 @@ class PresenceEngine:
 
     def longest_gap(self, epc: str) -> float:
         """The longest run of missed epochs the tag came back from (decaying)."""
-        tag = self._tags.get(epc)
-        return tag.long_gap if tag is not None else 0.0
+        slot = self._tags.index.get(epc)
+        return self._tags.long_gap[slot] if slot is not None else 0.0
 
     @property
     def tracked(self) -> int:

@@ -132,7 +132,7 @@ class ShelfReaderDriver(Driver):
         return {
             "reads_per_s": round(self._reads_per_s, 1),
             "reads_total": float(self.engine.reads),
-            "items_present": float(len(self.engine.items())),
+            "items_present": float(self.engine.items_present),
             "tags_tracked": float(self.engine.tracked),
             "unmapped_reads": float(self.engine.unmapped_reads),
             "reconnects": float(self.reconnects),
