@@ -80,8 +80,8 @@ async def test_staff_find_a_product_and_stage_an_order(
     await page.fill("#key", STAFF_KEY)
     await page.click("#login button[type=submit]")
     await page.locator("#tabs").wait_for()
-    # no tasks route on this cloud yet: the tab is hidden
-    await page.locator('#tabs [data-tab="tasks"]').wait_for(state="hidden", timeout=5_000)
+    # this cloud has the replenishment tasks route (the app reads /openapi.json): the tab shows
+    await page.locator('#tabs [data-tab="tasks"]').wait_for(state="visible", timeout=5_000)
 
     # find by name: the product, its shelf in this store with the count
     await page.fill("#find-q", "linen")
@@ -103,12 +103,13 @@ async def test_staff_find_a_product_and_stage_an_order(
     await card.wait_for()
     await card.locator(".stage-method").select_option("locker")
     await card.locator('[data-action="stage"]').click()
-    # the cloud reserved a compartment and the real edge acknowledged it
+    # the cloud reserved a compartment and the real edge acknowledged it (state assigned,
+    # which the orders API calls staged)
     order = await rig.wait_state(order_id, "assigned")
     assert order["bank"] == BANK
     await page.click("#orders-refresh")
     await page.locator(
-        f'#orders li[data-order="{order_id}"][data-status="assigned"]', has_text=BANK
+        f'#orders li[data-order="{order_id}"][data-status="staged"]', has_text=BANK
     ).wait_for()
     await fits_the_screen(page)
     await page.screenshot(path=str(app_artifacts / f"staff-orders-{viewport}.png"))

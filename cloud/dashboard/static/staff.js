@@ -280,7 +280,7 @@ async function showPickList(o, card) {
   await app.catalogue.lookup(lines.map((l) => l.gtin));
   box.replaceChildren(h("h4", {}, "Pick list"), h("ul", { class: "lines" }, lines.map((l) => h("li", { dataset: { gtin: l.gtin } },
     h("span", {}, productTitle(app.catalogue.get(l.gtin), l.gtin), h("br"),
-      h("span", { class: "muted" }, (l.locations ?? []).map((loc) => `${loc.shelf}${loc.zone ? ` (${loc.zone})` : ""}${loc.count !== undefined ? `: ${loc.count}` : ""}`).join(", ") || "not on any shelf")),
+      h("span", { class: "muted" }, (l.locations ?? []).map((loc) => `${loc.shelf}${loc.zone ? ` (${loc.zone})` : ""}${(loc.count ?? loc.on_shelf) !== undefined ? `: ${loc.count ?? loc.on_shelf}` : ""}`).join(", ") || "not on any shelf")),
     h("span", { class: "qty" }, `× ${l.quantity}`)))));
 }
 
