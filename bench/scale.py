@@ -16,8 +16,7 @@ every `ingest.commit_interval_ms`, 200 ms: up to 200 ms of the figure is that in
 Dead letters and resyncs are counted: a generator bug if not 0.
 
 `python -m bench.scale --stores 1000 --replicas 2` runs N cloud processes on the same load
-(for the PostgreSQL-leased shards; until they exist, replicas share `$share/bench/...`,
-which Mosquitto splits round-robin: expect resyncs).
+on PostgreSQL-leased shards (`ingest.shards` = 4 per replica, docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -94,7 +93,8 @@ class _Clouds:
             config: dict[str, Any] = {
                 "mqtt": {"host": "127.0.0.1", "port": broker},
                 "ingest": {
-                    "client_id": f"bench-cloud-{index}",
+                    # replicas share the shard sessions' prefix; each has its own mqtt id
+                    "client_id": "bench-cloud" if replicas > 1 else f"bench-cloud-{index}",
                     "spool_dir": str(work / f"spool-{index}"),
                 },
                 "database_url": database_url,
@@ -105,7 +105,9 @@ class _Clouds:
                 ],
             }
             if replicas > 1:
-                config["ingest"]["shared_group"] = "bench"
+                # leased shards (docs/scale-out.md): each store's streams on one replica
+                config["ingest"].update(shards=4 * replicas, replica_id=f"replica-{index}")
+                config["mqtt"]["client_id"] = f"bench-replica-{index}"
             path = work / f"cloud-{index}.yaml"
             path.write_text(yaml.safe_dump(config))
             log = (work / f"cloud-{index}.log").open("ab")
