@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -118,3 +119,59 @@ class Postgres:
             capture_output=True,
         )
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class CloudProcess:
+    """`python -m storegate cloud -c cloud.yaml` in `workdir`, as an operator starts it;
+    ready when `/readyz` answers 200 (the broker connected)."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any], *, timeout_s: float = 60) -> None:
+        import sys
+
+        import httpx
+        import yaml
+
+        root = Path(__file__).resolve().parent.parent
+        self.api_port = int(config["api"]["port"])
+        (workdir / "cloud.yaml").write_text(yaml.safe_dump(config))
+        self.log_path = workdir / "cloud.log"
+        self.log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "storegate",
+                "cloud",
+                "-c",
+                "cloud.yaml",
+                "--log-level",
+                "warning",
+            ],
+            cwd=workdir,
+            stdout=self.log,
+            stderr=self.log,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"cloud did not start: {self.log_path.read_text()[-2000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log.close()

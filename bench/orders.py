@@ -15,23 +15,16 @@ of the rounds with their min-max.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from glob import glob
 from pathlib import Path
 
 import httpx
-import yaml
 
-from bench._support import Mosquitto, free_port
+from bench._support import CloudProcess, Mosquitto, Postgres, free_port
 from bench.runner import Benchmark, Result, Row
 from cloud.config import hash_key
 from protocols.messages import utc_now
@@ -78,127 +71,20 @@ async def _seed(database_url: str) -> None:
     await engine.dispose()
 
 
-@contextmanager
-def _postgres() -> Iterator[Callable[[], str]]:
-    """A PostgreSQL on loopback (as the `postgres` user when run as root)."""
-    found = sorted(glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    if not found:
-        raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
-    bin_dir = str(Path(found[-1]).parent)
-    # its own temporary directory: the postgres user cannot enter the bench's (0700)
-    home = Path(tempfile.mkdtemp(prefix="bench-orders-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(home, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = f"{home}/data", free_port()
-    subprocess.run(
-        [*as_user, f"{bin_dir}/initdb", "-D", data, "-A", "trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1"
-    subprocess.run(
-        [
-            *as_user,
-            f"{bin_dir}/pg_ctl",
-            "-D",
-            data,
-            "-l",
-            f"{home}/log",
-            "-w",
-            "-o",
-            options,
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-    def create() -> str:
-        name = f"bench_{uuid.uuid4().hex[:8]}"
-        subprocess.run(
-            [
-                *as_user,
-                f"{bin_dir}/createdb",
-                "-h",
-                str(home),
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                name,
-            ],
-            check=True,
-            capture_output=True,
-        )
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{name}"
-
-    try:
-        yield create
-    finally:
-        subprocess.run(
-            [*as_user, f"{bin_dir}/pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True
-        )
-        shutil.rmtree(home, ignore_errors=True)
-
-
-class _Cloud:
-    def __init__(self, workdir: Path, broker_port: int, database_url: str) -> None:
-        self.api_port = free_port()
-        config = {
-            "mqtt": {"host": "127.0.0.1", "port": broker_port},
-            "ingest": {"client_id": "bench-orders-cloud", "spool_dir": str(workdir / "spool")},
-            "database_url": database_url,
-            "api": {
-                "host": "127.0.0.1",
-                "port": self.api_port,
-                "keys": [{"name": "shop", "role": "shopper_app", "sha256": hash_key(SHOPPER_KEY)}],
-            },
-            "stores": [{"id": STORE, "nodes": [NODE]}],
-            "domains": {"lockers": {"reserve_stock": True}},
-        }
-        (workdir / "cloud.yaml").write_text(yaml.safe_dump(config))
-        self.log_path = workdir / "cloud.log"
-        self.log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "storegate",
-                "cloud",
-                "-c",
-                "cloud.yaml",
-                "--log-level",
-                "warning",
-            ],
-            cwd=workdir,
-            stdout=self.log,
-            stderr=self.log,
-            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                url = f"http://127.0.0.1:{self.api_port}/readyz"
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"cloud did not start: {self.log_path.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.log.close()
+def _cloud(workdir: Path, broker_port: int, database_url: str) -> CloudProcess:
+    config = {
+        "mqtt": {"host": "127.0.0.1", "port": broker_port},
+        "ingest": {"client_id": "bench-orders-cloud", "spool_dir": str(workdir / "spool")},
+        "database_url": database_url,
+        "api": {
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "keys": [{"name": "shop", "role": "shopper_app", "sha256": hash_key(SHOPPER_KEY)}],
+        },
+        "stores": [{"id": STORE, "nodes": [NODE]}],
+        "domains": {"lockers": {"reserve_stock": True}},
+    }
+    return CloudProcess(workdir, config)
 
 
 async def _round(port: int, orders_each: int) -> tuple[list[float], int]:
@@ -239,7 +125,7 @@ def _measure(
     workdir: Path, broker_port: int, database_url: str, orders_each: int
 ) -> dict[str, float]:
     asyncio.run(_seed(database_url))
-    cloud = _Cloud(workdir, broker_port, database_url)
+    cloud = _cloud(workdir, broker_port, database_url)
     try:
         asyncio.run(_round(cloud.api_port, 3))  # warm-up: connections, caches
         p99s, p50s, refused, placed = [], [], 0, 0
@@ -274,10 +160,14 @@ def run(quick: bool) -> Result:
         results["SQLite"] = _measure(
             sqlite_dir, broker.port, f"sqlite+aiosqlite:///{sqlite_dir}/state.db", orders_each
         )
-        with _postgres() as create_database:
+        postgres = Postgres()
+        try:
             pg_dir = workdir / "postgresql"
             pg_dir.mkdir()
-            results["PostgreSQL"] = _measure(pg_dir, broker.port, create_database(), orders_each)
+            url = postgres.create_database("bench_orders")
+            results["PostgreSQL"] = _measure(pg_dir, broker.port, url, orders_each)
+        finally:
+            postgres.stop()
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
