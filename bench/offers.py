@@ -247,9 +247,9 @@ class _Receiver:
         self.client.loop_stop()
 
 
-def _publishers(port: int) -> list[paho.Client]:
+def _publishers(port: int, stores: int = STORES) -> list[paho.Client]:
     clients = []
-    for i in range(STORES):
+    for i in range(stores):
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{_store(i)}")
         client.connect("127.0.0.1", port)
         client.loop_start()
