@@ -33,7 +33,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +101,15 @@ async def _seed_measured(database_url: str) -> None:
 
     engine = create_engine(database_url)
     now = utc_now()
-    shoppers, tokens, stock = [], [], []
+    shoppers, tokens = offers.consenting_shoppers(
+        [
+            (s, k)
+            for s in MEASURED
+            for k in range(FIRST_PROBE_SHOPPER, FIRST_PROBE_SHOPPER + PROBE_SHOPPERS)
+        ],
+        now,
+    )
+    stock = []
     for s in MEASURED:
         stock.append(
             {
@@ -114,27 +121,6 @@ async def _seed_measured(database_url: str) -> None:
                 "updated_at": now,
             }
         )
-        for k in range(FIRST_PROBE_SHOPPER, FIRST_PROBE_SHOPPER + PROBE_SHOPPERS):
-            sid = f"shopper-{s}-{k}"
-            shoppers.append(
-                {
-                    "shopper_id": sid,
-                    "segment": None,
-                    "consent": True,
-                    "consent_at": now,
-                    "withdrawn_at": None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            tokens.append(
-                {
-                    "token": offers._token(s, k),
-                    "shopper_id": sid,
-                    "valid_from": now - timedelta(minutes=5),
-                    "expires_at": now + timedelta(hours=12),
-                }
-            )
     async with engine.begin() as connection:
         await connection.execute(tables.shoppers.insert(), shoppers)
         await connection.execute(tables.shopper_tokens.insert(), tokens)

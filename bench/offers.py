@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,10 +29,9 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as paho
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench._support import Mosquitto, free_port
+from bench._support import CloudProcess, Mosquitto, free_port
 from bench.runner import Benchmark, Result, Row
 from cloud.broker.policy import shopper_inbox
 from cloud.config import hash_key
@@ -72,6 +68,36 @@ def _token(store: int, shopper: int) -> str:
     return f"{store:04x}{shopper:04x}"
 
 
+def consenting_shoppers(
+    keys: list[tuple[int, int]], now: datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of the `shoppers` and `shopper_tokens` tables for (store, shopper) indexes:
+    opted in, each with one BLE token valid for the bench's run."""
+    shoppers, tokens = [], []
+    for s, k in keys:
+        sid = f"shopper-{s}-{k}"
+        shoppers.append(
+            {
+                "shopper_id": sid,
+                "segment": None,
+                "consent": True,
+                "consent_at": now,
+                "withdrawn_at": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        tokens.append(
+            {
+                "token": _token(s, k),
+                "shopper_id": sid,
+                "valid_from": now - timedelta(minutes=5),
+                "expires_at": now + timedelta(hours=12),
+            }
+        )
+    return shoppers, tokens
+
+
 async def _seed(database_url: str) -> None:
     """Shoppers, tokens and the campaign, written before the cloud starts."""
     from cloud.offers import registry, tables
@@ -91,39 +117,19 @@ async def _seed(database_url: str) -> None:
         zone_cooldown_s=0,
     )
     await registry.put_campaign(engine, CAMPAIGN, spec)
-    shoppers, tokens = [], []
-    for s in range(STORES):
-        for k in range(SHOPPERS_PER_STORE):
-            sid = f"shopper-{s}-{k}"
-            shoppers.append(
-                {
-                    "shopper_id": sid,
-                    "segment": None,
-                    "consent": True,
-                    "consent_at": now,
-                    "withdrawn_at": None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            tokens.append(
-                {
-                    "token": _token(s, k),
-                    "shopper_id": sid,
-                    "valid_from": now - timedelta(minutes=5),
-                    "expires_at": now + timedelta(hours=12),
-                }
-            )
+    shoppers, tokens = consenting_shoppers(
+        [(s, k) for s in range(STORES) for k in range(SHOPPERS_PER_STORE)], now
+    )
     async with engine.begin() as connection:
         await connection.execute(tables.shoppers.insert(), shoppers)
         await connection.execute(tables.shopper_tokens.insert(), tokens)
     await engine.dispose()
 
 
-class _Cloud:
+class _Cloud(CloudProcess):
+    """`storegate cloud` with the offers domain and its delivery listener, on SQLite."""
+
     def __init__(self, workdir: Path, broker_port: int) -> None:
-        self.workdir = workdir
-        self.api_port = free_port()
         self.database_url = f"sqlite+aiosqlite:///{workdir}/state.db"
         config = {
             "mqtt": {"host": "127.0.0.1", "port": broker_port},
@@ -131,45 +137,13 @@ class _Cloud:
             "database_url": self.database_url,
             "api": {
                 "host": "127.0.0.1",
-                "port": self.api_port,
+                "port": free_port(),
                 "keys": [{"name": "bench", "role": "ops", "sha256": hash_key(BENCH_KEY)}],
             },
             "stores": [{"id": _store(i), "nodes": ["pi-1"]} for i in range(STORES)],
             "domains": {"offers": {"delivery_listener": True}},
         }
-        (workdir / "cloud.yaml").write_text(yaml.safe_dump(config))
-        self.log = (workdir / "cloud.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "storegate",
-                "cloud",
-                "-c",
-                "cloud.yaml",
-                "--log-level",
-                "warning",
-            ],
-            cwd=workdir,
-            stdout=self.log,
-            stderr=self.log,
-            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if (
-                    httpx.get(f"http://127.0.0.1:{self.api_port}/readyz", timeout=1).status_code
-                    == 200
-                ):
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"cloud did not start: {(workdir / 'cloud.log').read_text()[-2000:]}")
+        super().__init__(workdir, config)
 
     def counts(self) -> dict[str, Any]:
         return dict(
@@ -192,15 +166,6 @@ class _Cloud:
             values.get("storegate_ingest_batch_seconds_count", 0.0),
             values.get("storegate_ingest_batch_seconds_sum", 0.0),
         )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.log.close()
 
 
 class _Receiver:
