@@ -20,6 +20,7 @@ from cloud.api.deps import Cloud, Ops, Shopping
 from cloud.api.errors import ApiError, ErrorOut, error_responses
 from cloud.catalogue import products
 from cloud.catalogue.csvimport import CatalogueFileError, parse_catalogue
+from cloud.state.db import writing
 from protocols.ids import IDENTIFIER_PATTERN
 from protocols.messages import utc_now
 
@@ -114,7 +115,7 @@ def build_router(
             )
         except CatalogueFileError as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
-        async with cloud.engine.begin() as connection:
+        async with writing(cloud.engine) as connection:
             created, updated = await products.upsert(connection, parsed.products, utc_now())
         return ImportOut(
             imported=created + updated,

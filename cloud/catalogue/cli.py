@@ -14,7 +14,7 @@ from rich.markup import escape
 from cloud.catalogue import parse_options, products
 from cloud.catalogue.csvimport import CatalogueFileError, ParsedCatalogue, parse_catalogue
 from cloud.config import DATA_DIR_ENV, load_cloud_settings
-from cloud.state.db import create_engine, migrate
+from cloud.state.db import create_engine, migrate, writing
 from protocols.messages import utc_now
 from protocols.settings import ConfigError
 
@@ -26,7 +26,7 @@ async def import_text(database_url: str, parsed: ParsedCatalogue) -> tuple[int, 
     engine = create_engine(database_url)
     try:
         await migrate(engine)
-        async with engine.begin() as connection:
+        async with writing(engine) as connection:
             return await products.upsert(connection, parsed.products, utc_now())
     finally:
         await engine.dispose()

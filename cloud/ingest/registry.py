@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloud.config import StoreConfig
 from cloud.state import schema
-from cloud.state.db import insert_for
+from cloud.state.db import insert_for, writing
 from protocols.messages import utc_now
 
 
@@ -35,13 +35,13 @@ class Registry:
         self, engine: AsyncEngine, store: str, nodes: list[str], *, name: str = ""
     ) -> None:
         """Add a store and its nodes (idempotent); existing rows keep their state."""
-        async with engine.begin() as connection:
+        async with writing(engine) as connection:
             await _register(connection, store, nodes, name)
         self.stores.add(store)
         self.nodes.update((store, node) for node in nodes)
 
     async def seed(self, engine: AsyncEngine, stores: list[StoreConfig]) -> None:
-        async with engine.begin() as connection:
+        async with writing(engine) as connection:
             for store in stores:
                 await _register(connection, store.id, store.nodes, store.name)
         await self.load(engine)

@@ -31,7 +31,7 @@ from cloud.inventory.operations_api import add_operations_routes
 from cloud.inventory.rules import AlertState, AlertType
 from cloud.inventory.stock import levels
 from cloud.inventory.tables import inventory_alerts, planograms, reorder_points
-from cloud.state.db import upsert
+from cloud.state.db import upsert, writing
 from protocols.ids import Gtin, Identifier
 from protocols.messages import utc_now
 
@@ -203,7 +203,7 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         if len(set(keys)) != len(keys):
             raise ApiError(422, "invalid_request", "a (gtin, shelf) is listed twice")
         now = utc_now()
-        async with cloud.engine.begin() as connection:
+        async with writing(cloud.engine) as connection:
             t = reorder_points
             await connection.execute(delete(t).where(t.c.store_id == store))
             await upsert(
@@ -228,7 +228,7 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         """Set one reorder point (store-wide, or for one shelf with `shelf`)."""
         _check(cloud, principal, store)
         now = utc_now()
-        async with cloud.engine.begin() as connection:
+        async with writing(cloud.engine) as connection:
             await upsert(
                 connection,
                 reorder_points,
@@ -259,7 +259,7 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         """Remove a reorder point set through the API (a config default may then apply)."""
         _check(cloud, principal, store)
         t = reorder_points
-        async with cloud.engine.begin() as connection:
+        async with writing(cloud.engine) as connection:
             result = await connection.execute(
                 delete(t).where(t.c.store_id == store, t.c.gtin == gtin, t.c.shelf == (shelf or ""))
             )
@@ -291,7 +291,7 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         if len(body.shelves) + sum(len(g) for g in body.shelves.values()) > MAX_ITEMS:
             raise ApiError(422, "invalid_request", f"at most {MAX_ITEMS} planogram entries")
         now = utc_now()
-        async with cloud.engine.begin() as connection:
+        async with writing(cloud.engine) as connection:
             await connection.execute(delete(planograms).where(planograms.c.store_id == store))
             rows = [
                 _plan_row(store, shelf, gtins, principal, now)
@@ -313,7 +313,7 @@ def create_router(domain: InventoryDomain) -> APIRouter:
     ) -> PlanogramOut:
         """Set which GTINs belong on one shelf."""
         _check(cloud, principal, store)
-        async with cloud.engine.begin() as connection:
+        async with writing(cloud.engine) as connection:
             await upsert(
                 connection,
                 planograms,
@@ -329,7 +329,7 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         """The shelf is no longer planned: its misplaced-item alerts clear."""
         _check(cloud, principal, store)
         t = planograms
-        async with cloud.engine.begin() as connection:
+        async with writing(cloud.engine) as connection:
             result = await connection.execute(
                 delete(t).where(t.c.store_id == store, t.c.shelf == shelf)
             )
@@ -382,7 +382,7 @@ def create_router(domain: InventoryDomain) -> APIRouter:
         """Someone is on it. Acknowledging does not clear: the counts do. Idempotent: the
         first acknowledgement is kept."""
         t = inventory_alerts
-        async with cloud.engine.begin() as connection:
+        async with writing(cloud.engine) as connection:
             row = await _alert(connection, alert_id, principal)
             if row.acknowledged_at is None:
                 await connection.execute(

@@ -31,6 +31,7 @@ from cloud.inventory import accuracy, reorder
 from cloud.inventory.replenish import OPEN, TASK, close, task_data
 from cloud.inventory.sales import SoldItem, mark_sold
 from cloud.inventory.tables import approved_differences, book_stock, replenishment_tasks
+from cloud.state.db import writing
 from protocols.ids import Epc, Gtin, Identifier
 from protocols.messages import utc_now
 
@@ -122,7 +123,7 @@ def add_operations_routes(router: APIRouter, domain: InventoryDomain) -> None:
     async def task_done(task_id: RowIdPath, principal: Reader, cloud: Cloud) -> TaskOut:
         """Close a task by hand (idempotent: a done task stays as it was closed)."""
         t = replenishment_tasks
-        async with cloud.engine.begin() as connection:
+        async with writing(cloud.engine) as connection:
             row = (await connection.execute(select(t).where(t.c.id == task_id))).first()
             if row is None or not principal.may_see(row.store_id):
                 raise ApiError(404, "not_found", f"no task {task_id}")
@@ -146,7 +147,7 @@ def add_operations_routes(router: APIRouter, domain: InventoryDomain) -> None:
         if len(set(epcs)) != len(epcs):
             raise ApiError(422, "invalid_request", "an EPC is listed twice in the sale")
         items = [SoldItem(i.epc, i.gtin, i.price, i.currency) for i in body.items]
-        async with cloud.engine.begin() as connection:
+        async with writing(cloud.engine) as connection:
             marked, cleared = await mark_sold(
                 connection,
                 store,
@@ -202,7 +203,7 @@ def add_operations_routes(router: APIRouter, domain: InventoryDomain) -> None:
             raise ApiError(422, "invalid_request", str(exc)) from None
         now = utc_now()
         b = book_stock
-        async with cloud.engine.begin() as connection:
+        async with writing(cloud.engine) as connection:
             await connection.execute(delete(b).where(b.c.store_id == store))
             if lines:
                 await connection.execute(
@@ -238,7 +239,7 @@ def add_operations_routes(router: APIRouter, domain: InventoryDomain) -> None:
         without a difference is a 422 naming it."""
         _check(cloud, principal, store)
         now = utc_now()
-        async with cloud.engine.begin() as connection:
+        async with writing(cloud.engine) as connection:
             lines, _imported = await accuracy.lines_of(connection, options, store)
             differing = {line.gtin: line for line in lines if line.difference}
             missing = [g for g in body.gtins if g not in differing]

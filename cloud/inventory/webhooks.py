@@ -43,7 +43,7 @@ from cloud.inventory.config import LevelWebhookOptions, ZoneOptions
 from cloud.inventory.stock import Key, Level, levels
 from cloud.inventory.tables import levels_sent
 from cloud.signing import SIGNATURE_HEADER, signature
-from cloud.state.db import upsert
+from cloud.state.db import upsert, writing
 from protocols.messages import utc_now
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ class LevelWebhookSender:
 
 
 async def _record_sent(engine: AsyncEngine, chunk: list[tuple[Key, Level]]) -> None:
-    async with engine.begin() as connection:
+    async with writing(engine) as connection:
         now = utc_now()
         await upsert(
             connection,

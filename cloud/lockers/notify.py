@@ -36,6 +36,7 @@ from cloud.lockers import tables
 from cloud.lockers.config import WebhookConfig
 from cloud.lockers.machine import OrderState
 from cloud.lockers.views import as_utc, order_view
+from cloud.state.db import writing
 from protocols.codec import encode, topic_for
 from protocols.messages import OrderUpdate, utc_now
 
@@ -182,7 +183,7 @@ class Notifier:
             else:
                 delay = min(webhook.backoff_base_s * 2 ** (attempts - 1), webhook.backoff_max_s)
                 values |= {"last_error": error, "next_at": done + timedelta(seconds=delay)}
-            async with engine.begin() as connection:
+            async with writing(engine) as connection:
                 await connection.execute(update(n).where(n.c.id == row.id).values(**values))
         return len(rows)
 

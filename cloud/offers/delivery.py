@@ -32,6 +32,7 @@ from cloud.bus import Change, LiveBus
 from cloud.offers import tables
 from cloud.offers.options import OffersOptions, WebhookOptions
 from cloud.signing import signature
+from cloud.state.db import writing
 from protocols.messages import utc_now
 from protocols.mqtt import MqttSettings, new_client
 from protocols.topics import OFFERS_LEVEL, SHOPPER_LEVEL, TOPIC_PREFIX
@@ -60,7 +61,7 @@ async def advance(
     stamps: dict[str, Any] = {
         f"{s}_at": func.coalesce(o.c[f"{s}_at"], at) for s in STAGES[1 : STAGES.index(stage) + 1]
     }
-    async with engine.begin() as connection:
+    async with writing(engine) as connection:
         rows = (
             await connection.execute(
                 select(o.c.offer_id, o.c.store_id, o.c.campaign_id, o.c.zone).where(
@@ -269,7 +270,7 @@ class WebhookSender:
         delay = min(self.options.backoff_max_s, self.options.backoff_min_s * 2 ** (attempts - 1))
         delay *= random.uniform(0.8, 1.2)
         o = tables.offers
-        async with self.engine.begin() as connection:
+        async with writing(self.engine) as connection:
             await connection.execute(
                 update(o)
                 .where(o.c.offer_id == row.offer_id)
@@ -282,7 +283,7 @@ class WebhookSender:
 
     async def _finish(self, offer_id: str, state: str, error: str | None, attempts: int) -> None:
         o = tables.offers
-        async with self.engine.begin() as connection:
+        async with writing(self.engine) as connection:
             await connection.execute(
                 update(o)
                 .where(o.c.offer_id == offer_id)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cloud.broker.policy import shopper_inbox
 from cloud.offers import tables
 from cloud.offers.campaigns import CampaignSpec, as_utc
-from cloud.state.db import upsert
+from cloud.state.db import upsert, writing
 from protocols.messages import utc_now
 
 MAX_TOKEN_LIFETIME = timedelta(days=1)
@@ -29,7 +29,7 @@ async def set_shopper(
     """Create or update a shopper; withdrawing consent also forgets where they are."""
     s = tables.shoppers
     now = utc_now()
-    async with engine.begin() as connection:
+    async with writing(engine) as connection:
         row = (await connection.execute(select(s).where(s.c.shopper_id == shopper_id))).first()
         consent_at = row.consent_at if row else None
         withdrawn_at = row.withdrawn_at if row else None
@@ -65,7 +65,7 @@ async def get_shopper(engine: AsyncEngine, shopper_id: str) -> dict[str, Any]:
 async def erase_shopper(engine: AsyncEngine, shopper_id: str) -> None:
     """Right to erasure: the shopper, their tokens and presence go; their offers stay as
     anonymous counts."""
-    async with engine.begin() as connection:
+    async with writing(engine) as connection:
         for table in (tables.shopper_tokens, tables.presence, tables.shoppers):
             await connection.execute(delete(table).where(table.c.shopper_id == shopper_id))
         o = tables.offers
@@ -94,7 +94,7 @@ async def add_token(
         # The phone broadcasts its tokens; its inbox (and broker login) must stay unknown.
         raise RegistryError(422, "invalid_request", "a token must not contain the app's inbox")
     t, s = tables.shopper_tokens, tables.shoppers
-    async with engine.begin() as connection:
+    async with writing(engine) as connection:
         known = (
             await connection.execute(select(s.c.shopper_id).where(s.c.shopper_id == shopper_id))
         ).first()
@@ -130,7 +130,7 @@ async def put_campaign(engine: AsyncEngine, campaign_id: str, spec: CampaignSpec
     """Create or replace; True when it was created."""
     c = tables.campaigns
     now = utc_now()
-    async with engine.begin() as connection:
+    async with writing(engine) as connection:
         row = (
             await connection.execute(select(c.c.created_at).where(c.c.campaign_id == campaign_id))
         ).first()
@@ -162,7 +162,7 @@ async def list_campaigns(engine: AsyncEngine, campaign_id: str | None = None) ->
 
 async def deactivate_campaign(engine: AsyncEngine, campaign_id: str) -> None:
     c = tables.campaigns
-    async with engine.begin() as connection:
+    async with writing(engine) as connection:
         result = await connection.execute(
             update(c)
             .where(c.c.campaign_id == campaign_id)
@@ -207,7 +207,7 @@ async def housekeeping(
     """Retention: end visits, forget expired tokens, drop old decisions."""
     now = utc_now()
     p, t, o = tables.presence, tables.shopper_tokens, tables.offers
-    async with engine.begin() as connection:
+    async with writing(engine) as connection:
         ended = await connection.execute(
             delete(p).where(p.c.last_seen_at < now - timedelta(seconds=visit_gap_s))
         )

@@ -52,7 +52,11 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     writers wait many polls while others slip in (`storegate bench --only orders`: 16
     concurrent orders gave a p99 of 1.4 s against a p50 of 30 ms). The writers of this
     process queue on one lock instead, first come first served; another process's writers
-    still meet the busy handler. PostgreSQL locks rows, not the database: a plain begin().
+    still meet the busy handler. Every transaction of the cloud that writes takes it (the
+    ingest, the API's routes, the notifiers, retention), so none of them polls behind
+    another; reads use `engine.connect()` and never wait for it (WAL). Not re-entrant: a
+    writer must not open a second `writing` on the same engine inside its own. PostgreSQL
+    locks rows, not the database: a plain begin().
     """
     if engine.dialect.name != "sqlite":
         async with engine.begin() as connection:

@@ -25,6 +25,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.state import schema
+from cloud.state.db import writing
 from cloud.timeseries.sql import history_table
 from protocols.messages import utc_now
 
@@ -43,7 +44,7 @@ async def _delete_dead_letters(engine: AsyncEngine, cutoff: datetime, batch_rows
     removed = 0
     while True:
         oldest = select(t.c.id).where(t.c.received_at <= cutoff).limit(batch_rows)
-        async with engine.begin() as connection:
+        async with writing(engine) as connection:
             result = await connection.execute(delete(t).where(t.c.id.in_(oldest.scalar_subquery())))
         removed += result.rowcount
         if result.rowcount < batch_rows:
@@ -56,7 +57,7 @@ async def _delete_history(engine: AsyncEngine, cutoff: datetime, batch_rows: int
     removed = 0
     while True:
         # The oldest batch's newest timestamp bounds one DELETE (the key has no single id).
-        async with engine.begin() as connection:
+        async with writing(engine) as connection:
             times = (
                 (
                     await connection.execute(

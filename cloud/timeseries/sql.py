@@ -16,6 +16,7 @@ from sqlalchemy import JSON, BigInteger, Column, Index, MetaData, String, Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cloud.state.db import writing
 from cloud.timeseries.lineprotocol import LineProtocolError, Point, parse
 from cloud.timeseries.sinks import SinkRejected, SinkUnavailable
 
@@ -51,7 +52,7 @@ def _row(point: Point) -> dict[str, Any]:
 
 async def create_all(engine: AsyncEngine) -> None:
     """Create the history table (tests and the demo; production uses migrations)."""
-    async with engine.begin() as connection:
+    async with writing(engine) as connection:
         await connection.run_sync(timeseries_metadata.create_all)
 
 
@@ -93,7 +94,7 @@ class SqlSink:
                 set_={"fields": lite_statement.excluded.fields},
             )
         try:
-            async with self._engine.begin() as connection:
+            async with writing(self._engine) as connection:
                 await connection.execute(statement, list(rows.values()))
         except (SQLAlchemyError, OSError) as exc:
             raise SinkUnavailable(f"history table: {type(exc).__name__}: {exc}") from None
