@@ -4,7 +4,9 @@ simulated radio) lives in simulators/ble/driver.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 from typing import TypeVar
 
 from bleak.backends.device import BLEDevice
@@ -78,6 +80,13 @@ class BleScannerDriver(Driver):
         self._ctx: DriverContext | None = None
         self.messages_emitted = 0
         self.events_emitted = 0
+        # Early flushes: a transition is what a shopper waits for (the offer follows the
+        # enter), so it does not wait for the flush_s batch; the gap bounds how often.
+        self.transition_gap_s = options.transition_gap_s
+        self.early_flushes = 0
+        self._early_due: float | None = None  # driver clock; set while a transition waits
+        self._last_early = -math.inf
+        self._wake = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -96,17 +105,31 @@ class BleScannerDriver(Driver):
             self._flush_quietly()
 
     async def _loop(self) -> None:
-        """Flush presence every `flush_s` and run the watchdogs every `check_s` (real time)."""
+        """Flush presence every `flush_s`, early when a transition waits, and run the
+        watchdogs every `check_s` (real time)."""
         flush_s = self.options.flush_s
         check_s = self.options.watchdog.check_s
-        next_check = self.clock() + check_s
+        now = self.clock()
+        next_flush, next_check = now + flush_s, now + check_s
         while True:
-            await asyncio.sleep(min(flush_s, check_s))
-            self.flush()
+            early = math.inf if self._early_due is None else self._early_due
+            wake_at = min(next_flush, next_check, early)
+            await self._sleep(wake_at - self.clock())
             now = self.clock()
+            if now >= next_flush:
+                next_flush = now + flush_s
+                self.flush()
+            else:
+                self.flush_if_transition_due(now)
             if now >= next_check:
                 next_check = now + check_s
                 await self.check_watchdogs(now)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake as soon as a transition asks for an early flush."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
 
     # ------------------------------------------------------------------ work
 
@@ -114,13 +137,34 @@ class BleScannerDriver(Driver):
         try:
             self._by_id[scanner_id].saw_advert(self.clock())
             self.pipeline.handle(scanner_id, device, adv)
+            if self.engine.transitions_pending:
+                self._want_early_flush()
         except Exception:  # a bug must not kill bleak's callback dispatch; never log the device
             log.exception("scanner %s: advert handling failed", scanner_id)
+
+    def _want_early_flush(self) -> None:
+        # Only schedule here: the callback stays cheap (no outbox write inside bleak's
+        # dispatch); the loop, woken, does the flush.
+        if self.transition_gap_s is None or self._early_due is not None:
+            return
+        self._early_due = max(self.clock(), self._last_early + self.transition_gap_s)
+        self._wake.set()
+
+    def flush_if_transition_due(self, now: float) -> bool:
+        """The early flush: at most one per `transition_gap_s`; it sends whatever is
+        pending (dwells that happen to wait go along)."""
+        if self._early_due is None or now < self._early_due:
+            return False
+        self._last_early = now
+        self.early_flushes += 1
+        self.flush()
+        return True
 
     def flush(self) -> None:
         """Apply time-based presence rules and emit what happened as batched messages."""
         self.engine.tick(self.clock())
         events = self.engine.drain()
+        self._early_due = None  # whatever waited goes out now
         if not events or self._ctx is None:
             return
         for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE):
@@ -165,6 +209,7 @@ class BleScannerDriver(Driver):
         values["scanners_degraded"] = sum(s.level != WatchdogLevel.OK for s in self.scanners)
         values["presence_messages_total"] = self.messages_emitted
         values["presence_events_total"] = self.events_emitted
+        values["presence_early_flushes_total"] = self.early_flushes
         return values
 
 

@@ -12,6 +12,10 @@ from edge.ble.privacy import Allowlist
 from edge.ble.scanner import WatchdogTimings
 from protocols.ids import BeaconId, Identifier
 
+TRANSITION_GAP_S = 0.1
+"""Default: at most 10 early presence messages a second per scanner device, on top of the
+flush_s batches; a transition waits at most this long (the 1 s advert -> offer budget)."""
+
 
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -80,6 +84,14 @@ class BleakOptions(_Options):
     presence: PresenceOptions = Field(default_factory=PresenceOptions)
     watchdog: WatchdogOptions = Field(default_factory=WatchdogOptions)
     flush_s: float = Field(default=1.0, gt=0, description="how often presence events are batched")
+    transition_gap_s: float | None = Field(
+        default=TRANSITION_GAP_S,
+        gt=0,
+        le=10,
+        description="an enter, zone switch or exit is published at once, in its own early"
+        " ble.presence message, at most one such message per this many seconds (transitions"
+        " within it share one); null: transitions wait for the flush_s batch like dwells",
+    )
 
     @model_validator(mode="after")
     def _one_scanner_form(self) -> Self:

@@ -104,8 +104,9 @@ def epoch_wall_time(t: float) -> datetime:
 
 class PresenceEngine:
     """Feed `observe()` with samples and call `tick()` about once a second; take the
-    events with `drain()`. Times are float seconds on any steady clock; `wall_time` turns
-    them into event times (the default reads them as seconds since the epoch)."""
+    events with `drain()` (`transitions_pending` says whether an enter or exit is among
+    them). Times are float seconds on any steady clock; `wall_time` turns them into event
+    times (the default reads them as seconds since the epoch)."""
 
     def __init__(
         self,
@@ -120,6 +121,7 @@ class PresenceEngine:
         self.zone_of = dict(zones)  # scanner -> zone
         self._beacons: dict[str, _Beacon] = {}
         self._pending: deque[PresenceEvent] = deque()
+        self._transitions_pending = 0  # enters and exits in _pending (a switch is both)
         self.dropped_unknown_scanner = 0
         self.dropped_over_capacity = 0
         self.dropped_events = 0
@@ -237,8 +239,11 @@ class PresenceEngine:
     ) -> None:
         if len(self._pending) >= self.params.max_pending_events:
             # Nobody drained for a long time: keep the newest, they describe the present.
-            self._pending.popleft()
+            if self._pending.popleft().kind is not PresenceKind.DWELL:
+                self._transitions_pending -= 1
             self.dropped_events += 1
+        if kind is not PresenceKind.DWELL:
+            self._transitions_pending += 1
         self._pending.append(
             PresenceEvent(
                 kind=kind,
@@ -275,7 +280,14 @@ class PresenceEngine:
     def drain(self) -> list[PresenceEvent]:
         events = list(self._pending)
         self._pending.clear()
+        self._transitions_pending = 0
         return events
+
+    @property
+    def transitions_pending(self) -> int:
+        """Enters and exits (a zone switch is one of each) waiting for `drain()`: the events
+        a shopper waits for, which the driver sends early instead of on its batching tick."""
+        return self._transitions_pending
 
     # ------------------------------------------------------------------ state
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.ble.driver import BleScannerDriver
 from edge.ble.options import (
+    TRANSITION_GAP_S,
     AllowlistOptions,
     BleakOptions,
     PresenceOptions,
@@ -58,6 +59,7 @@ class SimBleOptions(BaseModel):
     presence: PresenceOptions = Field(default_factory=PresenceOptions)
     watchdog: WatchdogOptions = Field(default_factory=WatchdogOptions)
     flush_s: float = Field(default=1.0, gt=0)
+    transition_gap_s: float | None = Field(default=TRANSITION_GAP_S, gt=0, le=10)
 
 
 class SimBleDriver(BleScannerDriver):
@@ -81,6 +83,7 @@ class SimBleDriver(BleScannerDriver):
             presence=options.presence,
             watchdog=options.watchdog,
             flush_s=options.flush_s,
+            transition_gap_s=options.transition_gap_s,
         )
         super().__init__(
             device,
@@ -103,6 +106,8 @@ class SimBleDriver(BleScannerDriver):
             if self.sim.now >= next_flush:
                 next_flush += flush_s
                 self.flush()
+            else:
+                self.flush_if_transition_due(self.sim.now)
             if self.sim.now >= next_check:
                 next_check += check_s
                 await self.check_watchdogs(self.sim.now)
@@ -111,6 +116,11 @@ class SimBleDriver(BleScannerDriver):
                 self.sim.start = self.sim.now
                 self.sim.add_random_shoppers(opts.shoppers, non_app=opts.non_app)
             if opts.realtime:
-                await asyncio.sleep(opts.step_s)
+                # adverts may come from outside the simulation (a bench's phones): wake for
+                # their transitions as the real driver does
+                due = self._early_due
+                await self._sleep(
+                    opts.step_s if due is None else min(opts.step_s, due - self.sim.now)
+                )
             else:
                 await asyncio.sleep(opts.step_s / opts.speed if opts.speed > 0 else 0)
