@@ -153,6 +153,7 @@ class LockersDomain(Domain):
                         tx, message.store, message.node, bank, statuses, message.event_time
                     )
                     await holds.resend(tx, self, message.store, message.node, bank, statuses)
+                    await returns.resend(tx, self, message.store, message.node, bank)
         elif isinstance(message, RfidEvents) and message.items:
             await items.on_rfid(tx, message)
             await returns.settle(tx, message.store)

@@ -11,6 +11,7 @@
    `locker.return` with the drop-off grant (`order_seq` = this return's id, `expiry`). The
    edge derives the drop-off code itself (`protocols.pickup.dropoff_code`); the cloud
    keeps only `key_check` and shows the code once, in this response.
+   Every birth of the node re-sends it while it is pending (`resend`).
 2. The edge reports `returned_dropped` (door shut on a parcel): `returned_in_locker`, and a
    staff task "empty compartment X" (`GET /api/v1/stores/{store}/lockers/returns`, the
    `locker_return` live change).
@@ -322,6 +323,42 @@ async def taken_compartments(tx: DomainTx, store: str) -> set[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------- ingest hooks
+
+
+async def resend(tx: DomainTx, domain: LockersDomain, store: str, node: str, bank: str) -> int:
+    """On a node's birth, `locker.return` again for every drop-off still pending there, with
+    the same grant: an edge that kept it changes nothing, one that lost its state file takes
+    it back (the shopper's code opens again), and one where the parcel went in meanwhile
+    refuses it (the grant is spent; the `returned_dropped` event follows from its outbox)."""
+    t = tables.locker_returns
+    pending = (
+        await tx.connection.execute(
+            select(t).where(
+                t.c.store_id == store,
+                t.c.bank == bank,
+                t.c.node_id == node,
+                t.c.state == "return_pending",
+                t.c.expires_at > utc_now(),
+            )
+        )
+    ).all()
+    for row in pending:
+        await commands.send(
+            tx,
+            store=store,
+            node=node,
+            bank=bank,
+            compartment=row.compartment,
+            name=RETURN,
+            args={
+                "order_ref": row.order_id,
+                "order_seq": row.id,
+                "expiry": as_utc(row.expires_at).isoformat(),
+            },
+            expiry_s=domain.options.command_expiry_s,
+            order_id=row.order_id,
+        )
+    return len(pending)
 
 
 async def on_ack(tx: DomainTx, ack: CommandAck) -> None:

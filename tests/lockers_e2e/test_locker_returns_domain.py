@@ -14,10 +14,13 @@ from sqlalchemy import select
 from cloud.lockers import tables
 from protocols.messages import (
     AckStatus,
+    Birth,
     CompartmentState,
+    CompartmentStatus,
     ItemEvent,
     ItemEventKind,
     RfidEvents,
+    StreamPosition,
 )
 from protocols.pickup import Grant, PickupKey, dropoff_code, key_check
 from tests.cloud.cloudproc import SHOPPER_KEY, STAFF_KEY
@@ -129,7 +132,35 @@ async def test_dropped_emptied_and_read_back_damaged_completes_and_holds_it_back
     compartment = started["compartment"]
     over = await start(setup, order_id, {"epc": "3034257BF7194E4000000103"}, expect=409)
     assert "under way" in over["detail"]
-    await setup.ack(setup.commands()[-1], AckStatus.DONE)
+    sent = setup.commands()[-1]
+    await setup.ack(sent, AckStatus.DONE)
+    # the node's next birth re-sends the pending return with the same grant (an edge that
+    # lost its state takes it back), and releases nothing
+    await setup.feed(
+        Birth(
+            store=STORE,
+            node=NODE,
+            seq=1,
+            bd_seq=2,
+            version="1",
+            streams=[StreamPosition(stream=f"locker/{BANK}", seq=setup.locker_seq)],
+            compartments={
+                BANK: [
+                    CompartmentStatus(
+                        compartment=c,
+                        state=C.RETURN_PENDING if c == compartment else C.AVAILABLE,
+                        order_ref=order_id if c == compartment else None,
+                    )
+                    for c in ("0-01", "0-02")
+                ]
+            },
+        )
+    )
+    resent = setup.commands()[-1]
+    assert resent.name == "locker.return"
+    assert resent.correlation_id != sent.correlation_id
+    assert resent.args == sent.args
+    assert "locker.release" not in [c.name for c in setup.commands()]
     # the drop-off: the staff task appears
     await setup.events(compartment, ("returned_dropped", C.RETURN_DROPPED))
     tasks = await setup.call("GET", f"/api/v1/stores/{STORE}/lockers/returns", STAFF_KEY)
