@@ -9,9 +9,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from cloud.lockers import tables
+from cloud.lockers.config import LockersOptions
 from protocols.messages import (
     AckStatus,
     Birth,
@@ -196,3 +199,13 @@ def rfid(seq: int, epc: str) -> RfidEvents:
         event_time=now,
         items=[ItemEvent(kind=ItemEventKind.ARRIVED, epc=epc, gtin=GTIN, shelf="returns", at=now)],
     )
+
+
+def test_compartment_sizes_are_checked_in_the_config() -> None:
+    bank = {"store": STORE, "node": NODE, "bank": BANK, "codes_key_env": KEY_ENV}
+    ok = LockersOptions(banks=[{**bank, "compartment_sizes": {"0-01": "large"}}])
+    assert ok.banks[0].compartment_sizes == {"0-01": "large"}
+    with pytest.raises(ValidationError, match="'small', 'medium' or 'large'"):
+        LockersOptions(banks=[{**bank, "compartment_sizes": {"0-01": "huge"}}])
+    with pytest.raises(ValidationError, match="compartment_sizes"):
+        LockersOptions(banks=[{**bank, "compartment_sizes": {"0 01": "small"}}])
