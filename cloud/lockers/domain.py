@@ -407,6 +407,7 @@ class LockersDomain(Domain):
                 # stamped with when the hold ended, as the edge's hold_expired would be
                 expired_at = as_utc(order.hold_until)
                 await orders.move(tx, self.notifier, order, S.EXPIRED, "hold_over", expired_at)
+            await returns.expire_due(tx, now)  # drop-off codes, for an edge offline then
         return len(due)
 
 

@@ -20,16 +20,18 @@
    `damaged` (held back) when RFID reads its EPC in the store (cloud/lockers/items.py);
    once all are read and the compartment is emptied, the return is `return_completed`.
 
-A return that expires before the drop-off, or that the edge refuses, gives its items
-back: their `expected` rows are removed, so the shopper may start again (or bring them to
-the counter).
+A return that expires before the drop-off (the edge's `return_expired`, or the cloud's
+expiry sweep for an edge offline then), or that the edge refuses, gives its items back:
+their `expected` rows are removed, so the shopper may start again (or bring them to the
+counter). A drop-off reported after the sweep gave up wins: the return is
+`returned_in_locker` again, with its items.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -58,6 +60,8 @@ RETURN = "locker.return"
 ACTIVE = ("requested", "return_pending", "returned_in_locker")
 # Returns whose items the cloud still waits for.
 _OPEN = (*ACTIVE, "emptied")
+# Returns an edge event may still concern (an expired one: a drop-off reported late).
+_SEEN = (*_OPEN, "expired")
 # The edge events a return follows.
 EVENT_CAUSES = frozenset({"returned_dropped", "return_emptied", "return_expired"})
 _ORDER_STATES_HOLDING = [
@@ -80,13 +84,14 @@ class LockerReturnIn(BaseModel):
 def view(row: Row[Any] | dict[str, Any]) -> dict[str, Any]:
     r = row if isinstance(row, dict) else row._asdict()
     shown: dict[str, Any] = {
+        "epcs": [item["epc"] for item in r["items"]],
         "id": r["id"],
         "order_id": r["order_id"],
         "store": r["store_id"],
         "bank": r["bank"],
         "compartment": r["compartment"],
         "state": r["state"],
-        "epcs": list(r["epcs"]),
+        "items": list(r["items"]),
         "expires_at": iso(r["expires_at"]),
         "reason": r["reason"],
         "created_at": iso(r["created_at"]),
@@ -159,7 +164,7 @@ def add_return_routes(router: APIRouter, domain: LockersDomain) -> None:
                     bank=bank,
                     compartment=compartment,
                     state="requested",
-                    epcs=epcs,
+                    items=[item.model_dump() for item in body.items],
                     key_check="",
                     expires_at=expiry,
                     created_at=now,
@@ -393,8 +398,8 @@ async def on_event(tx: DomainTx, store: str, bank: str, event: CompartmentEvent)
                 t.c.store_id == store,
                 t.c.bank == bank,
                 t.c.compartment == event.compartment,
-                t.c.order_id == event.order_ref if event.order_ref else t.c.state.in_(_OPEN),
-                t.c.state.in_(_OPEN),
+                t.c.order_id == event.order_ref if event.order_ref else t.c.state.in_(_SEEN),
+                t.c.state.in_(_SEEN),
             )
             .order_by(t.c.id.desc())
             .limit(1)
@@ -409,9 +414,21 @@ async def on_event(tx: DomainTx, store: str, bank: str, event: CompartmentEvent)
             event.compartment,
         )
         return
-    if event.cause == "returned_dropped" and row.state in ("requested", "return_pending"):
-        # `requested`: the drop-off event overtook the ack; it happened all the same
-        await _move(tx, row, "returned_in_locker", dropped_at=event.at)
+    if event.cause == "returned_dropped" and row.state in (
+        "requested",
+        "return_pending",
+        "expired",
+    ):
+        # `requested`: the drop-off event overtook the ack; `expired`: the cloud's sweep
+        # gave up while the node was offline. It happened all the same: the locker wins.
+        if row.state == "expired":
+            log.warning(
+                "locker return %d of order %s: dropped off, reported after the cloud expired it",
+                row.id,
+                row.order_id,
+            )
+            await _take_back_items(tx, row)
+        await _move(tx, row, "returned_in_locker", dropped_at=event.at, reason=None)
         log.info(
             "order %s: return dropped off in %s/%s; staff task: empty it",
             row.order_id,
@@ -424,6 +441,23 @@ async def on_event(tx: DomainTx, store: str, bank: str, event: CompartmentEvent)
     elif event.cause == "return_expired" and row.state in ("requested", "return_pending"):
         await _give_back_items(tx, row)
         await _move(tx, row, "expired", reason="nothing was dropped off before the expiry")
+
+
+async def expire_due(tx: DomainTx, now: datetime) -> int:
+    """Drop-offs whose code expired without the edge saying so (offline then): `expired`,
+    their items given back. The edge's own `return_expired` does the same when it can."""
+    t = tables.locker_returns
+    due = (
+        await tx.connection.execute(
+            select(t).where(t.c.state.in_(("requested", "return_pending")), t.c.expires_at <= now)
+        )
+    ).all()
+    for row in due:
+        await _give_back_items(tx, row)
+        await _move(
+            tx, row, "expired", reason="the drop-off code expired (the edge did not report it)"
+        )
+    return len(due)
 
 
 async def settle(tx: DomainTx, store: str) -> None:
@@ -439,7 +473,7 @@ async def settle(tx: DomainTx, store: str) -> None:
                 .select_from(r)
                 .where(
                     r.c.order_id == row.order_id,
-                    r.c.epc.in_(list(row.epcs)),
+                    r.c.epc.in_(_epcs(row)),
                     r.c.status == "expected",
                 )
             )
@@ -453,11 +487,48 @@ async def _give_back_items(tx: DomainTx, row: Row[Any]) -> None:
     await tx.connection.execute(
         delete(r).where(
             r.c.order_id == row.order_id,
-            r.c.epc.in_(list(row.epcs)),
+            r.c.epc.in_(_epcs(row)),
             r.c.status == "expected",
             r.c.method == "locker",
         )
     )
+
+
+async def _take_back_items(tx: DomainTx, row: Row[Any]) -> None:
+    """The items of a return the cloud had given up, which reached the locker after all."""
+    r = tables.order_returns
+    known = set(
+        (
+            await tx.connection.execute(
+                select(r.c.epc).where(r.c.order_id == row.order_id, r.c.epc.in_(_epcs(row)))
+            )
+        )
+        .scalars()
+        .all()
+    )
+    missing = [item for item in row.items if item["epc"] not in known]
+    if missing:
+        await tx.connection.execute(
+            insert(r),
+            [
+                {
+                    "order_id": row.order_id,
+                    "store_id": row.store_id,
+                    "epc": item["epc"],
+                    "method": "locker",
+                    "bank": row.bank,
+                    "compartment": row.compartment,
+                    "condition": item["condition"],
+                    "status": "expected",
+                    "created_at": utc_now(),
+                }
+                for item in missing
+            ],
+        )
+
+
+def _epcs(row: Row[Any]) -> list[str]:
+    return [str(item["epc"]) for item in row.items]
 
 
 async def _move(tx: DomainTx, row: Row[Any], state: str, **values: Any) -> None:

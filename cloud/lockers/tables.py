@@ -176,7 +176,7 @@ Index("ix_epc_locations_gtin", epc_locations.c.store_id, epc_locations.c.gtin)
 # keyed `key_check` is stored, never the code), and how far it got: requested (the edge was
 # sent `locker.return`) -> return_pending (acked) -> returned_in_locker (dropped off) ->
 # emptied (staff took it out) -> return_completed (its EPCs read back in); or failed,
-# expired. `epcs` are the order_returns rows it carries.
+# expired. `items` ({epc, condition}) are the order_returns rows it carries.
 locker_returns = Table(
     "locker_returns",
     metadata,
@@ -187,7 +187,7 @@ locker_returns = Table(
     Column("bank", ID, nullable=False),
     Column("compartment", ID, nullable=False),
     Column("state", String(24), nullable=False),
-    Column("epcs", JSON, nullable=False),
+    Column("items", JSON, nullable=False),
     Column("key_check", String(64), nullable=False),
     Column("correlation_id", String(64), nullable=True),  # of the locker.return command
     Column("expires_at", TS, nullable=False),
