@@ -84,13 +84,13 @@ class LockerReturnIn(BaseModel):
 def view(row: Row[Any] | dict[str, Any]) -> dict[str, Any]:
     r = row if isinstance(row, dict) else row._asdict()
     shown: dict[str, Any] = {
-        "epcs": [item["epc"] for item in r["items"]],
         "id": r["id"],
         "order_id": r["order_id"],
         "store": r["store_id"],
         "bank": r["bank"],
         "compartment": r["compartment"],
         "state": r["state"],
+        "epcs": [item["epc"] for item in r["items"]],
         "items": list(r["items"]),
         "expires_at": iso(r["expires_at"]),
         "reason": r["reason"],
@@ -391,20 +391,15 @@ async def on_event(tx: DomainTx, store: str, bank: str, event: CompartmentEvent)
     if event.cause not in EVENT_CAUSES:
         return
     t = tables.locker_returns
-    row = (
-        await tx.connection.execute(
-            select(t)
-            .where(
-                t.c.store_id == store,
-                t.c.bank == bank,
-                t.c.compartment == event.compartment,
-                t.c.order_id == event.order_ref if event.order_ref else t.c.state.in_(_SEEN),
-                t.c.state.in_(_SEEN),
-            )
-            .order_by(t.c.id.desc())
-            .limit(1)
-        )
-    ).first()
+    query = select(t).where(
+        t.c.store_id == store,
+        t.c.bank == bank,
+        t.c.compartment == event.compartment,
+        t.c.state.in_(_SEEN),
+    )
+    if event.order_ref is not None:  # a compartment that became free names no order
+        query = query.where(t.c.order_id == event.order_ref)
+    row = (await tx.connection.execute(query.order_by(t.c.id.desc()).limit(1))).first()
     if row is None:
         log.warning(
             "locker event %s at %s/%s/%s: no locker return there; ignored",
