@@ -237,6 +237,11 @@ class CompartmentState(StrEnum):
     PICKUP_OPEN = "pickup_open"
     EXPIRED_HOLD = "expired_hold"
     OUT_OF_SERVICE = "out_of_service"
+    # a locker return (drop-off): empty and waiting for the shopper's drop-off code, the
+    # door unlocked for it, and the returned parcel inside until staff empty it
+    RETURN_PENDING = "return_pending"
+    RETURN_OPEN = "return_open"
+    RETURN_DROPPED = "return_dropped"
 
 
 class CompartmentFlag(StrEnum):

@@ -106,6 +106,14 @@ def keypad_code(key: PickupKey, grant: Grant, digits: int = 8) -> str:
     return f"{value:0{digits}d}"
 
 
+def dropoff_code(key: PickupKey, grant: Grant, digits: int = 8) -> str:
+    """The code that opens an empty compartment for a return (a drop-off). Its own domain
+    (`dropoff|`), so a pickup grant and a drop-off grant with the same numbers never share
+    a code."""
+    value = int.from_bytes(key.mac(b"dropoff|" + grant.message())[:8], "big") % 10**digits
+    return f"{value:0{digits}d}"
+
+
 def _tag(key: PickupKey, grant: Grant) -> str:
     return base64.b32encode(key.mac(b"qr|" + grant.message())[:16]).decode().rstrip("=")
 

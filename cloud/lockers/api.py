@@ -30,6 +30,7 @@ from cloud.api.deps import Reader, ShopperApp, Shopping
 from cloud.api.errors import ApiError, error_responses
 from cloud.inventory import stock
 from cloud.lockers import commands, intake, kpis, orders, tables
+from cloud.lockers import returns as locker_returns
 from cloud.lockers.domain import AssignmentError, BankKeyChangedError, LockersDomain
 from cloud.lockers.items import returns_of
 from cloud.lockers.machine import IllegalTransitionError, OrderState
@@ -130,10 +131,13 @@ def build_router(domain: LockersDomain) -> APIRouter:
             ).all()
             details = await intake.intake_of(tx.connection, order_id)
             returned = await returns_of(tx.connection, order_id)
+            in_lockers = await locker_returns.of_order(tx.connection, order_id)
         return {
             **intake.summary(order, details, domain.options.reserve_stock),
             "code_issued": order.code_issued_at is not None,
             "returns": returned,
+            "locker_returns": in_lockers,
+            "return_status": locker_returns.status_of(in_lockers),
             "transitions": [
                 {"from": s.from_state, "to": s.to_state, "cause": s.cause, "at": iso(s.at)}
                 for s in steps

@@ -16,11 +16,16 @@ A bank's pickup-code key is named by its environment variable, never written in 
 from __future__ import annotations
 
 import os
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from protocols.ids import IDENTIFIER_PATTERN
 from protocols.pickup import PickupKey
+
+CompartmentSize = Literal["small", "medium", "large"]
+SIZE_RANK: dict[str, int] = {"small": 0, "medium": 1, "large": 2}
+CompartmentId = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 
 
 class BankConfig(BaseModel):
@@ -33,6 +38,13 @@ class BankConfig(BaseModel):
         min_length=1, description="NAME of the env var with the bank's hex key (as at the edge)"
     )
     code_digits: int = Field(default=8, ge=6, le=10)
+    compartment_sizes: dict[Annotated[str, Field(pattern=IDENTIFIER_PATTERN)], CompartmentSize] = (
+        Field(
+            default_factory=dict,
+            description="size per compartment id (e.g. `0-01: large`); unlisted ones are medium."
+            " A locker return takes the smallest free compartment of at least the size asked for",
+        )
+    )
 
 
 class WebhookConfig(BaseModel):

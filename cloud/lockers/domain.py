@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Row, insert, select
 
 from cloud.domains import Domain, DomainContext, DomainTx
-from cloud.lockers import commands, holds, items, orders, tables
+from cloud.lockers import commands, holds, items, orders, returns, tables
 from cloud.lockers.config import BankConfig, LockersOptions
 from cloud.lockers.machine import IllegalTransitionError, OrderState
 from cloud.lockers.mirror import ALARM_CAUSES, mirror
@@ -87,6 +87,7 @@ class LockersDomain(Domain):
 
         router = build_router(self)
         add_order_routes(router, self)
+        returns.add_return_routes(router, self)
         return router
 
     async def start(self, context: DomainContext) -> None:
@@ -152,13 +153,18 @@ class LockersDomain(Domain):
                         tx, message.store, message.node, bank, statuses, message.event_time
                     )
                     await holds.resend(tx, self, message.store, message.node, bank, statuses)
+                    await returns.resend(tx, self, message.store, message.node, bank)
         elif isinstance(message, RfidEvents) and message.items:
             await items.on_rfid(tx, message)
+            await returns.settle(tx, message.store)
         elif isinstance(message, CommandAck) and message.command.startswith("locker."):
             await self._on_ack(tx, message)
 
     async def _on_event(self, tx: DomainTx, message: LockerEvents, event: CompartmentEvent) -> None:
         store, bank = message.store, message.bank
+        if event.cause in returns.EVENT_CAUSES:
+            await returns.on_event(tx, store, bank, event)
+            return
         order = await orders.in_compartment(tx, store, bank, event.compartment)
         if event.cause in ALARM_CAUSES:
             await tx.connection.execute(
@@ -209,6 +215,9 @@ class LockersDomain(Domain):
     async def _on_ack(self, tx: DomainTx, ack: CommandAck) -> None:
         row = await commands.record_ack(tx, ack)
         if row is None or not ack.status.final or row.order_id is None:
+            return
+        if row.name == returns.RETURN:
+            await returns.on_ack(tx, ack)
             return
         order = await orders.load(tx, row.order_id)
         if order is None:
@@ -293,6 +302,7 @@ class LockersDomain(Domain):
                 )
             )
         }
+        taken |= await returns.taken_compartments(tx, store)  # kept for drop-offs
         free = [
             r
             for r in candidates
@@ -397,6 +407,7 @@ class LockersDomain(Domain):
                 # stamped with when the hold ended, as the edge's hold_expired would be
                 expired_at = as_utc(order.hold_until)
                 await orders.move(tx, self.notifier, order, S.EXPIRED, "hold_over", expired_at)
+            await returns.expire_due(tx, now)  # drop-off codes, for an edge offline then
         return len(due)
 
 

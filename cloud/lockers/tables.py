@@ -169,3 +169,38 @@ epc_locations = Table(
     Column("seen_at", TS, nullable=False),
 )
 Index("ix_epc_locations_gtin", epc_locations.c.store_id, epc_locations.c.gtin)
+
+# ---------------------------------------------------------------- returns (revision 0008_returns)
+# A return dropped off into a locker compartment (cloud/lockers/returns.py): the compartment
+# kept for it, the drop-off grant (`id` is its order_seq, `expires_at` its expiry; only the
+# keyed `key_check` is stored, never the code), and how far it got: requested (the edge was
+# sent `locker.return`) -> return_pending (acked) -> returned_in_locker (dropped off) ->
+# emptied (staff took it out) -> return_completed (its EPCs read back in); or failed,
+# expired. `items` ({epc, condition}) are the order_returns rows it carries.
+locker_returns = Table(
+    "locker_returns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", ID, nullable=False, index=True),
+    Column("store_id", ID, nullable=False),
+    Column("node_id", ID, nullable=False),
+    Column("bank", ID, nullable=False),
+    Column("compartment", ID, nullable=False),
+    Column("state", String(24), nullable=False),
+    Column("items", JSON, nullable=False),
+    Column("key_check", String(64), nullable=False),
+    Column("correlation_id", String(64), nullable=True),  # of the locker.return command
+    Column("expires_at", TS, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("dropped_at", TS, nullable=True),
+    Column("emptied_at", TS, nullable=True),
+    Column("completed_at", TS, nullable=True),
+)
+Index(
+    "ix_locker_returns_where",
+    locker_returns.c.store_id,
+    locker_returns.c.bank,
+    locker_returns.c.compartment,
+)

@@ -6,6 +6,13 @@
         └──────── door shut, item gone ◄── pickup_open ◄─────────────┴─────────────────┘
     any ─out_of_service─► out_of_service ─back in service─► available (or where it was)
 
+A locker return (drop-off into an empty compartment):
+
+    available ─start_return─► return_pending ─drop-off code─► return_open ─door shut, item in─►
+    return_dropped ─staff empty it (door shut, empty)─► available
+    return_open ─door shut, empty (or never opened)─► return_pending (the code opens it again)
+    return_pending ─expiry─► available
+
 Flags ride on top of the state: `door_ajar` (open longer than the threshold), `forced_open`
 (the door opened with no unlock in the last `unlock_window_s`; cleared by a staff open),
 `fault` (the board stopped answering; cleared by its next answer).
@@ -33,11 +40,29 @@ S = CompartmentState
 F = CompartmentFlag
 
 # States that hold an order (and so an order_ref).
-_HOLDS_ORDER = frozenset({S.RESERVED, S.LOADING, S.AWAITING_PICKUP, S.PICKUP_OPEN, S.EXPIRED_HOLD})
+_HOLDS_ORDER = frozenset(
+    {
+        S.RESERVED,
+        S.LOADING,
+        S.AWAITING_PICKUP,
+        S.PICKUP_OPEN,
+        S.EXPIRED_HOLD,
+        S.RETURN_PENDING,
+        S.RETURN_OPEN,
+        S.RETURN_DROPPED,
+    }
+)
+# The drop-off states: their order_ref is the order being returned, their grant a drop-off
+# grant (protocols.pickup.dropoff_code), never a pickup one.
+RETURN_STATES = frozenset({S.RETURN_PENDING, S.RETURN_OPEN, S.RETURN_DROPPED})
 
 
 # A door that was unlocked for loading or pickup but never opened goes back to where it was.
-_REVERT_IF_NOT_OPENED = {S.LOADING: S.RESERVED, S.PICKUP_OPEN: S.AWAITING_PICKUP}
+_REVERT_IF_NOT_OPENED = {
+    S.LOADING: S.RESERVED,
+    S.PICKUP_OPEN: S.AWAITING_PICKUP,
+    S.RETURN_OPEN: S.RETURN_PENDING,
+}
 
 
 class TransitionRefusedError(ValueError):
@@ -181,6 +206,13 @@ class Compartment:
             return self._move(S.AVAILABLE, "collected", now)
         if self.state is S.EXPIRED_HOLD and not self.occupied:
             return self._move(S.AVAILABLE, "emptied", now)
+        if self.state is S.RETURN_OPEN:
+            if self.occupied:
+                return self._move(S.RETURN_DROPPED, "returned_dropped", now)
+            # nothing went in: the return stays open to the same code until it expires
+            return self._move(S.RETURN_PENDING, "return_closed_empty", now)
+        if self.state is S.RETURN_DROPPED and not self.occupied:
+            return self._move(S.AVAILABLE, "return_emptied", now)
         return self._note("door_closed", now)
 
     def tick(self, now: datetime) -> list[CompartmentEvent]:
@@ -200,6 +232,13 @@ class Compartment:
             and now >= self.hold_until
         ):
             events.append(self._move(S.EXPIRED_HOLD, "hold_expired", now))
+        if (
+            self.state is S.RETURN_PENDING
+            and self.hold_until is not None
+            and now >= self.hold_until
+        ):
+            # nothing was dropped off: the compartment is empty, so simply free again
+            events.append(self._move(S.AVAILABLE, "return_expired", now))
         if (
             self.state in _REVERT_IF_NOT_OPENED
             and self._unlock_until is not None
@@ -262,6 +301,25 @@ class Compartment:
         self._expect_unlock(now)
         return self._move(S.PICKUP_OPEN, cause, now)
 
+    def start_return(self, order_ref: str, until: datetime, now: datetime) -> CompartmentEvent:
+        """Keep this empty compartment for the drop-off of `order_ref`'s return until
+        `until` (the drop-off code's expiry)."""
+        self._require(S.AVAILABLE, action="a return")
+        if self.occupied:
+            raise TransitionRefusedError(f"compartment {self.id} is not empty")
+        if F.FAULT in self.flags:
+            raise TransitionRefusedError(f"compartment {self.id} has a board fault")
+        if until <= now:
+            raise TransitionRefusedError("the drop-off expiry is in the past")
+        self.order_ref, self.hold_until = order_ref, until
+        return self._move(S.RETURN_PENDING, "return_reserved", now)
+
+    def open_for_dropoff(self, now: datetime) -> CompartmentEvent:
+        """A valid drop-off code: the caller unlocks the door after this."""
+        self._require(S.RETURN_PENDING, action="a drop-off")
+        self._expect_unlock(now)
+        return self._move(S.RETURN_OPEN, "dropoff_code_ok", now)
+
     def staff_open(self, now: datetime) -> CompartmentEvent:
         """Staff opens any door (inspection, returns); acknowledges a forced-open alarm."""
         self._expect_unlock(now)
@@ -274,8 +332,10 @@ class Compartment:
         None when there is nothing to do (another order's, or already released)."""
         if self.order_ref != order_ref:
             return None
-        if self.state is S.EXPIRED_HOLD:
-            return None  # no longer a hold; the `emptied` door close frees it
+        if self.state in (S.EXPIRED_HOLD, S.RETURN_DROPPED):
+            return None  # a parcel staff must take out; the door close frees it
+        if self.state is S.RETURN_PENDING:
+            return self._move(S.AVAILABLE, "released", now)  # a drop-off called off
         self._require(S.RESERVED, S.AWAITING_PICKUP, action="release")
         if self.occupied:
             return self._move(S.EXPIRED_HOLD, "released", now)

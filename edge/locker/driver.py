@@ -50,12 +50,20 @@ from protocols.messages import (
     LockerEvents,
     utc_now,
 )
-from protocols.pickup import Grant, PickupKey, QrEntry, keypad_code, parse_qr, verify_qr
+from protocols.pickup import (
+    Grant,
+    PickupKey,
+    QrEntry,
+    dropoff_code,
+    keypad_code,
+    parse_qr,
+    verify_qr,
+)
 
 from .audit import AuditLog
 from .bus import BoardSilentError, BusClosedError, BusMaster
 from .codes import AttemptGuard, UsedCodes
-from .compartment import Compartment, TransitionRefusedError
+from .compartment import RETURN_STATES, Compartment, TransitionRefusedError
 from .reservations import ReservationStore, SavedCompartment
 from .transport import TransportUrl, open_transport
 
@@ -106,6 +114,7 @@ class _Counters:
     code_wrong: int = 0
     code_refused: int = 0
     code_alarms: int = 0
+    dropoff_ok: int = 0
     keypad_lines_dropped: int = 0
     reconnects: int = 0
     polls: int = 0
@@ -139,7 +148,8 @@ class LockerDriver(Driver):
                 )
                 self.compartments[c.id] = c
                 self._by_address[(board, lock)] = c
-        # The grant each compartment's pickup code is derived from (no code is stored).
+        # The grant each compartment's pickup code (or, in a return state, drop-off code) is
+        # derived from (no code is stored).
         self._grants: dict[str, Grant] = {}
         self._guard = AttemptGuard(
             free_failures=options.backoff_free_failures,
@@ -148,6 +158,8 @@ class LockerDriver(Driver):
             alarm_failures=options.alarm_failures,
         )
         self._used = UsedCodes()
+        self._used_dropoffs = UsedCodes()
+        self._newly_used_dropoffs: list[Grant] = []
         self._store: ReservationStore | None = None
         self._saved: dict[str, SavedCompartment] = {}
         self._newly_used: list[Grant] = []
@@ -206,6 +218,8 @@ class LockerDriver(Driver):
             self._saved[cid] = row
         for grant in self._store.used_grants(now):
             self._used.mark(grant)
+        for grant in self._store.used_grants(now, dropoffs=True):
+            self._used_dropoffs.mark(grant)
         held = sum(1 for c in self.compartments.values() if c.order_ref is not None)
         log.info("locker %s: state in %s; %d compartment(s) hold orders", self.device, path, held)
 
@@ -226,10 +240,16 @@ class LockerDriver(Driver):
             )
             if self._saved.get(cid, SavedCompartment(CompartmentState.AVAILABLE)) != row:
                 changed[cid] = row
-        if not changed and not self._newly_used:
+        if not changed and not self._newly_used and not self._newly_used_dropoffs:
             return
+        spent = self._newly_used or self._newly_used_dropoffs
         try:
-            self._store.save(changed, self._newly_used, utc_now() if self._newly_used else None)
+            self._store.save(
+                changed,
+                self._newly_used,
+                utc_now() if spent else None,
+                used_dropoffs=self._newly_used_dropoffs,
+            )
         except sqlite3.Error as exc:
             # Kept in memory and tried again on every poll; the bank keeps working (a
             # shopper with the right code is not turned away because a disk is full).
@@ -248,6 +268,7 @@ class LockerDriver(Driver):
             self._save_failing = False
             log.warning("locker %s: state saved again to %s", self.device, self._store.path)
         self._newly_used = []
+        self._newly_used_dropoffs = []
         self._saved |= changed
 
     # ------------------------------------------------------------------ run
@@ -354,6 +375,7 @@ class LockerDriver(Driver):
             self._ctx.set_state(state, error)
 
     def _flush(self) -> None:
+        self._settle_dropoffs()
         self._persist()
         if not self._pending or self._ctx is None:
             return
@@ -439,6 +461,8 @@ class LockerDriver(Driver):
         else:
             match = self._match_qr(qr, now) if qr else self._match_keypad(text, now)
             outcome = "wrong"
+            if match is None and qr is None and (drop := self._match_dropoff(text, now)):
+                return await self._open_for_dropoff(scope, drop, now)
         if match is None:
             self.counters.code_wrong += 1
             self._record("code", outcome=outcome, scope=scope)
@@ -487,6 +511,52 @@ class LockerDriver(Driver):
                 return c, grant
         return None
 
+    def _match_dropoff(self, text: str, now: datetime) -> Compartment | None:
+        """The compartment waiting for a return whose drop-off code this is. Its grant is
+        spent when the parcel is in (`returned_dropped`), not when the door opens: a
+        shopper who shuts the door on nothing may open it again until the expiry."""
+        key = self._key
+        if key is None or not (
+            text.isascii() and text.isdigit() and len(text) == self.options.code_digits
+        ):
+            return None
+        for cid, grant in self._grants.items():
+            c = self.compartments[cid]
+            if (
+                c.state is CompartmentState.RETURN_PENDING
+                and grant.valid_at(now)
+                and not self._used_dropoffs.used(grant, now)
+                and hmac.compare_digest(text, dropoff_code(key, grant, self.options.code_digits))
+            ):
+                return c
+        return None
+
+    async def _open_for_dropoff(self, scope: str, c: Compartment, now: datetime) -> bool:
+        self._guard.succeed(scope)
+        self.counters.dropoff_ok += 1
+        self._record("code", outcome="dropoff_ok", scope=scope, compartment=c.id)
+        self._pending.append(c.open_for_dropoff(now))
+        self._persist()
+        reason = await self._unlock(c)
+        if reason is not None:
+            log.warning("locker %s: drop-off code ok but unlock failed: %s", self.device, reason)
+        self._flush()
+        return reason is None
+
+    def _settle_dropoffs(self) -> None:
+        """A parcel dropped off spends its code (on disk with the state change, so a
+        re-sent `locker.return` cannot revive it); a return that ended drops its grant."""
+        for event in self._pending:
+            if event.previous not in RETURN_STATES:
+                continue
+            if event.cause == "returned_dropped":
+                grant = self._grants.pop(event.compartment, None)
+                if grant is not None:
+                    self._used_dropoffs.mark(grant)
+                    self._newly_used_dropoffs.append(grant)
+            elif event.cause in ("return_expired", "released"):
+                self._grants.pop(event.compartment, None)
+
     def _match_qr(self, qr: QrEntry, now: datetime) -> tuple[Compartment, Grant] | None:
         if self._key is None or qr.grant.bank != self.device or not verify_qr(self._key, qr):
             return None
@@ -516,6 +586,7 @@ class LockerDriver(Driver):
                 "locker.open",
                 "locker.release",
                 "locker.hold",
+                "locker.return",
             }
         )
 
@@ -602,6 +673,20 @@ class LockerDriver(Driver):
                 )
             if grant is not None and self._grants.get(c.id) != grant:
                 self._set_credential(c, args)
+        elif name == "locker.return":
+            if args.order_ref is None or args.expiry is None or args.order_seq is None:
+                return CommandOutcome(False, "locker.return needs order_ref, order_seq and expiry")
+            self._require_key()
+            grant = Grant.make(self.device, c.id, args.order_seq, args.expiry)
+            if self._used_dropoffs.used(grant, now):
+                return CommandOutcome(
+                    False, f"the drop-off code of {args.order_ref} at {c.id} was already used"
+                )
+            if c.state in RETURN_STATES and self._grants.get(c.id) == grant:
+                pass  # a re-send of the return it already has
+            else:
+                self._pending.append(c.start_return(args.order_ref, grant.expiry, now))
+                self._grants[c.id] = grant
         else:
             return CommandOutcome(False, f"{self.driver_name} driver has no command {name}")
         return CommandOutcome(True, result={"compartment": c.id, "state": c.state.value})
@@ -645,6 +730,7 @@ class LockerDriver(Driver):
             "code_wrong": float(self.counters.code_wrong),
             "code_refused": float(self.counters.code_refused),
             "code_alarms": float(self.counters.code_alarms),
+            "dropoff_ok": float(self.counters.dropoff_ok),
             "state_save_errors": float(self.counters.state_save_errors),
         }
         if (bus := self._bus) is not None:

@@ -1,4 +1,5 @@
-"""What a locker bank must not forget across a restart: holds, pickup grants, used codes.
+"""What a locker bank must not forget across a restart: holds, pickup and drop-off grants,
+used codes.
 
 A small SQLite file per bank (by default beside the outbox, `locker-<bank>.sqlite3`).
 Every change is committed before the driver acknowledges the command that caused it, and
@@ -37,7 +38,22 @@ CREATE TABLE IF NOT EXISTS used_grants (
     expiry INTEGER NOT NULL,
     PRIMARY KEY (bank, compartment, order_seq)
 );
+-- drop-off (return) grants already used: a table of their own, since a drop-off grant's
+-- number (the cloud's return id) may equal a pickup grant's (an order number)
+CREATE TABLE IF NOT EXISTS used_dropoffs (
+    bank TEXT NOT NULL,
+    compartment TEXT NOT NULL,
+    order_seq INTEGER NOT NULL,
+    expiry INTEGER NOT NULL,
+    PRIMARY KEY (bank, compartment, order_seq)
+);
 """
+_USED_GRANTS = (
+    "SELECT compartment, order_seq, expiry FROM used_grants WHERE bank = ? AND expiry > ?"
+)
+_USED_DROPOFFS = (
+    "SELECT compartment, order_seq, expiry FROM used_dropoffs WHERE bank = ? AND expiry > ?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +108,10 @@ class ReservationStore:
             )
         return saved
 
-    def used_grants(self, now: datetime) -> list[Grant]:
-        rows = self._db.execute(
-            "SELECT compartment, order_seq, expiry FROM used_grants WHERE bank = ? AND expiry > ?",
-            (self.bank, int(now.timestamp())),
-        ).fetchall()
+    def used_grants(self, now: datetime, *, dropoffs: bool = False) -> list[Grant]:
+        """Used pickup grants (or, with `dropoffs`, used drop-off grants) not yet expired."""
+        query = _USED_DROPOFFS if dropoffs else _USED_GRANTS
+        rows = self._db.execute(query, (self.bank, int(now.timestamp()))).fetchall()
         return [Grant(self.bank, c, seq, datetime.fromtimestamp(e, UTC)) for c, seq, e in rows]
 
     def save(
@@ -104,6 +119,7 @@ class ReservationStore:
         changed: dict[str, SavedCompartment],
         used: list[Grant] | None = None,
         now: datetime | None = None,
+        used_dropoffs: list[Grant] | None = None,
     ) -> None:
         """Write the changed compartments (and newly used grants) in one transaction."""
         with self._transaction():
@@ -129,10 +145,18 @@ class ReservationStore:
                     "INSERT OR REPLACE INTO used_grants VALUES (?, ?, ?, ?)",
                     [(g.bank, g.compartment, g.order_seq, int(g.expiry.timestamp())) for g in used],
                 )
-            if now is not None:
-                self._db.execute(
-                    "DELETE FROM used_grants WHERE expiry <= ?", (int(now.timestamp()),)
+            if used_dropoffs:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO used_dropoffs VALUES (?, ?, ?, ?)",
+                    [
+                        (g.bank, g.compartment, g.order_seq, int(g.expiry.timestamp()))
+                        for g in used_dropoffs
+                    ],
                 )
+            if now is not None:
+                expired = (int(now.timestamp()),)
+                self._db.execute("DELETE FROM used_grants WHERE expiry <= ?", expired)
+                self._db.execute("DELETE FROM used_dropoffs WHERE expiry <= ?", expired)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

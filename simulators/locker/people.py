@@ -1,4 +1,5 @@
-"""Scripted people at a simulated locker bank: couriers load, shoppers collect, vandals force.
+"""Scripted people at a simulated locker bank: couriers load, shoppers collect and return,
+vandals force.
 
 Each step waits `step_s` (longer than one poll) so the edge sees every step on its own, as
 it would with real people who take a second to reach in.
@@ -43,6 +44,15 @@ class Person:
         await self._wait_for_latch(board, lock)
         await asyncio.sleep(self.step_s)
         self.bank.take_item(board, lock)
+        await asyncio.sleep(self.step_s)
+        self.bank.close_door(board, lock)
+
+    async def drop_off(self, sim: LockerSimulator, board: int, lock: int, code: str) -> None:
+        """A shopper returning an item: types the drop-off code, puts it in, shuts the door."""
+        sim.enter_code(code)
+        await self._wait_for_latch(board, lock)
+        await asyncio.sleep(self.step_s)
+        self.bank.put_item(board, lock)
         await asyncio.sleep(self.step_s)
         self.bank.close_door(board, lock)
 

@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 
 export const COMPARTMENT_STATES = [
   "available", "reserved", "loading", "awaiting_pickup", "pickup_open", "expired_hold", "out_of_service",
+  "return_pending", "return_open", "return_dropped",
 ];
 const TONES = {
   online: "ok", offline: "bad", raised: "warn", cleared: "ok",
