@@ -29,7 +29,7 @@ from cloud.api.auth import Principal
 from cloud.api.deps import Reader, ShopperApp, Shopping
 from cloud.api.errors import ApiError, error_responses
 from cloud.inventory import stock
-from cloud.lockers import commands, intake, kpis, orders, tables
+from cloud.lockers import commands, intake, kpis, orders, picks, tables
 from cloud.lockers.domain import AssignmentError, BankKeyChangedError, LockersDomain
 from cloud.lockers.items import returns_of
 from cloud.lockers.machine import IllegalTransitionError, OrderState
@@ -130,8 +130,10 @@ def build_router(domain: LockersDomain) -> APIRouter:
             ).all()
             details = await intake.intake_of(tx.connection, order_id)
             returned = await returns_of(tx.connection, order_id)
+            picked = await picks.view(tx.connection, order)
         return {
             **intake.summary(order, details, domain.options.reserve_stock),
+            "picked": picked,
             "code_issued": order.code_issued_at is not None,
             "returns": returned,
             "transitions": [

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Row, insert, select
 
 from cloud.domains import Domain, DomainContext, DomainTx
+from cloud.inventory.config import ZoneOptions
 from cloud.lockers import commands, holds, items, orders, tables
 from cloud.lockers.config import BankConfig, LockersOptions
 from cloud.lockers.machine import IllegalTransitionError, OrderState
@@ -53,6 +54,9 @@ class AssignmentError(Exception):
     """No compartment can take the order (the API answers 409 with this reason)."""
 
 
+ZoneOf = Callable[[str, str], str]  # (store, shelf) -> zone
+
+
 class BankKeyChangedError(Exception):
     """The bank's key is not the one the order was assigned under: the code derived now
     would not open the locker (the API answers 409 with this reason)."""
@@ -67,8 +71,11 @@ class LockersDomain(Domain):
         keys: dict[tuple[str, str], PickupKey],
         safety_stock_for: Callable[[str], int] = lambda _store: 0,
         intake_secret: bytes | None = None,
+        zone_of: ZoneOf | None = None,
     ) -> None:
         self.options = options
+        # the inventory domain's shelf -> zone (pick lists); no zones: every shelf is floor
+        self.zone_of: ZoneOf = zone_of or ZoneOptions().zone_of
         self.intake_secret = intake_secret
         self._keys = keys
         self.safety_stock_for = safety_stock_for

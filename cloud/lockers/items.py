@@ -2,7 +2,8 @@
 
 `epc_locations` follows the RFID item events: `arrived`/`moved` put the EPC on its shelf,
 `departed`/`left_store` remove it. A returned item is `received` the first time RFID reads
-its EPC in the order's store after the return was registered; one returned damaged is also
+its EPC in the order's store after the return was registered, and is no longer sold
+(`sales.unsell`: carried out again unsold, it raises `exit_unsold`); one returned damaged is also
 held back from sale (`stock.hold_back` under `damaged:<store>`: on hand, reserved, never
 available).
 """
@@ -16,6 +17,7 @@ from sqlalchemy import delete, insert, select, update
 
 from cloud.domains import DomainTx
 from cloud.inventory import stock
+from cloud.inventory.sales import unsell
 from cloud.lockers import tables
 from cloud.lockers.views import iso
 from protocols.messages import ItemEvent, ItemEventKind, RfidEvents
@@ -84,6 +86,8 @@ async def _receive_returns(tx: DomainTx, store: str, seen: dict[str, dict[str, A
             .where(r.c.id == row.id)
             .values(status=status, gtin=gtin, received_at=read["seen_at"], reason=None)
         )
+        # back in the store's hands (damaged too: still ours, never to be carried out)
+        await unsell(tx.connection, store, [row.epc])
         if status == "damaged":
             await stock.hold_back(
                 tx.connection,

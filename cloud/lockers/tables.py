@@ -169,3 +169,19 @@ epc_locations = Table(
     Column("seen_at", TS, nullable=False),
 )
 Index("ix_epc_locations_gtin", epc_locations.c.store_id, epc_locations.c.gtin)
+
+# ------------------------------------------------------------- picks (revision 0008_orders)
+# The EPCs staff scanned when they staged an order (`POST /orders/{id}/stage` with `epcs`):
+# sold (`sold_items`, source "order") when the order is collected. None for an order staged
+# without EPCs: the order's view says so.
+order_picks = Table(
+    "order_picks",
+    metadata,
+    Column("order_id", ID, primary_key=True),
+    Column("epc", String(128), primary_key=True),
+    Column("store_id", ID, nullable=False),
+    Column("gtin", String(14), nullable=False),
+    Column("picked_at", TS, nullable=False),
+    Column("picked_by", String(64), nullable=False),
+)
+Index("ix_order_picks_store_epc", order_picks.c.store_id, order_picks.c.epc)
