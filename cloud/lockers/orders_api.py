@@ -455,22 +455,32 @@ async def _pick_line(
     damaged = select(r.c.epc).where(r.c.store_id == store, r.c.status == "damaged")
     seen = (
         await connection.execute(
-            select(e.c.shelf, e.c.epc)
-            .where(e.c.store_id == store, e.c.gtin == gtin, e.c.epc.not_in(damaged))
+            select(e.c.shelf, e.c.epc, e.c.epc.in_(picks.held(store)).label("held"))
+            .where(
+                e.c.store_id == store,
+                e.c.gtin == gtin,
+                e.c.departed_at.is_(None),
+                e.c.epc.not_in(damaged),
+            )
             .order_by(e.c.shelf, e.c.epc)
             .limit(_PICK_EPCS_MAX)
         )
     ).all()
     by_shelf: dict[str, list[str]] = defaultdict(list)
-    for shelf, epc in seen:
-        by_shelf[shelf].append(epc)
+    held: dict[str, int] = defaultdict(int)  # picked for another order, back on a shelf
+    for shelf, epc, is_held in seen:
+        if is_held:
+            held[shelf] += 1
+        else:
+            by_shelf[shelf].append(epc)
     counts = {
-        shelf: int(count)
+        shelf: int(count) - held[shelf]
         for shelf, count in await connection.execute(
             select(inv.c.shelf, inv.c["count"]).where(
                 inv.c.store_id == store, inv.c.gtin == gtin, inv.c["count"] > 0
             )
         )
+        if int(count) > held[shelf]
     }
     zones = {shelf: zone_of(store, shelf) for shelf in set(by_shelf) | set(counts)}
     # sales floor before backroom (the floor is where the shopper would have taken it),

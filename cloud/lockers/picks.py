@@ -1,7 +1,8 @@
 """The EPCs staff picked for an order, and their sale when the order is collected.
 
 Staff scan the items they take and send the EPCs with `POST /orders/{id}/stage`. Each must
-be an item RFID last saw on a shelf of the order's store (`epc_locations`), of one of the
+be an item RFID saw in the order's store (`epc_locations`: on a shelf, or off it since and
+not yet gone from the store, as a picked item is), of one of the
 order's GTINs, at most the line's quantity per GTIN, not sold, not returned damaged and not
 picked for another order still open. A bad one rejects the whole stage (409, the EPC and
 why), so the staff app can rescan. An order staged without EPCs has none recorded, and its
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select
+from sqlalchemy import Row, Select, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud.domains import DomainTx
@@ -60,7 +61,7 @@ async def record(
     if len(set(epcs)) != len(epcs):
         raise PickRefusedError("an EPC is listed twice")
     store = order.store_id
-    e, p, r, o = tables.epc_locations, tables.order_picks, tables.order_returns, tables.orders
+    e, p, r = tables.epc_locations, tables.order_picks, tables.order_returns
     seen = {
         row.epc: str(row.gtin)
         for row in await connection.execute(
@@ -72,7 +73,7 @@ async def record(
     for epc in epcs:
         gtin = seen.get(epc)
         if gtin is None:
-            problems.append(f"EPC {epc}: RFID has not seen it on a shelf of store {store}")
+            problems.append(f"EPC {epc}: RFID has not seen it in store {store}")
         elif gtin not in wanted:
             problems.append(f"EPC {epc} is GTIN {gtin}, which the order does not have")
     if not problems:
@@ -91,14 +92,9 @@ async def record(
         for (epc,) in await connection.execute(damaged):
             problems.append(f"EPC {epc} was returned damaged")
         taken = (
-            select(p.c.epc, p.c.order_id)
-            .join(o, o.c.order_id == p.c.order_id)
-            .where(
-                p.c.store_id == store,
-                p.c.epc.in_(epcs),
-                p.c.order_id != order.order_id,
-                o.c.state.not_in([s.value for s in _RELEASED]),
-            )
+            held(store)
+            .add_columns(p.c.order_id)
+            .where(p.c.epc.in_(epcs), p.c.order_id != order.order_id)
         )
         for epc, other in await connection.execute(taken):
             problems.append(f"EPC {epc} is picked for order {other}")
@@ -121,6 +117,16 @@ async def record(
             }
             for epc in epcs
         ],
+    )
+
+
+def held(store: str) -> Select[tuple[str]]:
+    """The store's EPCs picked for orders that still hold them (pick lists leave them out)."""
+    p, o = tables.order_picks, tables.orders
+    return (
+        select(p.c.epc)
+        .join(o, o.c.order_id == p.c.order_id)
+        .where(p.c.store_id == store, o.c.state.not_in([s.value for s in _RELEASED]))
     )
 
 

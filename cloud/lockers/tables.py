@@ -157,8 +157,9 @@ order_returns = Table(
 )
 Index("ix_order_returns_store_epc", order_returns.c.store_id, order_returns.c.epc)
 
-# Where RFID last saw each EPC in a store (arrived/moved events; departed/left removes it):
-# the pick list's "which EPCs on which shelf".
+# Where RFID last saw each EPC in a store (arrived/moved events; left_store removes it):
+# the pick list's "which EPCs on which shelf". `departed_at` (revision 0008_orders): the
+# item went off that shelf and is not on another yet (picked, in a basket); picks accept it.
 epc_locations = Table(
     "epc_locations",
     metadata,
@@ -167,6 +168,7 @@ epc_locations = Table(
     Column("gtin", String(14), nullable=False),
     Column("shelf", ID, nullable=False),
     Column("seen_at", TS, nullable=False),
+    Column("departed_at", TS, nullable=True),
 )
 Index("ix_epc_locations_gtin", epc_locations.c.store_id, epc_locations.c.gtin)
 

@@ -114,7 +114,7 @@ async def test_stage_checks_every_scanned_epc(orders: Orders) -> None:
     oid = (await orders.place("s-1", (GTIN, 2), method="counter"))["order_id"]
     await orders.act(oid, "pick")
     refusals = {
-        "unknown": ([epc(1), epc(0x77)], "RFID has not seen it on a shelf of store"),
+        "unknown": ([epc(1), epc(0x77)], "RFID has not seen it in store"),
         "other gtin": ([epc(1), epc(9)], f"is GTIN {OTHER_GTIN}, which the order does not have"),
         "one too many": ([epc(1), epc(2), epc(3)], f"3 EPCs of GTIN {GTIN}, the order has 2"),
     }
@@ -131,6 +131,10 @@ async def test_stage_checks_every_scanned_epc(orders: Orders) -> None:
     await orders.call("POST", f"/api/v1/stores/{STORE}/sales", json=sale)
     refused = await orders.act(oid, "stage", expect=409, epcs=[epc(4)])
     assert f"EPC {epc(4)} is sold" in refused["detail"]
+    # gone for good (unseen in the whole store): not the store's to pick
+    await orders.rfid([(ItemEventKind.LEFT_STORE, epc(3), GTIN, None)])
+    refused = await orders.act(oid, "stage", expect=409, epcs=[epc(3)])
+    assert "RFID has not seen it in store" in refused["detail"]
     # exactly the line's quantity is fine; fewer too (the view says what is short)
     shown = await orders.act(oid, "stage", epcs=[epc(1)])
     assert shown["picked"]["short"] == {GTIN: 1}
@@ -139,6 +143,27 @@ async def test_stage_checks_every_scanned_epc(orders: Orders) -> None:
     await orders.act(other, "pick")
     refused = await orders.act(other, "stage", expect=409, epcs=[epc(1)])
     assert f"EPC {epc(1)} is picked for order {oid}" in refused["detail"]
+
+
+async def test_an_item_the_picker_took_off_its_shelf_can_be_staged(orders: Orders) -> None:
+    await stock_up(orders)
+    oid = (await orders.place("d-1", (GTIN, 1), method="counter"))["order_id"]
+    await orders.act(oid, "pick")
+    # the shelf reader saw it go: no longer on a pick list, still in the store
+    await orders.rfid([(ItemEventKind.DEPARTED, epc(1), GTIN, None)], counts=[(FLOOR, GTIN, -1, 0)])
+    other = (await orders.place("d-2", (GTIN, 1)))["order_id"]
+    listed = await orders.call("GET", f"/api/v1/orders/{other}/pick-list")
+    assert [e for loc in listed["lines"][0]["locations"] for e in loc["epcs"]] == [epc(2)]
+    shown = await orders.act(oid, "stage", epcs=[epc(1)])
+    assert [e["epc"] for e in shown["picked"]["epcs"]] == [epc(1)]
+    # put down on the floor again: picked for d-1, so still on no other pick list ...
+    await orders.rfid([(ARRIVED, epc(1), GTIN, FLOOR)], counts=[(FLOOR, GTIN, 1, 1)])
+    listed = await orders.call("GET", f"/api/v1/orders/{other}/pick-list")
+    assert [e for loc in listed["lines"][0]["locations"] for e in loc["epcs"]] == [epc(2)]
+    # ... until d-1 is cancelled and lets it go
+    await orders.act(oid, "cancel")
+    listed = await orders.call("GET", f"/api/v1/orders/{other}/pick-list")
+    assert listed["lines"][0]["locations"][0]["epcs"] == [epc(1)]
 
 
 async def test_staged_without_epcs_nothing_is_recorded_and_the_view_says_so(
