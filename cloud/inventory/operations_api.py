@@ -29,14 +29,10 @@ from cloud.bus import Change
 from cloud.catalogue.csvimport import gs1_check_digit
 from cloud.context import CloudContext
 from cloud.inventory import accuracy, reorder
-from cloud.inventory.replenish import OPEN, TASK, Minimum, close, task_data
+from cloud.inventory.replenish import OPEN, TASK, Minimum, close, replace_minimums, task_data
 from cloud.inventory.sales import SoldItem, mark_sold
-from cloud.inventory.tables import (
-    approved_differences,
-    book_stock,
-    floor_minimums,
-    replenishment_tasks,
-)
+from cloud.inventory.tables import approved_differences, book_stock, replenishment_tasks
+from cloud.state.db import writing
 from protocols.ids import Epc, Gtin, Identifier
 from protocols.messages import utc_now
 
@@ -204,24 +200,10 @@ def add_operations_routes(router: APIRouter, domain: InventoryDomain) -> None:
         if len(set(gtins)) != len(gtins):
             raise ApiError(422, "invalid_request", "a GTIN is listed twice")
         now = utc_now()
-        f = floor_minimums
-        async with cloud.engine.begin() as connection:
-            await connection.execute(delete(f).where(f.c.store_id == store))
-            if body.items:
-                await connection.execute(
-                    f.insert(),
-                    [
-                        {
-                            "store_id": store,
-                            "gtin": item.gtin,
-                            "minimum": item.minimum,
-                            "shelf": item.shelf,
-                            "updated_at": now,
-                            "updated_by": principal.name,
-                        }
-                        for item in body.items
-                    ],
-                )
+        by = principal.name
+        wanted = [Minimum(i.gtin, i.minimum, i.shelf, "api", now, by) for i in body.items]
+        async with writing(cloud.engine) as connection:
+            await replace_minimums(connection, store, wanted)
             changes = await domain.replenisher.evaluate(connection, store, None, now)
             found = await domain.replenisher.minimums(connection, store)
         for data in changes:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud.api.timestamps import iso_utc
@@ -87,6 +87,27 @@ async def stored_minimums(
         row.gtin: Minimum(row.gtin, row.minimum, row.shelf, "api", row.updated_at, row.updated_by)
         for row in await connection.execute(query)
     }
+
+
+async def replace_minimums(
+    connection: AsyncConnection, store: str, minimums: Iterable[Minimum]
+) -> None:
+    """Make `minimums` the store's API-set ones (`PUT .../floor-minimums`)."""
+    f = floor_minimums
+    await connection.execute(delete(f).where(f.c.store_id == store))
+    rows = [
+        {
+            "store_id": store,
+            "gtin": m.gtin,
+            "minimum": m.minimum,
+            "shelf": m.shelf,
+            "updated_at": m.updated_at,
+            "updated_by": m.updated_by,
+        }
+        for m in minimums
+    ]
+    if rows:
+        await connection.execute(f.insert(), rows)
 
 
 class Replenisher:
