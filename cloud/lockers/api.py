@@ -29,10 +29,11 @@ from cloud.api.auth import Principal
 from cloud.api.deps import Reader, ShopperApp, Shopping
 from cloud.api.errors import ApiError, error_responses
 from cloud.inventory import stock
-from cloud.lockers import commands, intake, kpis, orders, picks, tables
+from cloud.lockers import commands, intake, kpis, orders, tables
 from cloud.lockers.domain import AssignmentError, BankKeyChangedError, LockersDomain
 from cloud.lockers.items import returns_of
 from cloud.lockers.machine import IllegalTransitionError, OrderState
+from cloud.lockers.picks import view as picked_view
 from cloud.lockers.views import iso
 from protocols.ids import IDENTIFIER_PATTERN
 from protocols.messages import new_message_id, utc_now
@@ -129,8 +130,8 @@ def build_router(domain: LockersDomain) -> APIRouter:
                 )
             ).all()
             details = await intake.intake_of(tx.connection, order_id)
+            picked = await picked_view(tx.connection, order)
             returned = await returns_of(tx.connection, order_id)
-            picked = await picks.view(tx.connection, order)
         return {
             **intake.summary(order, details, domain.options.reserve_stock),
             "picked": picked,

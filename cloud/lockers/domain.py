@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Row, insert, select
 
 from cloud.domains import Domain, DomainContext, DomainTx
-from cloud.inventory.config import ZoneOptions
 from cloud.lockers import commands, holds, items, orders, tables
 from cloud.lockers.config import BankConfig, LockersOptions
 from cloud.lockers.machine import IllegalTransitionError, OrderState
 from cloud.lockers.mirror import ALARM_CAUSES, mirror
 from cloud.lockers.notify import Notifier
+from cloud.lockers.picks import ZoneOf, on_the_floor
 from cloud.lockers.views import as_utc
 from cloud.state.db import writing
 from protocols.codec import encode, topic_for
@@ -54,9 +54,6 @@ class AssignmentError(Exception):
     """No compartment can take the order (the API answers 409 with this reason)."""
 
 
-ZoneOf = Callable[[str, str], str]  # (store, shelf) -> zone
-
-
 class BankKeyChangedError(Exception):
     """The bank's key is not the one the order was assigned under: the code derived now
     would not open the locker (the API answers 409 with this reason)."""
@@ -71,11 +68,10 @@ class LockersDomain(Domain):
         keys: dict[tuple[str, str], PickupKey],
         safety_stock_for: Callable[[str], int] = lambda _store: 0,
         intake_secret: bytes | None = None,
-        zone_of: ZoneOf | None = None,
+        zone_of: ZoneOf = on_the_floor,
     ) -> None:
         self.options = options
-        # the inventory domain's shelf -> zone (pick lists); no zones: every shelf is floor
-        self.zone_of: ZoneOf = zone_of or ZoneOptions().zone_of
+        self.zone_of = zone_of  # the inventory domain's shelf -> zone (pick lists)
         self.intake_secret = intake_secret
         self._keys = keys
         self.safety_stock_for = safety_stock_for

@@ -25,7 +25,7 @@ from cloud.api.errors import ApiError, error_responses
 from cloud.config import Role
 from cloud.inventory.config import BACKROOM, EXIT, SALES_FLOOR
 from cloud.lockers import holds, intake, orders, picks, tables
-from cloud.lockers.domain import AssignmentError, LockersDomain, ZoneOf
+from cloud.lockers.domain import AssignmentError, LockersDomain
 from cloud.lockers.intake import (
     IntakeConflictError,
     IntakeRefusedError,
@@ -449,7 +449,7 @@ _LAST = 3  # an exit: the item is on its way out
 
 
 async def _pick_line(
-    connection: Any, store: str, gtin: str, quantity: int, zone_of: ZoneOf
+    connection: Any, store: str, gtin: str, quantity: int, zone_of: picks.ZoneOf
 ) -> dict[str, Any]:
     e, r, inv = tables.epc_locations, tables.order_returns, schema.inventory
     damaged = select(r.c.epc).where(r.c.store_id == store, r.c.status == "damaged")

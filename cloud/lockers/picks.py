@@ -18,7 +18,7 @@ raises nothing; one of a cancelled or expired order was never sold and does.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from sqlalchemy import Row, Select, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud.domains import DomainTx
+from cloud.inventory.config import SALES_FLOOR
 from cloud.inventory.sales import SoldItem, mark_sold, sold_among
 from cloud.lockers import tables
 from cloud.lockers.machine import OrderState
@@ -40,6 +41,14 @@ NOT_RECORDED = (
     "staged without EPCs: none recorded, so none will be marked sold when the order is"
     " collected (an item of it seen at an exit raises exit_unsold)"
 )
+
+
+ZoneOf = Callable[[str, str], str]  # (store, shelf) -> zone: domains.inventory.zones
+
+
+def on_the_floor(_store: str, _shelf: str) -> str:
+    """The zone of every shelf while no zones are configured."""
+    return SALES_FLOOR
 
 
 class PickRefusedError(Exception):

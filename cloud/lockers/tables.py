@@ -157,21 +157,6 @@ order_returns = Table(
 )
 Index("ix_order_returns_store_epc", order_returns.c.store_id, order_returns.c.epc)
 
-# Where RFID last saw each EPC in a store (arrived/moved events; left_store removes it):
-# the pick list's "which EPCs on which shelf". `departed_at` (revision 0008_orders): the
-# item went off that shelf and is not on another yet (picked, in a basket); picks accept it.
-epc_locations = Table(
-    "epc_locations",
-    metadata,
-    Column("store_id", ID, primary_key=True),
-    Column("epc", String(128), primary_key=True),
-    Column("gtin", String(14), nullable=False),
-    Column("shelf", ID, nullable=False),
-    Column("seen_at", TS, nullable=False),
-    Column("departed_at", TS, nullable=True),
-)
-Index("ix_epc_locations_gtin", epc_locations.c.store_id, epc_locations.c.gtin)
-
 # ------------------------------------------------------------- picks (revision 0008_orders)
 # The EPCs staff scanned when they staged an order (`POST /orders/{id}/stage` with `epcs`):
 # sold (`sold_items`, source "order") when the order is collected. None for an order staged
@@ -187,3 +172,18 @@ order_picks = Table(
     Column("picked_by", String(64), nullable=False),
 )
 Index("ix_order_picks_store_epc", order_picks.c.store_id, order_picks.c.epc)
+
+# Where RFID last saw each EPC in a store (arrived/moved events; left_store removes it):
+# the pick list's "which EPCs on which shelf". `departed_at` (revision 0008_orders): the
+# item went off that shelf and is not on another yet (picked, in a basket); picks accept it.
+epc_locations = Table(
+    "epc_locations",
+    metadata,
+    Column("store_id", ID, primary_key=True),
+    Column("epc", String(128), primary_key=True),
+    Column("gtin", String(14), nullable=False),
+    Column("shelf", ID, nullable=False),
+    Column("seen_at", TS, nullable=False),
+    Column("departed_at", TS, nullable=True),
+)
+Index("ix_epc_locations_gtin", epc_locations.c.store_id, epc_locations.c.gtin)
