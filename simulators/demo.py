@@ -9,8 +9,9 @@
 Once the stores are online every flow runs, through the cloud's API as its users would:
 planograms, reorder points and a campaign per store (simulators/demo_setup.py); the app
 shoppers opt in, register their tokens and listen for offers (simulators/demo_shoppers.py);
-online orders are placed, picked, staged into the lockers, collected, cancelled or left to
-expire (simulators/demo_orders.py).
+online orders are placed through the order intake, picked with their EPCs scanned, staged,
+collected from a locker, the counter or curbside, cancelled or left to expire
+(simulators/demo_orders.py).
 
 Ctrl-C or SIGTERM stops it in order: the stores send their death and leave, the cloud acks
 its last batch, the broker stops. Exit code 0 when everything stopped cleanly.
@@ -454,10 +455,13 @@ class Demo:
         collected = sum(o.stats.collected for o in self.orders)
         cancelled = sum(o.stats.cancelled for o in self.orders)
         waiting = sum(o.stats.left_to_expire for o in self.orders)
+        scanned = sum(o.stats.staged_with_epcs for o in self.orders)
+        unscanned = sum(o.stats.staged_without_epcs for o in self.orders)
         apps = self.apps.stats if self.apps is not None else None
         return (
             f"orders: {placed} placed, {collected} collected, {cancelled} cancelled,"
-            f" {waiting} left to expire; app shoppers: {apps.shoppers if apps else 0},"
+            f" {waiting} left to expire, staged with EPCs {scanned} (without {unscanned});"
+            f" app shoppers: {apps.shoppers if apps else 0},"
             f" offers received: {apps.offers if apps else 0}"
         )
 

@@ -1,5 +1,5 @@
-"""The store-operations routes: replenishment tasks, the POS sale feed, reorder
-suggestions, book stock and the accuracy KPI (docs/inventory.md, "Store operations").
+"""The store-operations routes: replenishment tasks and floor minimums, the POS sale feed,
+reorder suggestions, book stock and the accuracy KPI (docs/inventory.md, "Store operations").
 
 Everything here is for ops and for staff on their own stores (the store team works its
 tasks, sells, counts); another store is 403, an unregistered store or unknown task 404.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
 from cloud.api.auth import Principal
@@ -26,9 +26,10 @@ from cloud.api.errors import ApiError
 from cloud.api.params import MAX_ROW_ID, RowIdPath
 from cloud.api.timestamps import iso_utc
 from cloud.bus import Change
+from cloud.catalogue.csvimport import gs1_check_digit
 from cloud.context import CloudContext
 from cloud.inventory import accuracy, reorder
-from cloud.inventory.replenish import OPEN, TASK, close, task_data
+from cloud.inventory.replenish import OPEN, TASK, Minimum, close, replace_minimums, task_data
 from cloud.inventory.sales import SoldItem, mark_sold
 from cloud.inventory.tables import approved_differences, book_stock, replenishment_tasks
 from cloud.state.db import writing
@@ -42,6 +43,8 @@ ALERT = "alert"
 TAGS: list[str | Enum] = ["store operations"]
 MAX_SALE_ITEMS = 1_000
 MAX_BOOK_BYTES = 20 * 1024 * 1024
+MAX_FLOOR_MINIMUM = 100_000
+MAX_FLOOR_MINIMUMS = 10_000  # GTINs per store in one PUT
 
 
 class TaskOut(BaseModel):
@@ -83,6 +86,42 @@ class SaleOut(BaseModel):
     marked: int = Field(description="EPCs newly marked sold")
     already_sold: int = Field(description="EPCs an earlier sale (or this one, resent) marked")
     cleared_exit_alerts: int
+
+
+def _check_digit(gtin: str) -> str:
+    expected = gs1_check_digit(gtin[:-1])
+    if int(gtin[-1]) != expected:
+        raise ValueError(f"GTIN {gtin} has check digit {gtin[-1]}, expected {expected}")
+    return gtin
+
+
+CheckedGtin = Annotated[Gtin, AfterValidator(_check_digit)]
+
+
+class FloorMinimumIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gtin: CheckedGtin
+    minimum: int = Field(ge=0, le=MAX_FLOOR_MINIMUM, description="0: none (overrides config)")
+    shelf: Identifier | None = Field(
+        default=None,
+        description="the floor shelf the units go to; none: the floor shelf holding the most",
+    )
+
+
+class FloorMinimumsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[FloorMinimumIn] = Field(max_length=MAX_FLOOR_MINIMUMS)
+
+
+class FloorMinimumOut(BaseModel):
+    gtin: str
+    minimum: int
+    shelf: str | None
+    source: str = Field(description="api (set here, wins) or config (domains.inventory)")
+    updated_at: str | None = None
+    updated_by: str | None = None
 
 
 class ApproveIn(BaseModel):
@@ -135,6 +174,41 @@ def add_operations_routes(router: APIRouter, domain: InventoryDomain) -> None:
         if changed is not None:
             cloud.bus.publish(Change(TASK, row.store_id, {**data, "event": "done"}))
         return TaskOut(**data)
+
+    # ------------------------------------------------------------------ floor minimums
+
+    @router.get("/stores/{store}/floor-minimums", tags=TAGS)
+    async def get_floor_minimums(
+        store: str, principal: Reader, cloud: Cloud
+    ) -> list[FloorMinimumOut]:
+        """The floor minimums in force: those set here, then the config's for the GTINs
+        without one."""
+        _check(cloud, principal, store)
+        async with cloud.engine.connect() as connection:
+            found = await domain.replenisher.minimums(connection, store)
+        return [_minimum_out(m) for m in found.values()]
+
+    @router.put("/stores/{store}/floor-minimums", tags=TAGS)
+    async def put_floor_minimums(
+        store: str, body: FloorMinimumsIn, principal: Reader, cloud: Cloud
+    ) -> list[FloorMinimumOut]:
+        """Replace every floor minimum set through the API for this store (one per GTIN;
+        each wins over the config's). The store's tasks are re-evaluated at once: a
+        minimum above the floor's count opens one while the backroom holds the GTIN."""
+        _check(cloud, principal, store)
+        gtins = [item.gtin for item in body.items]
+        if len(set(gtins)) != len(gtins):
+            raise ApiError(422, "invalid_request", "a GTIN is listed twice")
+        now = utc_now()
+        by = principal.name
+        wanted = [Minimum(i.gtin, i.minimum, i.shelf, "api", now, by) for i in body.items]
+        async with writing(cloud.engine) as connection:
+            await replace_minimums(connection, store, wanted)
+            changes = await domain.replenisher.evaluate(connection, store, None, now)
+            found = await domain.replenisher.minimums(connection, store)
+        for data in changes:
+            cloud.bus.publish(Change(TASK, store, data))
+        return [_minimum_out(m) for m in found.values()]
 
     # ------------------------------------------------------------------ sales
 
@@ -316,6 +390,17 @@ def _approved_view(row: dict[str, Any]) -> dict[str, Any]:
         "difference": row["difference"],
         "approved_by": row["approved_by"],
     }
+
+
+def _minimum_out(m: Minimum) -> FloorMinimumOut:
+    return FloorMinimumOut(
+        gtin=m.gtin,
+        minimum=m.minimum,
+        shelf=m.shelf,
+        source=m.source,
+        updated_at=iso_utc(m.updated_at),
+        updated_by=m.updated_by,
+    )
 
 
 def _cell(text: str) -> str:

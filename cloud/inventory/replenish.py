@@ -3,8 +3,12 @@ when the sales floor runs below its minimum while the backroom holds the GTIN.
 
 Decided in the ingest batch (`before_commit`, after the alerts) from the one model's on-hand
 per zone (cloud/inventory/stock.py), for the (store, GTIN) pairs whose counts the batch
-changed that have a floor minimum (`domains.inventory.floor_minimums`); a store without any
-costs no statement. The rule is `rules.replenish`:
+changed that have a floor minimum. A minimum set through the API (`PUT /api/v1/stores/
+{store}/floor-minimums`, the `floor_minimums` table) takes precedence over the config's
+(`domains.inventory.floor_minimums`) for its store and GTIN; 0 switches it off. One indexed
+read per store and batch finds the API's; the config costs nothing. A minimum without a
+shelf sends the units to the sales-floor shelf holding the most of the GTIN (`sales_floor`
+when none holds any: staff choose). The rule is `rules.replenish`:
 
 - floor < minimum and backroom > 0: a task opens (one open task per store and GTIN, under
   the unique `open_key`, so a batch and an API call that race cannot open two);
@@ -18,10 +22,11 @@ backroom still holds the GTIN, the next count change opens a new one: the counts
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud.api.timestamps import iso_utc
@@ -29,7 +34,8 @@ from cloud.inventory import rules
 from cloud.inventory.config import BACKROOM, SALES_FLOOR, InventoryOptions
 from cloud.inventory.rules import Action
 from cloud.inventory.stock import levels
-from cloud.inventory.tables import replenishment_tasks
+from cloud.inventory.tables import floor_minimums, replenishment_tasks
+from cloud.state import schema
 from cloud.state.db import insert_for
 
 TASK = "task"  # the live-change kind
@@ -59,14 +65,80 @@ def _open_key(store: str, gtin: str) -> str:
     return f"{KIND}|{store}|{gtin}"
 
 
+@dataclass(frozen=True, slots=True)
+class Minimum:
+    gtin: str
+    minimum: int
+    shelf: str | None  # None: the floor shelf holding the most
+    source: str  # api | config
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+async def stored_minimums(
+    connection: AsyncConnection, store: str, gtins: Iterable[str] | None = None
+) -> dict[str, Minimum]:
+    """The minimums set through the API for the store (of `gtins`; None: all)."""
+    f = floor_minimums
+    query = select(f).where(f.c.store_id == store)
+    if gtins is not None:
+        query = query.where(f.c.gtin.in_(sorted(set(gtins))))
+    return {
+        row.gtin: Minimum(row.gtin, row.minimum, row.shelf, "api", row.updated_at, row.updated_by)
+        for row in await connection.execute(query)
+    }
+
+
+async def replace_minimums(
+    connection: AsyncConnection, store: str, minimums: Iterable[Minimum]
+) -> None:
+    """Make `minimums` the store's API-set ones (`PUT .../floor-minimums`)."""
+    f = floor_minimums
+    await connection.execute(delete(f).where(f.c.store_id == store))
+    rows = [
+        {
+            "store_id": store,
+            "gtin": m.gtin,
+            "minimum": m.minimum,
+            "shelf": m.shelf,
+            "updated_at": m.updated_at,
+            "updated_by": m.updated_by,
+        }
+        for m in minimums
+    ]
+    if rows:
+        await connection.execute(f.insert(), rows)
+
+
 class Replenisher:
     def __init__(self, options: InventoryOptions) -> None:
         self.options = options
 
-    def watched(self, store: str, gtins: Iterable[str] | None) -> list[str]:
-        """The GTINs of `gtins` (None: all) that have a floor minimum in this store."""
-        configured = {m.gtin for m in self.options.floor_minimums if m.store in (None, store)}
-        return sorted(configured if gtins is None else configured & set(gtins))
+    def configured(self, store: str) -> dict[str, Minimum]:
+        """The config's minimums for the store: its own entry for a GTIN, else the
+        every-store one."""
+        out: dict[str, Minimum] = {}
+        for entry in self.options.floor_minimums:
+            if entry.store not in (None, store):
+                continue
+            chosen = self.options.floor_minimum(store, entry.gtin)
+            assert chosen is not None
+            out[entry.gtin] = Minimum(entry.gtin, chosen.minimum, chosen.shelf, "config")
+        return out
+
+    async def minimums(
+        self, connection: AsyncConnection, store: str, gtins: Iterable[str] | None = None
+    ) -> dict[str, Minimum]:
+        """The minimums in force in the store (of `gtins`; None: all): the API's, then
+        the config's for the GTINs the API has none for."""
+        wanted = None if gtins is None else set(gtins)
+        found = {
+            gtin: m
+            for gtin, m in self.configured(store).items()
+            if wanted is None or gtin in wanted
+        }
+        found.update(await stored_minimums(connection, store, wanted))
+        return dict(sorted(found.items()))
 
     async def evaluate(
         self,
@@ -77,7 +149,8 @@ class Replenisher:
     ) -> list[dict[str, Any]]:
         """Open, update or close the store's tasks for `gtins` (None: every GTIN with a
         floor minimum); returns the task changes to announce after the commit."""
-        watched = self.watched(store, gtins)
+        minimums = await self.minimums(connection, store, gtins)
+        watched = list(minimums)
         if not watched:
             return []
         t = replenishment_tasks
@@ -95,14 +168,14 @@ class Replenisher:
         }
         changes: list[dict[str, Any]] = []
         for gtin in watched:
-            minimum = self.options.floor_minimum(store, gtin)
-            assert minimum is not None
+            minimum = minimums[gtin]
             by_zone = found[(store, gtin)].by_zone
             floor, backroom = by_zone.get(SALES_FLOOR, 0), by_zone.get(BACKROOM, 0)
             action = rules.replenish(floor, backroom, minimum.minimum)
             quantity = rules.units_to_move(floor, backroom, minimum.minimum)
             existing = open_rows.get(gtin)
             if existing is None and action is Action.OPEN:
+                to_shelf = minimum.shelf or await self._fullest_floor_shelf(connection, store, gtin)
                 row = (
                     await connection.execute(
                         insert_for(connection, t)
@@ -112,7 +185,7 @@ class Replenisher:
                             gtin=gtin,
                             quantity=quantity,
                             from_zone=BACKROOM,
-                            to_shelf=minimum.shelf,
+                            to_shelf=to_shelf,
                             status=OPEN,
                             created_at=now,
                             open_key=_open_key(store, gtin),
@@ -132,6 +205,22 @@ class Replenisher:
                     update(t).where(t.c.id == existing.id).values(quantity=quantity)
                 )
         return changes
+
+    async def _fullest_floor_shelf(self, connection: AsyncConnection, store: str, gtin: str) -> str:
+        inv = schema.inventory
+        rows = await connection.execute(
+            select(inv.c.shelf, inv.c["count"]).where(
+                inv.c.store_id == store, inv.c.gtin == gtin, inv.c["count"] > 0
+            )
+        )
+        zones = self.options.zones
+        floor = [
+            (int(count), shelf)
+            for shelf, count in rows
+            if zones.zone_of(store, shelf) == SALES_FLOOR
+        ]
+        # most units first, then the lowest id, so the same counts always name one shelf
+        return min(floor, key=lambda c: (-c[0], c[1]))[1] if floor else SALES_FLOOR
 
 
 async def close(connection: AsyncConnection, task_id: int, by: str, now: datetime) -> Any:

@@ -4,6 +4,9 @@
   collected online orders (the orders domain calls it with `source="order"`). Idempotent per
   (store, EPC): a resent sale changes nothing. An `exit_unsold` alert still open for an EPC
   that is then sold (the POS synced late) clears.
+- `unsell` undoes a sale when the item comes back: a return read back in by RFID
+  (cloud/lockers/items.py) is the store's stock again, and leaves through an exit unsold
+  like any other item. The sale stops counting as demand for the reorder suggestions.
 - `on_item_events` runs in the ingest batch for every live `rfid.events`: an item that
   arrives on or moves to a shelf in the `exit` zone is a departure through the exit; unsold,
   it raises a loss-prevention alert `exit_unsold` (one per EPC while open) whose value is
@@ -23,7 +26,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud.inventory import rules
@@ -93,6 +96,17 @@ async def mark_sold(
         )
     ).all()
     return marked, [{**alert_data(row), "event": "cleared"} for row in cleared]
+
+
+async def unsell(connection: AsyncConnection, store: str, epcs: Iterable[str]) -> int:
+    """The EPCs are the store's again (a return read back in): no longer sold, so an exit
+    read of one raises `exit_unsold` as for any unsold item. Returns how many were sold."""
+    wanted = sorted(set(epcs))
+    if not wanted:
+        return 0
+    s = sold_items
+    result = await connection.execute(delete(s).where(s.c.store_id == store, s.c.epc.in_(wanted)))
+    return int(result.rowcount or 0)
 
 
 async def sold_among(connection: AsyncConnection, store: str, epcs: Iterable[str]) -> set[str]:

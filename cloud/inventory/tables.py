@@ -192,3 +192,17 @@ approved_differences = Table(
     Column("approved_by", String(64), nullable=False),
 )
 Index("ix_approved_differences_store", approved_differences.c.store_id, approved_differences.c.id)
+
+# Floor minimums set through the API (revision 0008_orders): per (store, GTIN) they replace
+# the config's `floor_minimums` entry; `shelf` NULL lets the task name the floor shelf that
+# holds the most of the GTIN. A minimum of 0 switches a config minimum off for the store.
+floor_minimums = Table(
+    "floor_minimums",
+    metadata,
+    Column("store_id", ID, primary_key=True),
+    Column("gtin", GTIN, primary_key=True),
+    Column("minimum", Integer, nullable=False),
+    Column("shelf", ID, nullable=True),
+    Column("updated_at", TS, nullable=False),
+    Column("updated_by", String(64), nullable=False),
+)

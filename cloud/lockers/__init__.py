@@ -26,8 +26,13 @@ def create_domain(settings: CloudSettings, options: dict[str, Any]) -> LockersDo
         problem = exc.errors()[0]
         where = ".".join(str(p) for p in problem["loc"])
         raise ValueError(f"{where}: {problem['msg']}") from None
-    # Orders reserve stock by the inventory domain's one definition of "available".
-    availability = parse_inventory_options(settings.domains.get("inventory", {})).availability
+    # Orders reserve stock by the inventory domain's one definition of "available";
+    # Pick lists name each shelf's zone by its zones.
+    inventory = parse_inventory_options(settings.domains.get("inventory", {}))
     return LockersDomain(
-        parsed, parsed.load_keys(), availability.safety_for, intake_secret=parsed.intake_secret()
+        parsed,
+        parsed.load_keys(),
+        inventory.availability.safety_for,
+        intake_secret=parsed.intake_secret(),
+        zone_of=inventory.zones.zone_of,
     )

@@ -34,6 +34,7 @@ from cloud.lockers import returns as locker_returns
 from cloud.lockers.domain import AssignmentError, BankKeyChangedError, LockersDomain
 from cloud.lockers.items import returns_of
 from cloud.lockers.machine import IllegalTransitionError, OrderState
+from cloud.lockers.picks import view as picked_view
 from cloud.lockers.views import iso
 from protocols.ids import IDENTIFIER_PATTERN
 from protocols.messages import new_message_id, utc_now
@@ -130,10 +131,12 @@ def build_router(domain: LockersDomain) -> APIRouter:
                 )
             ).all()
             details = await intake.intake_of(tx.connection, order_id)
+            picked = await picked_view(tx.connection, order)
             returned = await returns_of(tx.connection, order_id)
             in_lockers = await locker_returns.of_order(tx.connection, order_id)
         return {
             **intake.summary(order, details, domain.options.reserve_stock),
+            "picked": picked,
             "code_issued": order.code_issued_at is not None,
             "returns": returned,
             "locker_returns": in_lockers,

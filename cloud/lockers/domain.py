@@ -25,6 +25,7 @@ from cloud.lockers.config import BankConfig, LockersOptions
 from cloud.lockers.machine import IllegalTransitionError, OrderState
 from cloud.lockers.mirror import ALARM_CAUSES, mirror
 from cloud.lockers.notify import Notifier
+from cloud.lockers.picks import ZoneOf, on_the_floor
 from cloud.lockers.views import as_utc
 from cloud.state.db import writing
 from protocols.codec import encode, topic_for
@@ -67,8 +68,10 @@ class LockersDomain(Domain):
         keys: dict[tuple[str, str], PickupKey],
         safety_stock_for: Callable[[str], int] = lambda _store: 0,
         intake_secret: bytes | None = None,
+        zone_of: ZoneOf = on_the_floor,
     ) -> None:
         self.options = options
+        self.zone_of = zone_of  # the inventory domain's shelf -> zone (pick lists)
         self.intake_secret = intake_secret
         self._keys = keys
         self.safety_stock_for = safety_stock_for

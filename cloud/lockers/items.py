@@ -1,8 +1,10 @@
 """Items by EPC: where RFID last saw each one (for pick lists), and returns read back in.
 
 `epc_locations` follows the RFID item events: `arrived`/`moved` put the EPC on its shelf,
-`departed`/`left_store` remove it. A returned item is `received` the first time RFID reads
-its EPC in the order's store after the return was registered; one returned damaged is also
+`departed` marks it off the shelf (still in the store: no pick list offers it, a pick may
+name it), `left_store` removes it. A returned item is `received` the first time RFID reads
+its EPC in the order's store after the return was registered, and is no longer sold
+(`sales.unsell`: carried out again unsold, it raises `exit_unsold`); one returned damaged is also
 held back from sale (`stock.hold_back` under `damaged:<store>`: on hand, reserved, never
 available).
 """
@@ -16,6 +18,7 @@ from sqlalchemy import delete, insert, select, update
 
 from cloud.domains import DomainTx
 from cloud.inventory import stock
+from cloud.inventory.sales import unsell
 from cloud.lockers import tables
 from cloud.lockers.views import iso
 from protocols.messages import ItemEvent, ItemEventKind, RfidEvents
@@ -30,9 +33,19 @@ async def on_rfid(tx: DomainTx, message: RfidEvents) -> None:
     for item in message.items:
         latest[item.epc] = item  # a message's events are in order: the last one stands
     e = tables.epc_locations
+    off_shelf = {epc: i.at for epc, i in latest.items() if i.kind is ItemEventKind.DEPARTED}
     await tx.connection.execute(
-        delete(e).where(e.c.store_id == message.store, e.c.epc.in_(list(latest)))
+        delete(e).where(
+            e.c.store_id == message.store, e.c.epc.in_([x for x in latest if x not in off_shelf])
+        )
     )
+    for epc, at in off_shelf.items():
+        # still in the store (a picker's hand, a basket) until `left_store`: a pick may name it
+        await tx.connection.execute(
+            update(e)
+            .where(e.c.store_id == message.store, e.c.epc == epc, e.c.departed_at.is_(None))
+            .values(departed_at=at)
+        )
     seen: list[dict[str, Any]] = [
         {
             "store_id": message.store,
@@ -84,6 +97,8 @@ async def _receive_returns(tx: DomainTx, store: str, seen: dict[str, dict[str, A
             .where(r.c.id == row.id)
             .values(status=status, gtin=gtin, received_at=read["seen_at"], reason=None)
         )
+        # back in the store's hands (damaged too: still ours, never to be carried out)
+        await unsell(tx.connection, store, [row.epc])
         if status == "damaged":
             await stock.hold_back(
                 tx.connection,

@@ -14,7 +14,7 @@ from sqlalchemy import Row, insert, select, update
 
 from cloud.domains import DomainTx
 from cloud.inventory import stock
-from cloud.lockers import tables
+from cloud.lockers import picks, tables
 from cloud.lockers.machine import IN_LOCKER, ON_SHELVES, OrderState, check
 from cloud.lockers.notify import NOTIFY_STATES, Notifier
 from cloud.lockers.views import order_view
@@ -63,6 +63,9 @@ async def move(
         .where(o.c.order_id == order.order_id)
         .values(state=target.value, updated_at=at, **values)
     )
+    if target is OrderState.COLLECTED:
+        # sold with the status change: an exit read after this commit finds them sold
+        await picks.sell(tx, order, at)
     await _transition(tx, order.order_id, order.store_id, current, target, cause, at)
     merged = {**order._asdict(), **values}
     tx.change("order", order.store_id, {**order_view(merged, target.value, at), "cause": cause})

@@ -23,7 +23,8 @@ from cloud.api.auth import Principal
 from cloud.api.deps import Reader, ShopperApp, Shopping
 from cloud.api.errors import ApiError, error_responses
 from cloud.config import Role
-from cloud.lockers import holds, intake, orders, tables
+from cloud.inventory.config import BACKROOM, EXIT, SALES_FLOOR
+from cloud.lockers import holds, intake, orders, picks, tables
 from cloud.lockers.domain import AssignmentError, LockersDomain
 from cloud.lockers.intake import (
     IntakeConflictError,
@@ -51,6 +52,12 @@ class StageIn(BaseModel):
     method: PickupMethod | None = Field(default=None, description="default: as ordered")
     bank: Ident | None = None
     compartment: Ident | None = None
+    epcs: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None,
+        max_length=picks.MAX_PICKED,
+        description="the EPCs staff scanned (sold when the order is collected); none: not"
+        " recorded, and the order's `picked` says so",
+    )
 
 
 class CancelIn(BaseModel):
@@ -90,7 +97,8 @@ def add_order_routes(router: APIRouter, domain: LockersDomain) -> None:
         order = await orders.load(tx, order_id)
         assert order is not None
         details = await intake.intake_of(tx.connection, order_id)
-        return intake.summary(order, details, domain.options.reserve_stock)
+        shown = intake.summary(order, details, domain.options.reserve_stock)
+        return {**shown, "picked": await picks.view(tx.connection, order)}
 
     async def method_of(tx: Any, order_id: str) -> str:
         return intake.method_of(await intake.intake_of(tx.connection, order_id))
@@ -188,12 +196,14 @@ def add_order_routes(router: APIRouter, domain: LockersDomain) -> None:
 
     @router.get("/orders/{order_id}/pick-list")
     async def pick_list(order_id: str, principal: Reader) -> dict[str, Any]:
-        """Where to take each line from: the shelves RFID last saw the GTIN on and which
-        EPCs to take (as many as the line wants, from the fullest shelves first)."""
+        """Where to take each line from: the shelves RFID last saw the GTIN on, each with
+        its zone (`domains.inventory.zones`), and which EPCs to take (as many as the line
+        wants): sales-floor shelves first, then the backroom, then any other zone, an exit
+        last; within a zone the fullest shelves first."""
         async with domain.transaction() as tx:
             order = await load_or_404(tx, order_id, principal)
             lines = [
-                await _pick_line(tx.connection, order.store_id, str(gtin), quantity)
+                await _pick_line(tx.connection, order.store_id, str(gtin), quantity, domain.zone_of)
                 for gtin, quantity in _lines(order.items).items()
             ]
         return {"order_id": order_id, "store": order.store_id, "lines": lines}
@@ -212,7 +222,9 @@ def add_order_routes(router: APIRouter, domain: LockersDomain) -> None:
     async def stage(order_id: str, body: StageIn, principal: Reader) -> dict[str, Any]:
         """The goods are picked and packed. A locker order gets its compartment here
         (`locker.reserve`; it is `assigned` when the edge acks); counter and curbside
-        orders wait for `ready`. `method` changes the pickup method."""
+        orders wait for `ready`. `method` changes the pickup method. `epcs`: the items
+        scanned, each checked against the order and the store (409 `pick_refused` names
+        the EPC and why); they are sold when the order is collected."""
         async with domain.transaction() as tx:
             order = await load_or_404(tx, order_id, principal)
             method = body.method or await method_of(tx, order_id)
@@ -222,6 +234,11 @@ def add_order_routes(router: APIRouter, domain: LockersDomain) -> None:
             if order.state == S.EXCEPTION.value:
                 values = {"bank": None, "compartment": None, "node_id": None, "reason": None}
             await move(tx, order, S.STAGED, f"staff:{principal.name}", **values)
+            if body.epcs is not None:
+                try:
+                    await picks.record(tx.connection, order, body.epcs, principal.name, utc_now())
+                except picks.PickRefusedError as exc:
+                    raise ApiError(409, "pick_refused", str(exc)) from None
             await _set_method(tx, order_id, method, domain.options.reserve_stock)
             if method == "locker":
                 staged = await orders.load(tx, order_id)
@@ -426,32 +443,52 @@ async def _set_method(tx: Any, order_id: str, method: str, reserved: bool) -> No
         )
 
 
-async def _pick_line(connection: Any, store: str, gtin: str, quantity: int) -> dict[str, Any]:
+# the zones staff take from, in the order they should (cloud/inventory/config.py)
+_ZONE_RANK = {SALES_FLOOR: 0, BACKROOM: 1}
+_LAST = 3  # an exit: the item is on its way out
+
+
+async def _pick_line(
+    connection: Any, store: str, gtin: str, quantity: int, zone_of: picks.ZoneOf
+) -> dict[str, Any]:
     e, r, inv = tables.epc_locations, tables.order_returns, schema.inventory
     damaged = select(r.c.epc).where(r.c.store_id == store, r.c.status == "damaged")
     seen = (
         await connection.execute(
-            select(e.c.shelf, e.c.epc)
-            .where(e.c.store_id == store, e.c.gtin == gtin, e.c.epc.not_in(damaged))
+            select(e.c.shelf, e.c.epc, e.c.epc.in_(picks.held(store)).label("held"))
+            .where(
+                e.c.store_id == store,
+                e.c.gtin == gtin,
+                e.c.departed_at.is_(None),
+                e.c.epc.not_in(damaged),
+            )
             .order_by(e.c.shelf, e.c.epc)
             .limit(_PICK_EPCS_MAX)
         )
     ).all()
     by_shelf: dict[str, list[str]] = defaultdict(list)
-    for shelf, epc in seen:
-        by_shelf[shelf].append(epc)
+    held: dict[str, int] = defaultdict(int)  # picked for another order, back on a shelf
+    for shelf, epc, is_held in seen:
+        if is_held:
+            held[shelf] += 1
+        else:
+            by_shelf[shelf].append(epc)
     counts = {
-        shelf: int(count)
+        shelf: int(count) - held[shelf]
         for shelf, count in await connection.execute(
             select(inv.c.shelf, inv.c["count"]).where(
                 inv.c.store_id == store, inv.c.gtin == gtin, inv.c["count"] > 0
             )
         )
+        if int(count) > held[shelf]
     }
-    # the fullest shelves first (fewer stops), then those whose EPCs RFID has seen
+    zones = {shelf: zone_of(store, shelf) for shelf in set(by_shelf) | set(counts)}
+    # sales floor before backroom (the floor is where the shopper would have taken it),
+    # then the fullest shelves first (fewer stops), then those whose EPCs RFID has seen
     shelves = sorted(
-        set(by_shelf) | set(counts),
+        zones,
         key=lambda s: (
+            _LAST if zones[s] == EXIT else _ZONE_RANK.get(zones[s], 2),
             -max(len(by_shelf.get(s, [])), counts.get(s, 0)),
             -len(by_shelf.get(s, [])),
             s,
@@ -464,7 +501,7 @@ async def _pick_line(connection: Any, store: str, gtin: str, quantity: int) -> d
             break
         take = by_shelf.get(shelf, [])[:left]
         on_shelf = max(counts.get(shelf, 0), len(by_shelf.get(shelf, [])))
-        locations.append({"shelf": shelf, "zone": None, "on_shelf": on_shelf, "epcs": take})
+        locations.append({"shelf": shelf, "zone": zones[shelf], "on_shelf": on_shelf, "epcs": take})
         left -= len(take) if take else min(left, on_shelf)
     return {
         "gtin": gtin,

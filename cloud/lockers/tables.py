@@ -157,8 +157,25 @@ order_returns = Table(
 )
 Index("ix_order_returns_store_epc", order_returns.c.store_id, order_returns.c.epc)
 
-# Where RFID last saw each EPC in a store (arrived/moved events; departed/left removes it):
-# the pick list's "which EPCs on which shelf".
+# ------------------------------------------------------------- picks (revision 0008_orders)
+# The EPCs staff scanned when they staged an order (`POST /orders/{id}/stage` with `epcs`):
+# sold (`sold_items`, source "order") when the order is collected. None for an order staged
+# without EPCs: the order's view says so.
+order_picks = Table(
+    "order_picks",
+    metadata,
+    Column("order_id", ID, primary_key=True),
+    Column("epc", String(128), primary_key=True),
+    Column("store_id", ID, nullable=False),
+    Column("gtin", String(14), nullable=False),
+    Column("picked_at", TS, nullable=False),
+    Column("picked_by", String(64), nullable=False),
+)
+Index("ix_order_picks_store_epc", order_picks.c.store_id, order_picks.c.epc)
+
+# Where RFID last saw each EPC in a store (arrived/moved events; left_store removes it):
+# the pick list's "which EPCs on which shelf". `departed_at` (revision 0008_orders): the
+# item went off that shelf and is not on another yet (picked, in a basket); picks accept it.
 epc_locations = Table(
     "epc_locations",
     metadata,
@@ -167,6 +184,7 @@ epc_locations = Table(
     Column("gtin", String(14), nullable=False),
     Column("shelf", ID, nullable=False),
     Column("seen_at", TS, nullable=False),
+    Column("departed_at", TS, nullable=True),
 )
 Index("ix_epc_locations_gtin", epc_locations.c.store_id, epc_locations.c.gtin)
 

@@ -68,6 +68,8 @@ POLICY: dict[tuple[str, str], set[str] | str] = {
     # store operations: the store team's tasks, sales, book stock and accuracy
     ("GET", "/api/v1/stores/{store}/tasks"): READERS,
     ("POST", "/api/v1/tasks/{task_id}/done"): READERS,
+    ("GET", "/api/v1/stores/{store}/floor-minimums"): READERS,
+    ("PUT", "/api/v1/stores/{store}/floor-minimums"): READERS,
     ("POST", "/api/v1/stores/{store}/sales"): READERS,
     ("GET", "/api/v1/stores/{store}/reorder-suggestions"): READERS,
     ("PUT", "/api/v1/stores/{store}/book-stock"): READERS,
@@ -147,6 +149,7 @@ PLACEHOLDERS = {"store": STORE, "gtin": GTIN, "shelf": "shelf-a"}
 # elsewhere `{}` (a role refused at the door never gets as far as the body).
 BODIES: dict[str, dict[str, object]] = {
     "/api/v1/stores/{store}/reorder-points": {"items": []},
+    "/api/v1/stores/{store}/floor-minimums": {"items": []},
     "/api/v1/stores/{store}/reorder-points/{gtin}": {"reorder_point": 3},
     "/api/v1/stores/{store}/planogram": {"shelves": {}},
     "/api/v1/stores/{store}/planogram/{shelf}": {"gtins": [GTIN]},

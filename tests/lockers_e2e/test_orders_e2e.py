@@ -1,8 +1,8 @@
 """Orders end to end over the real broker: the online channel's intake, the RFID node's
 shelves, the cloud, and the edge runtime driving a simulated CU16 bank on ptys.
 
-- online order -> reservation -> pick list -> staged -> locker ready -> collected -> return
-  read back in -> stock back;
+- online order -> reservation -> pick list -> staged with the scanned EPC -> locker ready ->
+  collected (the EPC sold) -> return read back in (no longer sold) -> stock back;
 - expiry at the edge -> emptied -> returned to stock -> stock back;
 - cancel -> the compartment is free (or, parcel in, no longer opens) at the edge;
 - edge restart mid-hold: the code still opens; a hold the edge lost and one it should not
@@ -61,6 +61,12 @@ async def placed_when_stocked(rig: Rig, external_id: str, quantity: int = 1) -> 
     return response.json()
 
 
+async def units_sold(rig: Rig) -> int:
+    suggestions = await rig.call("GET", f"/api/v1/stores/{STORE}/reorder-suggestions")
+    rows = [i for i in suggestions["items"] if i["gtin"] == GTIN]
+    return int(rows[0]["reasoning"]["units_sold"]) if rows else 0
+
+
 async def wait_on_shelf(rig: Rig, order_id: str, units: int) -> None:
     """Until the cloud counts `units` of the order's GTIN on shelf-1 (RFID is asynchronous)."""
 
@@ -72,15 +78,15 @@ async def wait_on_shelf(rig: Rig, order_id: str, units: int) -> None:
     await rig.eventually(on_shelf, lambda n: n == units, f"{units} on shelf-1")
 
 
-async def to_ready(rig: Rig, order_id: str, lock: int) -> str:
-    """Pick, stage into compartment 0-0<lock+1>, load, wait for ready: the pickup code."""
+async def to_ready(rig: Rig, order_id: str, lock: int, epcs: list[str] | None = None) -> str:
+    """Pick, stage into compartment 0-0<lock+1> (with the scanned `epcs`), load, wait for
+    ready: the pickup code."""
     compartment = f"0-{lock + 1:02d}"
     await rig.call("POST", f"/api/v1/orders/{order_id}/pick")
-    staged = await rig.call(
-        "POST",
-        f"/api/v1/orders/{order_id}/stage",
-        json={"method": "locker", "bank": BANK, "compartment": compartment},
-    )
+    body: dict[str, Any] = {"method": "locker", "bank": BANK, "compartment": compartment}
+    if epcs is not None:
+        body["epcs"] = epcs
+    staged = await rig.call("POST", f"/api/v1/orders/{order_id}/stage", json=body)
     assert (staged["status"], staged["compartment"]) == ("staged", compartment)
     await rig.wait_state(order_id, "assigned")
     await rig.call(
@@ -113,12 +119,15 @@ async def test_online_order_to_collection_and_a_return_back_to_stock(
             picks = await rig.call("GET", f"/api/v1/orders/{order_id}/pick-list")
             assert picks["lines"][0]["locations"][0]["shelf"] == "shelf-1"
             (taken,) = picks["lines"][0]["locations"][0]["epcs"]
-            code = await to_ready(rig, order_id, lock=0)
+            code = await to_ready(rig, order_id, lock=0, epcs=[taken])
             await rfid.items(DEPARTED, GTIN, "shelf-1", taken)  # picked off the shelf
             await wait_on_shelf(rig, order_id, 2)
             await rig.person().collect(rig.driver.simulator, 0, 0, code)
             collected = await rig.wait_state(order_id, "collected")
             assert collected["status"] == "collected"
+            # the locker's pickup sold the scanned EPC (the reorder demand counts it)
+            assert [e["epc"] for e in collected["picked"]["epcs"]] == [taken]
+            assert await units_sold(rig) == 1
 
             await rig.call(
                 "POST",
@@ -137,6 +146,7 @@ async def test_online_order_to_collection_and_a_return_back_to_stock(
                 "the return read back in",
             )
             assert shown["returns"][0]["gtin"] == GTIN
+            assert await units_sold(rig) == 0  # the store's again, no longer sold
             # back in stock: both units can be sold again
             # back in stock: 3 on hand again, 2 can be sold
             assert (await placed_when_stocked(rig, "web-4", quantity=2))["status"] == "reserved"

@@ -1,7 +1,8 @@
 """`storegate demo` runs every flow: within 60 s of its start, the API behind every panel of
 the ops dashboard has data (nodes, shelves with low-stock and misplaced alerts, stock over
 time, locker banks, orders collected / cancelled / expired, offers triggered and received by
-the apps over MQTT, the live activity stream). The demo runs for real, as a subprocess."""
+the apps over MQTT, the live activity stream), and the collected orders came through the
+order intake with their picked EPCs. The demo runs for real, as a subprocess."""
 
 from __future__ import annotations
 
@@ -138,6 +139,10 @@ def test_every_dashboard_panel_has_data_within_a_minute_and_the_urls_are_printed
                 break
             time.sleep(1.0)
         took = time.monotonic() - started
+        collected = [
+            _get(base, f"/api/v1/orders/{o['order_id']}")
+            for o in _get(base, "/api/v1/orders", status="collected")
+        ]
         live.close()  # an open event stream would hold the API's graceful shutdown
         live.join()
         process.send_signal(signal.SIGINT)
@@ -153,6 +158,10 @@ def test_every_dashboard_panel_has_data_within_a_minute_and_the_urls_are_printed
     missing = [name for name, ok in panels.items() if not ok]
     assert not missing, f"no data after {WITHIN_S:.0f} s for: {missing}\n{output[-3000:]}"
     print(f"every panel had data {took:.1f} s after the demo started")
+    # the orders came through the intake, and staff staged them with the EPCs they scanned
+    assert collected, output[-3000:]
+    assert all(o["external_id"].startswith("demo-") for o in collected), collected
+    assert any(o["picked"]["recorded"] for o in collected), collected
     assert process.returncode == 0, output
     assert "demo stopped cleanly" in output
     for path, key in (("/", "ops-demo-key"), ("/staff", "staff-demo-key"), ("/app", "shopper")):

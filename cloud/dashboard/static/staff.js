@@ -206,6 +206,8 @@ function stageForm(o) {
     new Option("Locker", "locker"), new Option("Counter", "counter"), new Option("Curbside", "curbside"));
   const bank = h("input", { placeholder: "bank (any)", "aria-label": "Locker bank", class: "stage-bank" });
   const compartment = h("input", { placeholder: "door (any)", "aria-label": "Compartment", class: "stage-compartment" });
+  // A handheld scanner types each EPC and Enter; empty: staged without EPCs (none sold).
+  const epcs = h("textarea", { rows: 2, placeholder: "scanned EPCs, one a line", "aria-label": "Scanned EPCs", class: "stage-epcs" });
   const sync = () => { bank.hidden = compartment.hidden = method.value !== "locker"; };
   method.addEventListener("change", sync);
   sync();
@@ -215,9 +217,11 @@ function stageForm(o) {
       if (bank.value.trim()) body.bank = bank.value.trim();
       if (compartment.value.trim()) body.compartment = compartment.value.trim();
     }
+    const scanned = epcs.value.split(/\s+/).filter(Boolean);
+    if (scanned.length && has("POST", "/api/v1/orders/{order_id}/stage")) body.epcs = scanned;
     orderAction(o, "stage", body);
   } }, "Stage");
-  return h("div", { class: "stage" }, method, bank, compartment, go);
+  return h("div", { class: "stage" }, method, bank, compartment, epcs, go);
 }
 
 // The contract's action route when the cloud has it; else today's locker order routes.
