@@ -188,7 +188,7 @@ epc_locations = Table(
 )
 Index("ix_epc_locations_gtin", epc_locations.c.store_id, epc_locations.c.gtin)
 
-# ---------------------------------------------------------------- returns (revision 0008_returns)
+# ---------------------------------------------------------------- returns (revision 0009_returns)
 # A return dropped off into a locker compartment (cloud/lockers/returns.py): the compartment
 # kept for it, the drop-off grant (`id` is its order_seq, `expires_at` its expiry; only the
 # keyed `key_check` is stored, never the code), and how far it got: requested (the edge was

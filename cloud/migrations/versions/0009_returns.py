@@ -1,7 +1,7 @@
 """Locker returns: drop-offs into a compartment (`cloud.lockers.tables.locker_returns`).
 
-Revision ID: 0008_returns
-Revises: 0007_orders
+Revision ID: 0009_returns
+Revises: 0008_orders
 Create Date: 2026-12-06
 """
 
@@ -11,8 +11,8 @@ from alembic import op
 
 from cloud.lockers import tables
 
-revision = "0008_returns"
-down_revision = "0007_orders"
+revision = "0009_returns"
+down_revision = "0008_orders"
 branch_labels = None
 depends_on = None
 
