@@ -129,7 +129,8 @@ class BleScannerDriver(Driver):
         """Sleep, but wake as soon as a transition asks for an early flush."""
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._wake.wait()
 
     # ------------------------------------------------------------------ work
 
