@@ -119,6 +119,8 @@ class PresenceEngine:
         self.config = config or PresenceConfig()
         self._shelf_of = dict(shelves)
         self._inv_epoch = 1.0 / self.config.epoch_s
+        # epochs are counted from the first one the engine saw (32-bit columns, see tagstore)
+        self._origin: int | None = None
         self._tags = TagStore()
         # a store has a few hundred GTINs over tens of thousands of tags: a tag keeps an index
         self._gtins: list[str] = []
@@ -168,7 +170,10 @@ class PresenceEngine:
         if antenna not in self._shelf_of:
             self.unmapped_reads += 1
             return
-        epoch = int(t * self._inv_epoch)
+        epoch = int(t * self._inv_epoch)  # self._epoch(t), inlined: once per read
+        if self._origin is None:
+            self._origin = epoch
+        epoch -= self._origin
         if epoch != self._hits_epoch:
             self._learn_rates(epoch)
         self._last_read_epoch[antenna] = epoch
@@ -221,6 +226,17 @@ class PresenceEngine:
             if tags.stat_window[sid] >= self.config.arrival_reads:
                 self._arrive(slot, t)
 
+    def _epoch(self, t: float) -> int:
+        """The epoch of time t, counted from the engine's first."""
+        epoch = int(t * self._inv_epoch)
+        if self._origin is None:
+            self._origin = epoch
+        return epoch - self._origin
+
+    def _epoch_start(self, epoch: int) -> float:
+        """When `epoch` (counted from the engine's first) began."""
+        return (epoch + (self._origin or 0)) * self.config.epoch_s
+
     def _learn_rates(self, epoch: int) -> None:
         """The epoch of the last reads is over: fold the share of each antenna's items it
         read then into the antenna's rate. Epochs without any read (an outage, or a reader
@@ -240,7 +256,7 @@ class PresenceEngine:
     def set_reader_up(self, up: bool, t: float) -> None:
         """The reader connection went down / came back: freeze / restart departures."""
         if up and self._reader_down:
-            epoch = int(t * self._inv_epoch)
+            epoch = self._epoch(t)
             for antenna in self._resume_epoch:
                 self._resume_epoch[antenna] = epoch
         self._reader_down = not up
@@ -248,7 +264,7 @@ class PresenceEngine:
     def set_antenna_up(self, antenna: int, up: bool, t: float) -> None:
         if up:
             if antenna in self._antenna_down:
-                self._resume_epoch[antenna] = int(t * self._inv_epoch)
+                self._resume_epoch[antenna] = self._epoch(t)
             self._antenna_down.discard(antenna)
         else:
             self._antenna_down.add(antenna)
@@ -320,7 +336,7 @@ class PresenceEngine:
             # The offset decays with the time since the current antenna last read the tag,
             # but an outage is no evidence that the tag left: count from when the reader or
             # antenna came back, or a first cross-read after a reboot would move it.
-            resumed_at = self._resume_epoch.get(tags.antenna[slot], -1) * self.config.epoch_s
+            resumed_at = self._epoch_start(self._resume_epoch.get(tags.antenna[slot], -1))
             since = t - max(tags.stat_last_t[current], resumed_at)
             if since < config.stale_antenna_s:
                 offset = config.move_offset_db * max(0.0, 1.0 - since / config.move_decay_s)
@@ -356,7 +372,7 @@ class PresenceEngine:
         if current < 0:
             return True
         config = self.config
-        resumed_at = self._resume_epoch.get(antenna, -1) * config.epoch_s
+        resumed_at = self._epoch_start(self._resume_epoch.get(antenna, -1))
         since = t - max(tags.stat_last_t[current], resumed_at)
         if since >= config.stale_antenna_s:
             return True
@@ -376,7 +392,7 @@ class PresenceEngine:
         if self.claims is not None and self.claims.get(epc) is self:
             del self.claims[epc]
         tags.state[slot] = GONE
-        tags.gone_t[slot] = tags.last_t[slot]
+        tags.departed[slot] = 1
         tags.hits[slot] = 0
         tags.clear_stats(slot)
         antenna = tags.antenna[slot]
@@ -399,7 +415,7 @@ class PresenceEngine:
         """Apply the time-based rules (departures, silent shelves, left store) at time t."""
         config = self.config
         tags = self._tags
-        epoch = int(t * self._inv_epoch)
+        epoch = self._epoch(t)
         frozen = self._frozen_antennas(epoch, t)
         if self._settling:
             waiting: list[int] = []
@@ -449,7 +465,7 @@ class PresenceEngine:
                     )
             elif state == PENDING and epoch - tags.first_epoch[slot] >= config.arrival_epochs:
                 # a stray read that never became an arrival; or a departed tag seen once
-                if tags.gone_t[slot]:
+                if tags.departed[slot]:
                     tags.first_epoch[slot] = epoch
                     tags.hits[slot] = 0
                 else:
