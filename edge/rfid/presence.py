@@ -94,6 +94,9 @@ class PresenceConfig:
             raise ValueError("need 1 <= min_window <= max_window")
         if self.arrival_reads < 1 or self.arrival_epochs < self.arrival_reads:
             raise ValueError("need 1 <= arrival_reads <= arrival_epochs")
+        # the tag store keeps these counts in 16-bit columns
+        if self.arrival_epochs > 1_000 or not 1 <= self.rssi_window <= 10_000:
+            raise ValueError("need arrival_epochs <= 1000 and 1 <= rssi_window <= 10000")
         if not 0 < self.prior_rate <= 1 or not 0 < self.rate_alpha <= 1:
             raise ValueError("need prior_rate and rate_alpha in (0, 1]")
         if self.gap_margin < 0 or not 0 <= self.gap_decay <= 1:

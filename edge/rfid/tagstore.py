@@ -42,7 +42,7 @@ class TagStore:
         self.hits = array("i")
         self.last_epoch = array("i")
         self.settle_epoch = array("i")
-        self.long_gap = array("d")  # longest run of missed epochs it came back from
+        self.long_gap = array("f")  # longest run of missed epochs it came back from
         self.last_t = array("d")
         self.departed = array("b")  # it was on a shelf once: a read again is not a stray one
         self.arrived_t = array("d")
@@ -50,11 +50,11 @@ class TagStore:
         # per (tag, antenna)
         self.stat_antenna = array("i")
         self.stat_next = array("i")
-        self.stat_rssi = array("d")  # running mean RSSI
-        self.stat_reads = array("i")  # reads, capped at the RSSI window
+        self.stat_rssi = array("f")  # running mean RSSI (dBm: float32 is finer than any reader)
+        self.stat_reads = array("h")  # reads, capped at the RSSI window (<= 10,000)
         self.stat_last_t = array("d")  # last read time
         self.stat_epoch = array("i")  # last epoch read (arrival counting)
-        self.stat_window = array("i")  # epochs read in the current arrival window
+        self.stat_window = array("h")  # epochs read in the current arrival window (<= 1,000)
         self._free_tags: list[int] = []
         self._free_stats: list[int] = []
 
