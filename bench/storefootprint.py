@@ -47,6 +47,11 @@ HEALTH_INTERVAL_S = 2.0  # the daemon's heartbeat while measured (default 30 s)
 STORE, NODE = "store-301", "pi-1"
 
 
+def enough_present(present: int, items: int) -> bool:
+    """Whether the daemon holds enough of the store's items to measure it at that size."""
+    return present >= PRESENT_SHARE * items
+
+
 @dataclass(slots=True)
 class Counts:
     """One heartbeat's totals over the daemon's shelf readers."""
@@ -173,7 +178,6 @@ def measure(
         )
         ps = psutil.Process(daemon.pid)
         out = Measured()
-        need = PRESENT_SHARE * items
         time.sleep(warmup_s)
         heard = time.monotonic() - HEALTH_INTERVAL_S
         while True:
@@ -186,7 +190,7 @@ def measure(
                     + (f" (bad ones: {watch.errors[-1]})" if watch.errors else "")
                 )
             heard = counts.at
-            if counts.present >= need:
+            if enough_present(counts.present, items):
                 break
             if time.monotonic() - started > max_warmup_s:
                 out.failure = (
@@ -212,7 +216,7 @@ def measure(
                 raise RuntimeError("the edge daemon's heartbeat stopped while measured")
             out.present.append(counts.present)
             out.tracked.append(counts.tracked)
-            if counts.present < need:
+            if not enough_present(counts.present, items):
                 out.failure = (
                     f"items present fell to {counts.present:,} of {items:,} while measured"
                 )
