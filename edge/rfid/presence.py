@@ -41,9 +41,11 @@ an epoch. The rules (BRIEF §4; parameters in `PresenceConfig`):
   an outage the departure windows restart. A silent antenna that the reader says is fine
   stays frozen for at most `silent_shelf_max_s` (then the shelf really was emptied).
 
-Hot path: `observe()` does one dict lookup (EPC -> slot) and a few array updates per read.
-Per-tag state is a slot in `edge.rfid.tagstore.TagStore`'s typed arrays (about 100 bytes a
-tag plus its EPC and index entry), so a 50,000-item store fits a Raspberry Pi.
+Hot path: `observe_bytes()` does one dict lookup (EPC -> slot) and a few array updates per
+read. Per-tag state is a slot in `edge.rfid.tagstore.TagStore`'s typed arrays (about 70 bytes
+a tag plus its EPC and index entry), so a 50,000-item store fits a Raspberry Pi. EPCs are
+kept as bytes (what LLRP carries; 45 bytes of object against 73 for the hex string) and
+turned into upper-case hex only in what goes out (events, `items()`).
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ class PresenceEngine:
         self._gtins: list[str] = []
         self._gtin_ids: dict[str, int] = {}
         self._events: list[
-            tuple[ItemEventKind, str, str | None, str | None, float, float, str | None]
+            tuple[ItemEventKind, bytes, str | None, str | None, float, float, str | None]
         ] = []
         self._counts: dict[tuple[str, str], int] = {}
         self._deltas: dict[tuple[str, str], int] = {}
@@ -145,7 +147,7 @@ class PresenceEngine:
         self._antenna_rate: dict[int, float] = dict.fromkeys(self._shelf_of, self.config.prior_rate)
         self._epoch_hits: dict[int, int] = dict.fromkeys(self._shelf_of, 0)
         self._hits_epoch = -1
-        self.claims: dict[str, PresenceEngine] | None = None  # shared by a node's readers
+        self.claims: dict[bytes, PresenceEngine] | None = None  # shared by a node's readers
         self.refused_claims = 0  # arrivals refused: another reader holds the item
         self.reads = 0
         self.unmapped_reads = 0
@@ -153,8 +155,8 @@ class PresenceEngine:
 
     # ------------------------------------------------------------------ input
 
-    def _gtin_id(self, epc: str) -> int:
-        gtin = gtin_of(epc)
+    def _gtin_id(self, epc: bytes) -> int:
+        gtin = gtin_of(epc.hex().upper())
         if gtin is None:
             return -1
         gid = self._gtin_ids.get(gtin)
@@ -168,7 +170,11 @@ class PresenceEngine:
         return self._gtins[gid] if gid >= 0 else None
 
     def observe(self, epc: str, antenna: int, rssi: float, t: float) -> None:
-        """One tag read: EPC (upper-case hex), antenna id, peak RSSI (dBm), time (s)."""
+        """One tag read: EPC (hex), antenna id, peak RSSI (dBm), time (s)."""
+        self.observe_bytes(bytes.fromhex(epc), antenna, rssi, t)
+
+    def observe_bytes(self, epc: bytes, antenna: int, rssi: float, t: float) -> None:
+        """One tag read, the EPC as the reader sent it (the LLRP driver's path)."""
         self.reads += 1
         if antenna not in self._shelf_of:
             self.unmapped_reads += 1
@@ -361,7 +367,7 @@ class PresenceEngine:
             assert epc is not None
             self._events.append((ItemEventKind.MOVED, epc, shelf, old, t, rssi, gtin))
 
-    def yields(self, epc: str, rssi: float, t: float) -> bool:
+    def yields(self, epc: bytes, rssi: float, t: float) -> bool:
         """Whether another reader that hears this engine's item at `rssi` may take it: by
         the move rule, and never while this reader or the item's antenna is down."""
         tags = self._tags
@@ -382,7 +388,7 @@ class PresenceEngine:
         offset = config.move_offset_db * max(0.0, 1.0 - since / config.move_decay_s)
         return rssi > tags.stat_rssi[current] + offset
 
-    def release(self, epc: str, t: float) -> None:
+    def release(self, epc: bytes, t: float) -> None:
         """Another reader of the node took the item: it departs from here."""
         slot = self._tags.index.get(epc)
         if slot is not None and self._tags.state[slot] == PRESENT:
@@ -501,7 +507,7 @@ class PresenceEngine:
         return [
             ItemEvent(
                 kind=kind,
-                epc=epc,
+                epc=epc.hex().upper(),
                 gtin=gtin,
                 shelf=shelf,
                 from_shelf=from_shelf,
@@ -539,7 +545,7 @@ class PresenceEngine:
             if state == PRESENT and announced:
                 epc = tags.epc[slot]
                 assert epc is not None
-                out[epc] = shelf_of[tags.antenna[slot]]
+                out[epc.hex().upper()] = shelf_of[tags.antenna[slot]]
         return out
 
     @property
@@ -555,7 +561,7 @@ class PresenceEngine:
     def read_rate(self, epc: str) -> float | None:
         """The engine's current estimate of a present tag's per-epoch read rate."""
         tags = self._tags
-        slot = tags.index.get(epc)
+        slot = tags.index.get(bytes.fromhex(epc))
         if slot is None or tags.state[slot] != PRESENT:
             return None
         weight = self.config.prior_weight
@@ -569,7 +575,7 @@ class PresenceEngine:
 
     def longest_gap(self, epc: str) -> float:
         """The longest run of missed epochs the tag came back from (decaying)."""
-        slot = self._tags.index.get(epc)
+        slot = self._tags.index.get(bytes.fromhex(epc))
         return self._tags.long_gap[slot] if slot is not None else 0.0
 
     @property
