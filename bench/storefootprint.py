@@ -303,8 +303,8 @@ def run(quick: bool) -> Result:
     )
     notes.append(
         "measured on a 2-core machine shared with other jobs at the same time (loaded); "
-        "nothing confirms the outbox here (no cloud), so it keeps every message: SQLite's "
-        "page cache (2 MB at most) is full, as it would be with the cloud away"
+        "nothing confirms the outbox here (no cloud), so it keeps every message, as it "
+        "would with the cloud away (SQLite's page cache holds up to 2 MB of it)"
     )
     notes.append(
         "where the baseline goes (RSS added by each import, measured one after another): "
