@@ -309,3 +309,11 @@ def test_wall_clock_time_at_quarter_second_epochs_fits_the_32_bit_columns() -> N
             break
     # read in each of 100 epochs: W = 7, as in test_departure_after_w_epochs_from_own_read_rate
     assert epoch - 99 == 7
+
+
+def test_counts_kept_in_16_bit_columns_are_bounded_in_the_config() -> None:
+    PresenceConfig(rssi_window=10_000, arrival_epochs=1_000)
+    with pytest.raises(ValueError, match="rssi_window"):
+        PresenceConfig(rssi_window=10_001)
+    with pytest.raises(ValueError, match="arrival_epochs"):
+        PresenceConfig(arrival_epochs=1_001)
