@@ -248,6 +248,12 @@ def run(quick: bool) -> Result:
         target=f"<= {TARGET_REMOVAL_P95_S:.0f} s",
     )
     p95_row.passed = p95 <= TARGET_REMOVAL_P95_S
+    pooled = [delay for r in runs for delay in r.delays]
+    pooled_row = Row(
+        f"removal -> departed p95, the {len(pooled)} removals of all runs pooled",
+        percentile(pooled, 0.95),
+        "s",
+    )
     ours = [r[0] for r in rates]
     generic = statistics.median(r[1] for r in rates)
     tput_row, tput = _median_row(
@@ -264,7 +270,7 @@ def run(quick: bool) -> Result:
         [r.reads / r.feed_s for r in runs],
         "reads/s",
     )
-    rows = [churn_row, worst_row, quiet_row, p50_row, p95_row, tput_row, pipeline_row]
+    rows = [churn_row, worst_row, quiet_row, p50_row, p95_row, pooled_row, tput_row, pipeline_row]
     items = len(build_rfid_store(section, seed).world.items)
     notes = [
         f"{items:,} items, {len(section.readers)} readers x 4 antennas "
@@ -279,8 +285,17 @@ def run(quick: bool) -> Result:
         "(seeds differ), min to max in brackets",
         f"removals per run: {statistics.median(r.removals for r in runs):.0f} (the p95 of "
         "each run rests on that many), not yet departed at the end: "
-        f"{sum(r.not_seen for r in runs)} over all runs; the departure window of a 0.3 tag "
-        "is 23 epochs (delta 1e-3), which is what puts p95 over 15 s",
+        f"{sum(r.not_seen for r in runs)} over all runs (with about 12 removals, a run's "
+        "p95 is its slowest removal)",
+        "why p95 <= 15 s is out of reach at delta 1e-3 with 1 s read cycles: a present tag "
+        "read with probability p per cycle goes unread for W cycles with probability "
+        "(1-p)^W, so a false departure rate <= delta needs W >= ln(1/delta) / -ln(1-p), "
+        "20 cycles at p = 0.3 and 14 at 0.4 (15 % of this store's tags), after up to 10 s "
+        "of being carried to the door; the engine's window ceil(ln(1/delta) / p_hat) is 23 "
+        "at 0.3, and its slack is what absorbs first fades (correlated misses): the exact "
+        "window was measured (--quick, 5 runs): p95 11 s, but accuracy 98.3 % after quiet "
+        "and 96.4 % in churn, so the engine keeps its window; a faster p95 needs a larger "
+        "delta or shorter read cycles with independent reads, a deployment decision",
         "measured on a 2-core machine shared with other jobs at the same time (loaded): "
         "absolute figures are pessimistic, ratios less so",
         "throughput: "

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
-
-from rich.console import Console
-from rich.markup import escape
 
 from edge.config import create_drivers, load_edge_settings
 from edge.runtime import EdgeRuntime
@@ -21,14 +19,15 @@ def edge_version() -> str:
     return __version__
 
 
-def run_edge(config: Path | None, *, console: Console) -> int:
+def run_edge(config: Path | None) -> int:
     """Run until SIGTERM/SIGINT; refuses to start (exit 2) on an invalid config."""
     try:
         settings = load_edge_settings(config)
         # Create every driver now: a bad option must stop the start, naming the field.
         drivers = create_drivers(settings, str(config) if config else "defaults")
     except ConfigError as exc:
-        console.print(f"[red]edge: {escape(str(exc))}[/]")
+        # plain stderr: the daemon does not load rich for one line (journald shows it as is)
+        print(f"edge: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
     async def main() -> int:

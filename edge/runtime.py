@@ -247,7 +247,7 @@ class EdgeRuntime:
 
     def _on_committed(self, payload: bytes) -> None:
         try:
-            message = decode(payload, topic=self._committed_topic)
+            message = decode(payload, topic=self._committed_topic, expect=Committed)
         except DecodeError as exc:
             log.error("unreadable committed mark from the cloud, ignored: %s", exc)
             return

@@ -90,9 +90,11 @@ def decode_as(
 # Every message type in one validator, picked by its `type` field, straight from JSON bytes:
 # one pass in pydantic-core, no intermediate dict. It is the fast path for valid messages;
 # whatever it refuses goes through `_diagnose`, which says precisely what is wrong.
-_ANY_MESSAGE: TypeAdapter[AnyMessage] = TypeAdapter(
-    Annotated[AnyMessage, Field(discriminator="type")]
-)
+@functools.cache
+def _any_message() -> TypeAdapter[AnyMessage]:
+    # built at the first decode without `expect`: a process that only decodes known types
+    # (an edge node) never builds the validators of every message
+    return TypeAdapter(Annotated[AnyMessage, Field(discriminator="type")])
 
 
 def _decode(
@@ -104,7 +106,7 @@ def _decode(
     data = payload if isinstance(payload, bytes) else bytes(payload)
     try:
         if expect is None:
-            message = _ANY_MESSAGE.validate_json(data)
+            message = _any_message().validate_json(data)
         else:
             message = cast(AnyMessage, expect.model_validate_json(data))
         # `v` has a default for building messages in code, but the wire must carry it.

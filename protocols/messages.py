@@ -93,8 +93,10 @@ naive timestamps are rejected."""
 class _Model(BaseModel):
     # No NaN or infinity anywhere: JSON has no such numbers, and a time-series store would
     # reject the point later instead of the ingestor rejecting the message now.
+    # defer_build: a model's validator and serializer are built at its first use, so a
+    # process builds only the messages it handles (an edge node never builds Offer).
     model_config = ConfigDict(
-        extra="ignore", frozen=True, use_enum_values=False, allow_inf_nan=False
+        extra="ignore", frozen=True, use_enum_values=False, allow_inf_nan=False, defer_build=True
     )
 
 

@@ -7,14 +7,17 @@ Each subcommand imports its package only when it runs, so an edge node that inst
 from __future__ import annotations
 
 import logging
+from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import typer.core
-from rich.console import Console
 
 from storegate import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _show_flags_as_flags() -> None:
@@ -45,7 +48,16 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
-console = Console(stderr=True)
+
+
+@cache
+def console() -> Console:
+    """The commands' rich console, made when one needs it: `storegate edge` runs without
+    rich loaded (about 2.5 MB of a Raspberry Pi's memory)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
 
 ConfigOption = Annotated[
     Path | None,
@@ -106,7 +118,7 @@ def demo(
             http_port=http_port,
             duration=duration,
             data_dir=data_dir,
-            console=console,
+            console=console(),
             hold_s=hold,
         )
     )
@@ -118,7 +130,7 @@ def edge(config: ConfigOption = None, log_level: LogLevel = "info") -> None:
     _logging(log_level)
     from edge.main import run_edge
 
-    raise typer.Exit(run_edge(config, console=console))
+    raise typer.Exit(run_edge(config))
 
 
 @app.command()
@@ -148,7 +160,7 @@ def cloud(
     raise typer.Exit(
         run_cloud(
             config,
-            console=console,
+            console=console(),
             data_dir=data_dir,
             allow_insecure_secrets=insecure_allow_demo_secrets,
         )
@@ -205,14 +217,14 @@ def certs(
             days=days,
         )
     except CertsError as exc:
-        console.print(f"[red]{exc}[/]")
+        console().print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     for path in report.created:
-        console.print(f"created {path} (key {path.with_suffix('.key').name}, mode 0600)")
+        console().print(f"created {path} (key {path.with_suffix('.key').name}, mode 0600)")
     for path in report.kept:
-        console.print(f"kept    {path}")
+        console().print(f"kept    {path}")
     for path in report.stale:
-        console.print(
+        console().print(
             f"[yellow]stale   {path}: not signed by this CA or expiring; name it again to"
             " re-issue it[/]"
         )
@@ -235,7 +247,7 @@ def feed(
     from cloud.main import write_local_inventory_feed
 
     raise typer.Exit(
-        write_local_inventory_feed(config, out, fmt, console=console, data_dir=data_dir)
+        write_local_inventory_feed(config, out, fmt, console=console(), data_dir=data_dir)
     )
 
 
@@ -279,7 +291,7 @@ def sim(
         per_process=per_process,
         stats_file=stats_file,
     )
-    raise typer.Exit(run_sim(scenario, console=console, options=options))
+    raise typer.Exit(run_sim(scenario, console=console(), options=options))
 
 
 loadgen_app = typer.Typer(
@@ -312,7 +324,7 @@ def loadgen_record(
     )
     recording = asyncio.run(record(MqttSettings(host=host, port=port), options))
     recording.save(out)
-    console.print(
+    console().print(
         f"{out}: birth of {recording.about['items_in_birth']} items in {len(recording.births)}"
         f" part(s), {len(recording.messages)} messages in {recording.duration_s:.0f} s"
         f" ({recording.rate:.2f} msg/s)"
@@ -347,15 +359,18 @@ def loadgen_replay(
 
 
 def _benchmark_names() -> list[str]:
-    # Module names, without importing the benchmarks (they pull in every role's packages).
+    # Module names, without importing the benchmarks (they pull in every role's packages)
+    # nor the bench package (this runs for every command, `storegate edge` too).
+    import importlib.util
     import pkgutil
 
-    import bench as bench_package
-
+    spec = importlib.util.find_spec("bench")
+    if spec is None or not spec.submodule_search_locations:
+        return []
     skip = {"runner"}
     return sorted(
         info.name
-        for info in pkgutil.iter_modules(bench_package.__path__)
+        for info in pkgutil.iter_modules(spec.submodule_search_locations)
         if not info.name.startswith("_") and info.name not in skip
     )
 
@@ -379,7 +394,7 @@ def bench(
     _logging("warning")
     from bench.runner import run_benchmarks
 
-    raise typer.Exit(run_benchmarks(only=only or [], write=write, quick=quick, console=console))
+    raise typer.Exit(run_benchmarks(only=only or [], write=write, quick=quick, console=console()))
 
 
 @app.command("broker-logins")
@@ -400,9 +415,9 @@ def broker_logins(
     try:
         document = write_document(logins, out)
     except (LoginsError, ValidationError, OSError, ValueError) as exc:
-        console.print(f"[red]broker-logins:[/red] {exc}")
+        console().print(f"[red]broker-logins:[/red] {exc}")
         raise typer.Exit(2) from None
-    console.print(f"{out}: {len(document['clients'])} logins, {len(document['roles'])} roles")
+    console().print(f"{out}: {len(document['clients'])} logins, {len(document['roles'])} roles")
 
 
 catalogue_app = typer.Typer(
@@ -428,7 +443,7 @@ def catalogue_import(
     _logging(log_level)
     from cloud.catalogue.cli import import_catalogue_file
 
-    raise typer.Exit(import_catalogue_file(config, file, console=console, data_dir=data_dir))
+    raise typer.Exit(import_catalogue_file(config, file, console=console(), data_dir=data_dir))
 
 
 def main() -> None:

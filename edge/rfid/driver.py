@@ -528,7 +528,7 @@ class LlrpDriver(ShelfReaderDriver):
         receive time; a caller replaying recorded reports passes its own clock). A
         malformed report is refused whole (LLRPError), as the generic decoder would."""
         t = time.time() if now is None else now
-        observe = self.engine.observe
+        observe = self.engine.observe_bytes
         reads = tag_reads(body)
         for epc, antenna, rssi in reads:
             observe(epc, antenna, float(rssi), t)

@@ -41,9 +41,11 @@ an epoch. The rules (BRIEF §4; parameters in `PresenceConfig`):
   an outage the departure windows restart. A silent antenna that the reader says is fine
   stays frozen for at most `silent_shelf_max_s` (then the shelf really was emptied).
 
-Hot path: `observe()` does one dict lookup (EPC -> slot) and a few array updates per read.
-Per-tag state is a slot in `edge.rfid.tagstore.TagStore`'s typed arrays (about 100 bytes a
-tag plus its EPC and index entry), so a 50,000-item store fits a Raspberry Pi.
+Hot path: `observe_bytes()` does one dict lookup (EPC -> slot) and a few array updates per
+read. Per-tag state is a slot in `edge.rfid.tagstore.TagStore`'s typed arrays (about 70 bytes
+a tag plus its EPC and index entry), so a 50,000-item store fits a Raspberry Pi. EPCs are
+kept as bytes (what LLRP carries; 45 bytes of object against 73 for the hex string) and
+turned into upper-case hex only in what goes out (events, `items()`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ class PresenceConfig:
             raise ValueError("need 1 <= min_window <= max_window")
         if self.arrival_reads < 1 or self.arrival_epochs < self.arrival_reads:
             raise ValueError("need 1 <= arrival_reads <= arrival_epochs")
+        # the tag store keeps these counts in 16-bit columns
+        if self.arrival_epochs > 1_000 or not 1 <= self.rssi_window <= 10_000:
+            raise ValueError("need arrival_epochs <= 1000 and 1 <= rssi_window <= 10000")
         if not 0 < self.prior_rate <= 1 or not 0 < self.rate_alpha <= 1:
             raise ValueError("need prior_rate and rate_alpha in (0, 1]")
         if self.gap_margin < 0 or not 0 <= self.gap_decay <= 1:
@@ -119,12 +124,14 @@ class PresenceEngine:
         self.config = config or PresenceConfig()
         self._shelf_of = dict(shelves)
         self._inv_epoch = 1.0 / self.config.epoch_s
+        # epochs are counted from the first one the engine saw (32-bit columns, see tagstore)
+        self._origin: int | None = None
         self._tags = TagStore()
         # a store has a few hundred GTINs over tens of thousands of tags: a tag keeps an index
         self._gtins: list[str] = []
         self._gtin_ids: dict[str, int] = {}
         self._events: list[
-            tuple[ItemEventKind, str, str | None, str | None, float, float, str | None]
+            tuple[ItemEventKind, bytes, str | None, str | None, float, float, str | None]
         ] = []
         self._counts: dict[tuple[str, str], int] = {}
         self._deltas: dict[tuple[str, str], int] = {}
@@ -140,7 +147,7 @@ class PresenceEngine:
         self._antenna_rate: dict[int, float] = dict.fromkeys(self._shelf_of, self.config.prior_rate)
         self._epoch_hits: dict[int, int] = dict.fromkeys(self._shelf_of, 0)
         self._hits_epoch = -1
-        self.claims: dict[str, PresenceEngine] | None = None  # shared by a node's readers
+        self.claims: dict[bytes, PresenceEngine] | None = None  # shared by a node's readers
         self.refused_claims = 0  # arrivals refused: another reader holds the item
         self.reads = 0
         self.unmapped_reads = 0
@@ -148,8 +155,8 @@ class PresenceEngine:
 
     # ------------------------------------------------------------------ input
 
-    def _gtin_id(self, epc: str) -> int:
-        gtin = gtin_of(epc)
+    def _gtin_id(self, epc: bytes) -> int:
+        gtin = gtin_of(epc.hex().upper())
         if gtin is None:
             return -1
         gid = self._gtin_ids.get(gtin)
@@ -163,12 +170,19 @@ class PresenceEngine:
         return self._gtins[gid] if gid >= 0 else None
 
     def observe(self, epc: str, antenna: int, rssi: float, t: float) -> None:
-        """One tag read: EPC (upper-case hex), antenna id, peak RSSI (dBm), time (s)."""
+        """One tag read: EPC (hex), antenna id, peak RSSI (dBm), time (s)."""
+        self.observe_bytes(bytes.fromhex(epc), antenna, rssi, t)
+
+    def observe_bytes(self, epc: bytes, antenna: int, rssi: float, t: float) -> None:
+        """One tag read, the EPC as the reader sent it (the LLRP driver's path)."""
         self.reads += 1
         if antenna not in self._shelf_of:
             self.unmapped_reads += 1
             return
-        epoch = int(t * self._inv_epoch)
+        epoch = int(t * self._inv_epoch)  # self._epoch(t), inlined: once per read
+        if self._origin is None:
+            self._origin = epoch
+        epoch -= self._origin
         if epoch != self._hits_epoch:
             self._learn_rates(epoch)
         self._last_read_epoch[antenna] = epoch
@@ -221,6 +235,17 @@ class PresenceEngine:
             if tags.stat_window[sid] >= self.config.arrival_reads:
                 self._arrive(slot, t)
 
+    def _epoch(self, t: float) -> int:
+        """The epoch of time t, counted from the engine's first."""
+        epoch = int(t * self._inv_epoch)
+        if self._origin is None:
+            self._origin = epoch
+        return epoch - self._origin
+
+    def _epoch_start(self, epoch: int) -> float:
+        """When `epoch` (counted from the engine's first) began."""
+        return (epoch + (self._origin or 0)) * self.config.epoch_s
+
     def _learn_rates(self, epoch: int) -> None:
         """The epoch of the last reads is over: fold the share of each antenna's items it
         read then into the antenna's rate. Epochs without any read (an outage, or a reader
@@ -240,7 +265,7 @@ class PresenceEngine:
     def set_reader_up(self, up: bool, t: float) -> None:
         """The reader connection went down / came back: freeze / restart departures."""
         if up and self._reader_down:
-            epoch = int(t * self._inv_epoch)
+            epoch = self._epoch(t)
             for antenna in self._resume_epoch:
                 self._resume_epoch[antenna] = epoch
         self._reader_down = not up
@@ -248,7 +273,7 @@ class PresenceEngine:
     def set_antenna_up(self, antenna: int, up: bool, t: float) -> None:
         if up:
             if antenna in self._antenna_down:
-                self._resume_epoch[antenna] = int(t * self._inv_epoch)
+                self._resume_epoch[antenna] = self._epoch(t)
             self._antenna_down.discard(antenna)
         else:
             self._antenna_down.add(antenna)
@@ -320,7 +345,7 @@ class PresenceEngine:
             # The offset decays with the time since the current antenna last read the tag,
             # but an outage is no evidence that the tag left: count from when the reader or
             # antenna came back, or a first cross-read after a reboot would move it.
-            resumed_at = self._resume_epoch.get(tags.antenna[slot], -1) * self.config.epoch_s
+            resumed_at = self._epoch_start(self._resume_epoch.get(tags.antenna[slot], -1))
             since = t - max(tags.stat_last_t[current], resumed_at)
             if since < config.stale_antenna_s:
                 offset = config.move_offset_db * max(0.0, 1.0 - since / config.move_decay_s)
@@ -342,7 +367,7 @@ class PresenceEngine:
             assert epc is not None
             self._events.append((ItemEventKind.MOVED, epc, shelf, old, t, rssi, gtin))
 
-    def yields(self, epc: str, rssi: float, t: float) -> bool:
+    def yields(self, epc: bytes, rssi: float, t: float) -> bool:
         """Whether another reader that hears this engine's item at `rssi` may take it: by
         the move rule, and never while this reader or the item's antenna is down."""
         tags = self._tags
@@ -356,14 +381,14 @@ class PresenceEngine:
         if current < 0:
             return True
         config = self.config
-        resumed_at = self._resume_epoch.get(antenna, -1) * config.epoch_s
+        resumed_at = self._epoch_start(self._resume_epoch.get(antenna, -1))
         since = t - max(tags.stat_last_t[current], resumed_at)
         if since >= config.stale_antenna_s:
             return True
         offset = config.move_offset_db * max(0.0, 1.0 - since / config.move_decay_s)
         return rssi > tags.stat_rssi[current] + offset
 
-    def release(self, epc: str, t: float) -> None:
+    def release(self, epc: bytes, t: float) -> None:
         """Another reader of the node took the item: it departs from here."""
         slot = self._tags.index.get(epc)
         if slot is not None and self._tags.state[slot] == PRESENT:
@@ -376,7 +401,7 @@ class PresenceEngine:
         if self.claims is not None and self.claims.get(epc) is self:
             del self.claims[epc]
         tags.state[slot] = GONE
-        tags.gone_t[slot] = tags.last_t[slot]
+        tags.departed[slot] = 1
         tags.hits[slot] = 0
         tags.clear_stats(slot)
         antenna = tags.antenna[slot]
@@ -399,7 +424,7 @@ class PresenceEngine:
         """Apply the time-based rules (departures, silent shelves, left store) at time t."""
         config = self.config
         tags = self._tags
-        epoch = int(t * self._inv_epoch)
+        epoch = self._epoch(t)
         frozen = self._frozen_antennas(epoch, t)
         if self._settling:
             waiting: list[int] = []
@@ -449,7 +474,7 @@ class PresenceEngine:
                     )
             elif state == PENDING and epoch - tags.first_epoch[slot] >= config.arrival_epochs:
                 # a stray read that never became an arrival; or a departed tag seen once
-                if tags.gone_t[slot]:
+                if tags.departed[slot]:
                     tags.first_epoch[slot] = epoch
                     tags.hits[slot] = 0
                 else:
@@ -482,7 +507,7 @@ class PresenceEngine:
         return [
             ItemEvent(
                 kind=kind,
-                epc=epc,
+                epc=epc.hex().upper(),
                 gtin=gtin,
                 shelf=shelf,
                 from_shelf=from_shelf,
@@ -520,7 +545,7 @@ class PresenceEngine:
             if state == PRESENT and announced:
                 epc = tags.epc[slot]
                 assert epc is not None
-                out[epc] = shelf_of[tags.antenna[slot]]
+                out[epc.hex().upper()] = shelf_of[tags.antenna[slot]]
         return out
 
     @property
@@ -536,7 +561,7 @@ class PresenceEngine:
     def read_rate(self, epc: str) -> float | None:
         """The engine's current estimate of a present tag's per-epoch read rate."""
         tags = self._tags
-        slot = tags.index.get(epc)
+        slot = tags.index.get(bytes.fromhex(epc))
         if slot is None or tags.state[slot] != PRESENT:
             return None
         weight = self.config.prior_weight
@@ -550,7 +575,7 @@ class PresenceEngine:
 
     def longest_gap(self, epc: str) -> float:
         """The longest run of missed epochs the tag came back from (decaying)."""
-        slot = self._tags.index.get(epc)
+        slot = self._tags.index.get(bytes.fromhex(epc))
         return self._tags.long_gap[slot] if slot is not None else 0.0
 
     @property

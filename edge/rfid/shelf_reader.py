@@ -235,7 +235,7 @@ def share_tag_claims(drivers: Iterable[object]) -> int:
     """Give the presence engines of a node's shelf readers one claim table, so an item one
     reader has on a shelf does not arrive again at a neighbouring reader that cross-reads
     it. Returns how many engines share it."""
-    claims: dict[str, PresenceEngine] = {}
+    claims: dict[bytes, PresenceEngine] = {}
     engines = [d.engine for d in drivers if isinstance(d, ShelfReaderDriver)]
     for engine in engines:
         engine.claims = claims

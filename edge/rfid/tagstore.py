@@ -2,8 +2,10 @@
 
 A store holds 20,000-50,000 tagged items and the edge runs on a Raspberry Pi. One Python
 object per tag (with a dict of per-antenna lists) cost about 1.5 KB a tag; here a tag is a
-slot number into `array`s of machine numbers (about 100 bytes), its EPC string (the one the
-first read brought, shared with the index and the node's claim table) and an index entry.
+slot number into `array`s of machine numbers (about 70 bytes), its EPC as bytes (the object
+the first read brought, shared with the index and the node's claim table) and an index entry.
+Epoch numbers are 32-bit, counted from the engine's first epoch (`PresenceEngine` keeps
+the origin): at 1 s epochs that is 68 years of uptime, and 4 bytes less per column a tag.
 
 Per-(tag, antenna) statistics live in a second set of columns, a pool of "stat" slots; a
 tag's stats form a singly linked list (`first_stat` -> `stat_next` -> ... -> -1). Most tags
@@ -28,31 +30,31 @@ class TagStore:
     arrays directly (its hot path binds them once), this class allocates and frees slots."""
 
     def __init__(self) -> None:
-        self.index: dict[str, int] = {}  # EPC -> slot
-        self.epc: list[str | None] = []
+        self.index: dict[bytes, int] = {}  # EPC -> slot
+        self.epc: list[bytes | None] = []
         # per tag
         self.state = array("b")
         self.announced = array("b")  # the arrival went out: the tag is on shelf_of[antenna]
         self.gtin = array("i")  # index into the engine's GTIN table, -1: none
         self.antenna = array("i")
-        self.first_epoch = array("q")
-        self.present_since = array("q")
-        self.hits = array("q")
-        self.last_epoch = array("q")
-        self.settle_epoch = array("q")
-        self.long_gap = array("d")  # longest run of missed epochs it came back from
+        self.first_epoch = array("i")
+        self.present_since = array("i")
+        self.hits = array("i")
+        self.last_epoch = array("i")
+        self.settle_epoch = array("i")
+        self.long_gap = array("f")  # longest run of missed epochs it came back from
         self.last_t = array("d")
-        self.gone_t = array("d")
+        self.departed = array("b")  # it was on a shelf once: a read again is not a stray one
         self.arrived_t = array("d")
         self.first_stat = array("i")
         # per (tag, antenna)
         self.stat_antenna = array("i")
         self.stat_next = array("i")
-        self.stat_rssi = array("d")  # running mean RSSI
-        self.stat_reads = array("i")  # reads, capped at the RSSI window
+        self.stat_rssi = array("f")  # running mean RSSI (dBm: float32 is finer than any reader)
+        self.stat_reads = array("h")  # reads, capped at the RSSI window (<= 10,000)
         self.stat_last_t = array("d")  # last read time
-        self.stat_epoch = array("q")  # last epoch read (arrival counting)
-        self.stat_window = array("i")  # epochs read in the current arrival window
+        self.stat_epoch = array("i")  # last epoch read (arrival counting)
+        self.stat_window = array("h")  # epochs read in the current arrival window (<= 1,000)
         self._free_tags: list[int] = []
         self._free_stats: list[int] = []
 
@@ -68,7 +70,7 @@ class TagStore:
     def stat_capacity(self) -> int:
         return len(self.stat_antenna)
 
-    def add(self, epc: str, gtin: int, epoch: int, state: int) -> int:
+    def add(self, epc: bytes, gtin: int, epoch: int, state: int) -> int:
         """A new tag's slot, its fields at their starting values."""
         if self._free_tags:
             slot = self._free_tags.pop()
@@ -84,7 +86,7 @@ class TagStore:
             self.settle_epoch[slot] = 0
             self.long_gap[slot] = 0.0
             self.last_t[slot] = 0.0
-            self.gone_t[slot] = 0.0
+            self.departed[slot] = 0
             self.arrived_t[slot] = 0.0
             self.first_stat[slot] = NO_SLOT
         else:
@@ -101,7 +103,7 @@ class TagStore:
             self.settle_epoch.append(0)
             self.long_gap.append(0.0)
             self.last_t.append(0.0)
-            self.gone_t.append(0.0)
+            self.departed.append(0)
             self.arrived_t.append(0.0)
             self.first_stat.append(NO_SLOT)
         self.index[epc] = slot

@@ -4,10 +4,12 @@ the bytes.
 A store-sized reader reports thousands of tags a second; building a `Param` tree for each
 (what `decode_body` does for every other message) costs more than everything the edge does
 with the read afterwards. `tag_reads` walks the TagReportData parameters once and returns
-(EPC, antenna, peak RSSI) per tag, with the same checks as the generic decoder: a parameter
-that runs past its container, an unknown TV type or a truncated header is an `LLRPError`
-naming where. Parameters other than TagReportData (RFSurveyReportData, custom ones) are
-skipped by their length, as the generic decoder keeps them and the driver ignores them.
+(EPC, antenna, peak RSSI) per tag, the EPC as the bytes it came in (a store's edge keeps
+tens of thousands of them: 12 bytes weigh less than 24 hex characters), with the same
+checks as the generic decoder: a parameter that runs past its container, an unknown TV
+type or a truncated header is an `LLRPError` naming where. Parameters other than
+TagReportData (RFSurveyReportData, custom ones) are skipped by their length, as the generic
+decoder keeps them and the driver ignores them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ _PEAK_RSSI = 6
 
 NO_RSSI = -80  # readers asked for PeakRSSI always send it; a weak default otherwise
 
-TagRead = tuple[str, int, int]  # EPC (upper-case hex), antenna id (0: not sent), RSSI dBm
+TagRead = tuple[bytes, int, int]  # EPC, antenna id (0: not sent), RSSI dBm
 
 
 def tag_reads(body: bytes | bytearray | memoryview) -> list[TagRead]:
@@ -84,6 +86,6 @@ def tag_reads(body: bytes | bytearray | memoryview) -> list[TagRead]:
                 epc = buf[p + 6 : p + 6 + (bits + 7) // 8]
             p = nxt
         if epc:
-            append((epc.hex().upper(), antenna, rssi))
+            append((epc, antenna, rssi))
         pos = stop
     return out

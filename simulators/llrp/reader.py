@@ -59,7 +59,7 @@ from protocols.llrp.constants import (
     StatusCode,
     TagObservationTrigger,
 )
-from protocols.llrp.spec import CUSTOM, PARAM_NAMES
+from protocols.llrp.spec import CUSTOM, MESSAGE_NAMES, PARAM_NAMES
 from simulators.llrp.rospec import (
     MAX_PRIORITY,
     MAX_ROSPECS,
@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 S = StatusCode
 MAX_QUEUED_MESSAGES = 10_000  # per connection; beyond it reports are dropped and counted
 ACCESS_SPEC = 207  # a parameter the codec keeps raw
+RO_ACCESS_REPORT = MESSAGE_NAMES["RO_ACCESS_REPORT"]
 MAX_BUFFERED_TAGS = 100_000  # per ROSpec, for report trigger None without GET_REPORT
 
 _T = PARAM_NAMES  # parameter name -> type number
@@ -197,6 +198,15 @@ def tag_report_body(
     """The bytes of `encode_body(tag_report(...))`, written directly: a store-sized world
     reports tens of thousands of tags a cycle, and building Param trees for them costs a
     simulator more than the reader it simulates (tests check the two agree)."""
+    return b"".join(tag_report_entries(reads, selector, rospec_id, spec_index))
+
+
+def tag_report_entries(
+    reads: Iterable[TagRead], selector: dict[str, bool], rospec_id: int, spec_index: int = 1
+) -> list[bytes]:
+    """One encoded TagReportData parameter per read (what `tag_report_body` joins): the
+    simulated reader buffers these until a report goes out, a bytes object per read rather
+    than a dozen Param objects."""
     pack = struct.pack
     head = b""
     if selector.get("EnableROSpecID"):
@@ -211,7 +221,7 @@ def tag_report_body(
     first = selector.get("EnableFirstSeenTimestamp", False)
     last = selector.get("EnableLastSeenTimestamp", False)
     count = selector.get("EnableTagSeenCount", False)
-    out = bytearray()
+    out: list[bytes] = []
     for read in reads:
         body = b"\x8d" + bytes.fromhex(read.epc) + head
         if antenna:
@@ -226,9 +236,8 @@ def tag_report_body(
             body += pack(">BQ", 0x84, read.last_seen_us)
         if count:
             body += pack(">BH", 0x88, read.count)
-        out += pack(">HH", 240, 4 + len(body))
-        out += body
-    return bytes(out)
+        out.append(pack(">HH", 240, 4 + len(body)) + body)
+    return out
 
 
 # ---------------------------------------------------------------------- state
@@ -241,7 +250,7 @@ class _ROSpec:
     state: ROSpecState = ROSpecState.DISABLED
     run: asyncio.Task[None] | None = None
     trigger: asyncio.Task[None] | None = None
-    buffer: list[Param] = field(default_factory=list)
+    buffer: list[bytes] = field(default_factory=list)  # encoded TagReportData, one per read
     starts: int = 0
 
     @property
@@ -904,7 +913,7 @@ class SimulatedReader:
                 return
 
     def _collect(self, ro: _ROSpec, reads: list[TagRead], index: int) -> None:
-        ro.buffer.extend(tag_data(reads, ro.plan.selector, ro.id, index))
+        ro.buffer.extend(tag_report_entries(reads, ro.plan.selector, ro.id, index))
         if len(ro.buffer) > MAX_BUFFERED_TAGS:
             del ro.buffer[: len(ro.buffer) - MAX_BUFFERED_TAGS]
         self.reads_sent += len(reads) if self._session is not None else 0
@@ -921,10 +930,11 @@ class SimulatedReader:
             chunk, ro.buffer = ro.buffer[:take], ro.buffer[take:]
             self._send_report(chunk)
 
-    def _send_report(self, entries: list[Param]) -> None:
+    def _send_report(self, entries: list[bytes]) -> None:
         if self._session is None:
             return  # nobody listening: a reader without report holding drops it
-        self._session.post(message("RO_ACCESS_REPORT", 0, *entries))
+        # the body is the buffered parameters as they are: the same bytes as the Param tree
+        self._session.post(Message(RO_ACCESS_REPORT, 0, raw_body=b"".join(entries)))
         self.reports_sent += 1
 
 

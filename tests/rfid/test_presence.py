@@ -291,3 +291,29 @@ def test_departure_fires_at_exactly_w_missed_epochs(
         e.tick(second + 1.0)
     assert [k for k, _, _ in kinds(e)] == [ItemEventKind.ARRIVED]
     assert _first_departure_missed(e, last) == window
+
+
+def test_wall_clock_time_at_quarter_second_epochs_fits_the_32_bit_columns() -> None:
+    """Epochs are counted from the engine's first: 2026's Unix time at 0.25 s epochs is
+    about 7e9 epochs, past what the 32-bit epoch columns hold, yet the rules are the same
+    as from time 0 (arrival, then departure at exactly W missed epochs)."""
+    start = 1_780_000_000.0  # 2026
+    e = engine(epoch_s=0.25)
+    for epoch in range(100):
+        e.observe(EPC, 1, -55.0, start + epoch * 0.25 + 0.1)
+        e.tick(start + (epoch + 1) * 0.25)
+    assert [k for k, _, _ in kinds(e)] == [ItemEventKind.ARRIVED]
+    for epoch in range(100, 300):
+        e.tick(start + (epoch + 1) * 0.25)
+        if any(ev.kind is ItemEventKind.DEPARTED for ev in e.drain_events()):
+            break
+    # read in each of 100 epochs: W = 7, as in test_departure_after_w_epochs_from_own_read_rate
+    assert epoch - 99 == 7
+
+
+def test_counts_kept_in_16_bit_columns_are_bounded_in_the_config() -> None:
+    PresenceConfig(rssi_window=10_000, arrival_epochs=1_000)
+    with pytest.raises(ValueError, match="rssi_window"):
+        PresenceConfig(rssi_window=10_001)
+    with pytest.raises(ValueError, match="arrival_epochs"):
+        PresenceConfig(arrival_epochs=1_001)

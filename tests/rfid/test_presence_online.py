@@ -130,7 +130,7 @@ def test_a_new_tag_takes_its_antennas_learned_rate_as_prior() -> None:
 
 
 def test_a_neighbouring_reader_does_not_make_an_item_arrive_twice() -> None:
-    claims: dict[str, PresenceEngine] = {}
+    claims: dict[bytes, PresenceEngine] = {}
     a = PresenceEngine({1: "a-1"})
     b = PresenceEngine({1: "b-1"})
     a.claims = b.claims = claims
@@ -151,11 +151,11 @@ def test_a_neighbouring_reader_does_not_make_an_item_arrive_twice() -> None:
     assert tag in b.items()
     assert tag not in a.items()
     assert tag in departed(a)
-    assert claims[tag] is b
+    assert claims[bytes.fromhex(tag)] is b
 
 
 def test_a_reader_that_is_down_keeps_its_items_from_a_neighbour() -> None:
-    claims: dict[str, PresenceEngine] = {}
+    claims: dict[bytes, PresenceEngine] = {}
     a = PresenceEngine({1: "a-1"})
     b = PresenceEngine({1: "b-1"})
     a.claims = b.claims = claims

@@ -26,7 +26,7 @@ ALL = dict.fromkeys(
 )
 
 
-def generic(body: bytes) -> list[tuple[str, int, int]]:
+def generic(body: bytes) -> list[tuple[bytes, int, int]]:
     out = []
     for tag in decode_body(61, body).children:
         assert isinstance(tag, Param)
@@ -36,7 +36,7 @@ def generic(body: bytes) -> list[tuple[str, int, int]]:
         assert epc is not None
         out.append(
             (
-                epc.fields["EPC"].hex().upper(),
+                bytes(epc.fields["EPC"]),
                 antenna.fields["Value"] if antenna else 0,
                 rssi.fields["Value"] if rssi else NO_RSSI,
             )
@@ -68,7 +68,7 @@ def test_epc_data_of_other_lengths_and_unknown_parameters() -> None:
         ),
         param("TagReportData", param("AntennaID", Value=1)),  # no EPC: skipped
     )
-    assert tag_reads(encode_body(report)) == [(bytes(range(16)).hex().upper(), 3, NO_RSSI)]
+    assert tag_reads(encode_body(report)) == [(bytes(range(16)), 3, NO_RSSI)]
 
 
 @pytest.mark.parametrize("cut", [1, 3, 5, 11])

@@ -15,19 +15,19 @@ from simulators.llrp.world import sgtin96
 
 def test_a_forgotten_tag_slot_is_reused_with_fresh_fields() -> None:
     store = TagStore()
-    a = store.add("A", 3, 10, 1)
+    a = store.add(b"A", 3, 10, 1)
     store.last_epoch[a] = 42
     store.announced[a] = 1
     store.add_stat(a, 1, -50.0, 1.0)
-    b = store.add("B", -1, 11, 0)
+    b = store.add(b"B", -1, 11, 0)
     store.remove(a)
     assert store.state[a] == FREE
-    assert "A" not in store.index
-    c = store.add("C", 7, 20, 0)
+    assert b"A" not in store.index
+    c = store.add(b"C", 7, 20, 0)
     assert c == a
     assert store.capacity == 2
     assert len(store) == 2
-    assert store.index == {"B": b, "C": c}
+    assert store.index == {b"B": b, b"C": c}
     assert (store.last_epoch[c], store.announced[c], store.gtin[c]) == (-1, 0, 7)
     assert (store.first_epoch[c], store.first_stat[c]) == (20, NO_SLOT)
     store.remove(b)
@@ -37,8 +37,8 @@ def test_a_forgotten_tag_slot_is_reused_with_fresh_fields() -> None:
 
 def test_stats_are_a_list_per_tag_and_their_slots_are_reused() -> None:
     store = TagStore()
-    slot = store.add("A", -1, 0, 0)
-    other = store.add("B", -1, 0, 0)
+    slot = store.add(b"A", -1, 0, 0)
+    other = store.add(b"B", -1, 0, 0)
     sids = {antenna: store.add_stat(slot, antenna, -40.0 - antenna, 1.0) for antenna in (1, 2, 3)}
     b1 = store.add_stat(other, 1, -70.0, 1.0)
     assert {antenna: store.find_stat(slot, antenna) for antenna in (1, 2, 3)} == sids
