@@ -153,9 +153,21 @@ class LockersDomain(Domain):
                     )
                     await holds.resend(tx, self, message.store, message.node, bank, statuses)
         elif isinstance(message, RfidEvents) and message.items:
-            await items.on_rfid(tx, message)
+            items.note_rfid(self._reads(tx), message)
         elif isinstance(message, CommandAck) and message.command.startswith("locker."):
             await self._on_ack(tx, message)
+
+    async def before_commit(self, tx: DomainTx) -> None:
+        reads = tx.scratch.get(self.name)
+        if reads is not None:
+            await items.flush_rfid(tx, reads)
+
+    def _reads(self, tx: DomainTx) -> items.ItemReads:
+        reads = tx.scratch.get(self.name)
+        if reads is None:
+            reads = tx.scratch[self.name] = items.ItemReads()
+        assert isinstance(reads, items.ItemReads)
+        return reads
 
     async def _on_event(self, tx: DomainTx, message: LockerEvents, event: CompartmentEvent) -> None:
         store, bank = message.store, message.bank
