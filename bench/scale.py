@@ -50,8 +50,11 @@ PREFIX = "bench"
 FULL = ((100, 5), (300, 5), (1000, 5))  # stores, runs
 QUICK = ((20, 1), (50, 1))
 WARMUP_S, WINDOW_S = 10.0, 20.0
+WARMUP_S_PER_STORE = 0.03  # 30 s at 1,000 stores: the birth storm's catch-up
+REPLICAS_FULL = (1000, 5, 2)  # stores, runs, replicas: compared with 1 replica
 QUICK_WARMUP_S, QUICK_WINDOW_S = 5.0, 10.0
 TARGET_P99_MS = 1000.0
+BIRTH_POLL_S = 0.25
 
 
 @dataclass
@@ -64,6 +67,12 @@ class Point:
     dead_letters: float
     resyncs: float
     load: tuple[float, float, float]
+    # seconds from the generator's start (every store connecting and sending its birth at
+    # once, as after a broker restart) until the cloud had applied every birth, and until
+    # it had caught up (lag 0); None: not within the run
+    births_s: float | None = None
+    catch_up_s: float | None = None
+    window_from_s: float = 0.0  # when the measured window began, on the same clock
 
     @property
     def cpu_ms_per_message(self) -> float:
@@ -79,6 +88,43 @@ def _metric_sum(url: str, name: str) -> float:
         for line in text.splitlines()
         if line.startswith(name) and not line.startswith("#")
     )
+
+
+class _BirthWatch:
+    """Polls the clouds while every store connects and sends its birth at once (as after a
+    broker restart): when all births are applied, and when the cloud has caught up, lag 0:
+    births applied and nothing waiting in its queue on two polls in a row (at its bound the
+    ingestor stops reading, so a backlog in the broker shows as a full queue here)."""
+
+    def __init__(self, clouds: _Clouds, expected: int, since: float) -> None:
+        self.clouds, self.expected, self.since = clouds, expected, since
+        self.births_s: float | None = None
+        self.caught_up_s: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        empty = 0
+        while not self._stop.wait(BIRTH_POLL_S):
+            try:
+                applied = self.clouds.total('storegate_messages_ingested_total{type="birth"}')
+                queued = self.clouds.total("storegate_ingest_queue_depth")
+            except httpx.HTTPError:
+                continue  # a busy cloud answers late; the next poll asks again
+            now = time.time() - self.since
+            if applied < self.expected:
+                continue
+            if self.births_s is None:
+                self.births_s = now
+            empty = empty + 1 if queued == 0 else 0
+            if empty >= 2:
+                self.caught_up_s = now
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 class _Clouds:
@@ -183,6 +229,9 @@ def measure(
                 )
                 started = time.time()
                 runner.start()
+                births = _BirthWatch(
+                    clouds, stores * len(load_recording(RECORDING).births), started
+                )
                 # The generator starts its traffic after its connect allowance; measure
                 # over the same window as it does (its start is computed the same way).
                 from simulators.loadgen.fleet import CONNECT_MIN_S, CONNECT_S_PER_STORE
@@ -197,6 +246,7 @@ def measure(
                 rss = clouds.rss()
                 load = os.getloadavg()
                 runner.join()
+                births.stop()
                 result = outcome["r"]
                 dead = clouds.total("storegate_messages_dead_lettered_total")
                 resyncs = clouds.total("storegate_resync_commands_total")
@@ -214,6 +264,9 @@ def measure(
         dead_letters=dead,
         resyncs=resyncs,
         load=load,
+        births_s=births.births_s,
+        catch_up_s=births.caught_up_s,
+        window_from_s=start_at + warmup_s - started,
     )
 
 
@@ -221,7 +274,21 @@ def _median(values: list[float]) -> tuple[float, tuple[float, float]]:
     return statistics.median(values), (min(values), max(values))
 
 
-def rows_for(stores: int, points: list[Point], base_cpu_per_message: float | None) -> list[Row]:
+def _steady(point: Point) -> bool:
+    """The measured window began after the birth storm was caught up: steady state."""
+    return point.catch_up_s is not None and point.catch_up_s <= point.window_from_s
+
+
+def rows_for(
+    label: str,
+    points: list[Point],
+    base_cpu_per_message: float | None,
+    *,
+    baseline: dict[str, float] | None = None,
+) -> list[Row]:
+    """Rows of one load (`label`: "1000 stores", "1000 stores, 2 replicas"); `baseline`:
+    the same load's single-replica p99 and CPU per message, to compare replicas with."""
+
     def row(metric: str, values: list[float], unit: str, **extra: Any) -> Row:
         value, spread = _median(values)
         return Row(metric, value, unit, spread=spread if len(values) > 1 else None, **extra)
@@ -229,38 +296,56 @@ def rows_for(stores: int, points: list[Point], base_cpu_per_message: float | Non
     p99 = [p.replay.latency(0.99) for p in points]
     cpu_per_message = [p.cpu_ms_per_message for p in points]
     value = statistics.median(cpu_per_message)
+    # A run whose cloud never caught up counts as the whole run (it did not within it).
+    catch_up = [p.catch_up_s if p.catch_up_s is not None else p.window_from_s * 2 for p in points]
+    steady = sum(_steady(p) for p in points)
+    extra_p99: dict[str, Any] = {}
+    extra_cpu: dict[str, Any] = {}
+    if baseline is not None:
+        extra_p99 = {"baseline": baseline["p99"], "baseline_name": "1 replica, median"}
+        extra_cpu = {"baseline": baseline["cpu"], "baseline_name": "1 replica, median"}
+    elif base_cpu_per_message:
+        extra_cpu = {
+            "baseline": base_cpu_per_message,
+            "baseline_name": "at the fewest stores",
+            "target": "<= 1.2x (does not grow with stores)",
+            "passed": value <= base_cpu_per_message * 1.2,
+        }
     return [
         row(
-            f"publish -> commit p99, {stores} stores",
+            f"publish -> commit p99, {label}, steady state",
             p99,
             "ms",
             target=f"<= {TARGET_P99_MS:.0f} ms",
-            passed=statistics.median(p99) <= TARGET_P99_MS,
+            passed=statistics.median(p99) <= TARGET_P99_MS and steady == len(points),
+            **extra_p99,
+        ),
+        row(f"publish -> commit p50, {label}", [p.replay.latency(0.5) for p in points], "ms"),
+        row(
+            f"catch-up after {points[0].stores:,} births at once: time to lag 0, {label}",
+            catch_up,
+            "s",
         ),
         row(
-            f"publish -> commit p50, {stores} stores", [p.replay.latency(0.5) for p in points], "ms"
+            f"runs whose window began after the catch-up, {label}",
+            [float(steady)],
+            f"of {len(points)}",
+            target=f"{len(points)}",
+            passed=steady == len(points),
         ),
         row(
-            f"messages sent, not committed 10 s after the end, {stores} stores",
+            f"messages sent, not committed 10 s after the end, {label}",
             [float(p.replay.unconfirmed_measured) for p in points],
             "msgs",
             target="0",
             passed=all(p.replay.unconfirmed_measured == 0 for p in points),
         ),
-        row(f"cloud ingest, {stores} stores", [p.ingested_per_s for p in points], "msg/s"),
-        row(f"cloud CPU, {stores} stores", [p.cloud_cpu_percent for p in points], "% of a core"),
+        row(f"cloud ingest, {label}", [p.ingested_per_s for p in points], "msg/s"),
+        row(f"cloud CPU, {label}", [p.cloud_cpu_percent for p in points], "% of a core"),
+        row(f"cloud CPU per message, {label}", cpu_per_message, "ms", **extra_cpu),
+        row(f"cloud RSS, {label}", [p.cloud_rss_mib for p in points], "MiB"),
         row(
-            f"cloud CPU per message, {stores} stores",
-            cpu_per_message,
-            "ms",
-            baseline=base_cpu_per_message,
-            baseline_name="at the fewest stores",
-            target="<= 1.2x (does not grow with stores)" if base_cpu_per_message else None,
-            passed=(value <= base_cpu_per_message * 1.2) if base_cpu_per_message else None,
-        ),
-        row(f"cloud RSS, {stores} stores", [p.cloud_rss_mib for p in points], "MiB"),
-        row(
-            f"dead letters + resyncs, {stores} stores",
+            f"dead letters + resyncs, {label}",
             [p.dead_letters + p.resyncs for p in points],
             "",
             target="0",
@@ -269,26 +354,42 @@ def rows_for(stores: int, points: list[Point], base_cpu_per_message: float | Non
     ]
 
 
-def run(quick: bool, replicas: int = 1, plan: tuple[tuple[int, int], ...] | None = None) -> Result:
+def warmup_for(stores: int, quick: bool) -> float:
+    """Warm-up after the connects: long enough for the cloud to catch up with every
+    store's birth at once, so the window measures steady state (the catch-up has its own
+    row; a run where it took longer says so)."""
+    if quick:
+        return QUICK_WARMUP_S
+    return max(WARMUP_S, stores * WARMUP_S_PER_STORE)
+
+
+def run(
+    quick: bool,
+    replicas: int = 1,
+    plan: tuple[tuple[int, int], ...] | None = None,
+    compare_replicas: tuple[int, int, int] | None = None,
+) -> Result:
+    """`compare_replicas`: (stores, runs, replicas) measured after the plan, compared with
+    the plan's single-replica point at that many stores (the full run: 1,000 x 5 x 2)."""
     plan = plan or (QUICK if quick else FULL)
-    warmup, window = (QUICK_WARMUP_S, QUICK_WINDOW_S) if quick else (WARMUP_S, WINDOW_S)
+    if compare_replicas is None and not quick and replicas == 1 and plan is FULL:
+        compare_replicas = REPLICAS_FULL
+    window = QUICK_WINDOW_S if quick else WINDOW_S
     rows: list[Row] = []
     notes: list[str] = []
     base: float | None = None
     loads: list[float] = []
+    measured: dict[int, list[Point]] = {}
     recording = load_recording(RECORDING)
-    for stores, runs in plan:
-        points = [
-            measure(stores, replicas=replicas, warmup_s=warmup, window_s=window)
-            for _ in range(runs)
-        ]
-        loads += [p.load[0] for p in points]
-        rows += rows_for(stores, points, base)
-        if base is None:
-            base = statistics.median(p.cpu_ms_per_message for p in points)
+
+    def note(label: str, points: list[Point], warmup: float) -> None:
         last = points[-1].replay
         notes.append(
-            f"{stores} stores: {runs} run(s); last run: {last.published} messages sent"
+            f"{label}: {len(points)} run(s), warm-up {warmup:.0f} s; catch-up (all births"
+            f" applied, then the queue empty on 2 polls) per run:"
+            f" {', '.join(_seconds(p.catch_up_s) for p in points)} after the generator's"
+            f" start, window from {points[-1].window_from_s:.0f} s; last run:"
+            f" {last.published} messages sent"
             f" ({last.events} events, {last.bytes / max(1, last.published):.0f} bytes each),"
             f" {last.births} births, {last.connects} connects, {last.lost} connections lost,"
             f" generator behind its schedule by {max(last.send_lag_ms, default=0.0):.0f} ms"
@@ -296,22 +397,67 @@ def run(quick: bool, replicas: int = 1, plan: tuple[tuple[int, int], ...] | None
             f" generator CPU {last.generator_cpu_s / (warmup + window) * 100:.0f} % of a core"
             f" over its 4 processes"
         )
+
+    for stores, runs in plan:
+        warmup = warmup_for(stores, quick)
+        points = [
+            measure(stores, replicas=replicas, warmup_s=warmup, window_s=window)
+            for _ in range(runs)
+        ]
+        measured[stores] = points
+        loads += [p.load[0] for p in points]
+        label = f"{stores} stores" if replicas == 1 else f"{stores} stores, {replicas} replicas"
+        rows += rows_for(label, points, base)
+        if base is None:
+            base = statistics.median(p.cpu_ms_per_message for p in points)
+        note(label, points, warmup)
+    if compare_replicas is not None:
+        stores, runs, count = compare_replicas
+        warmup = warmup_for(stores, quick)
+        single = measured.get(stores) or [
+            measure(stores, warmup_s=warmup, window_s=window) for _ in range(runs)
+        ]
+        points = [
+            measure(stores, replicas=count, warmup_s=warmup, window_s=window) for _ in range(runs)
+        ]
+        loads += [p.load[0] for p in points]
+        baseline = {
+            "p99": statistics.median(p.replay.latency(0.99) for p in single),
+            "cpu": statistics.median(p.cpu_ms_per_message for p in single),
+        }
+        label = f"{stores} stores, {count} replicas"
+        rows += rows_for(label, points, None, baseline=baseline)
+        note(label, points, warmup)
+        notes.append(
+            f"{count} replicas: `storegate cloud` x {count} on the same load and database,"
+            f" leased shards (`ingest.shards` = {4 * count}, docs/scale-out.md); CPU and RSS"
+            " are the sum over the replicas"
+        )
     notes += [
         f"recording: {RECORDING.name}, one store of {recording.about.get('items_in_birth')} items"
         f" on 20 shelves (default scenario's people, lockers, beacons; real edge daemon):"
         f" {len(recording.messages)} messages in {recording.duration_s:.0f} s"
         f" ({recording.rate:.2f} msg/s per store), played at 1x, looped, each store from its"
         " own phase",
-        f"{replicas} `storegate cloud` process(es), default configuration, PostgreSQL"
-        " (default configuration, fsync on), Mosquitto, generator (4 processes), all on this"
-        f" machine; medians of the runs, min to max in brackets; window {window:.0f} s after"
-        f" {warmup:.0f} s of warm-up following connects and births",
+        f"{replicas} `storegate cloud` process(es) unless the row says replicas, default"
+        " configuration, PostgreSQL (default configuration, fsync on), Mosquitto, generator"
+        " (4 processes), all on this machine; medians of the runs, min to max in brackets;"
+        f" window {window:.0f} s after the warm-up that follows connects and births"
+        f" (max({WARMUP_S:.0f} s, {WARMUP_S_PER_STORE * 1000:.0f} ms per store))",
+        "every store connects and sends its birth at once at the start (what a broker restart"
+        " does): the catch-up row is that storm, from the generator's start until the cloud"
+        " applied every birth and its queue stayed empty; the p99 and p50 rows are the"
+        " window after it (steady state) when every run's window began after its catch-up",
         "publish -> commit: generator's publish to the commit mark covering the message"
         " coming back (marks every 200 ms, which is part of the figure)",
         f"a 2-core machine shared with other agents' jobs: load average 1 min during the"
         f" runs {min(loads):.1f} to {max(loads):.1f}; absolute figures are pessimistic",
     ]
     return Result(rows, notes)
+
+
+def _seconds(value: float | None) -> str:
+    return "not caught up" if value is None else f"{value:.1f} s"
 
 
 BENCHMARK = Benchmark(name="scale", title="One cloud process, up to 1,000 stores", run=run)
@@ -322,9 +468,18 @@ def main() -> int:
     parser.add_argument("--stores", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument(
+        "--compare-replicas",
+        type=int,
+        default=0,
+        help="also run the largest store count on this many replicas, compared with 1",
+    )
     args = parser.parse_args()
     plan = tuple((n, args.runs) for n in args.stores)
-    result = run(False, args.replicas, plan)
+    compare = (
+        (max(args.stores), args.runs, args.compare_replicas) if args.compare_replicas else None
+    )
+    result = run(False, args.replicas, plan, compare)
     for row in result.rows:
         print(json.dumps({"metric": row.metric, "value": row.value, "spread": row.spread}))
     for note in result.notes:

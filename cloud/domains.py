@@ -64,6 +64,11 @@ class DomainTx:
     latest: dict[tuple[str, Hashable], tuple[str | None, Callable[[], dict[str, Any]]]] = field(
         default_factory=dict
     )
+    # A domain's own working state for this batch, under its name: writes it gathers over
+    # the batch's messages and issues once in `before_commit` (a statement per message was
+    # a database round trip per message). Gone with the batch, so a retried batch starts
+    # clean.
+    scratch: dict[str, Any] = field(default_factory=dict)
 
     def change(self, kind: str, store: str | None, data: dict[str, Any]) -> None:
         """A live change for SSE subscribers, sent after the commit."""

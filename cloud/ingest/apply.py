@@ -7,7 +7,10 @@ does the consumer acknowledge the MQTT messages. A crash anywhere before the com
 every message of the batch un-acked, so the broker redelivers it and dedup sees it fresh.
 
 Caches (stream positions, node liveness) are updated on a copy during the batch and merged
-only after the commit, so a rolled-back batch leaves them as they were.
+only after the commit, so a rolled-back batch leaves them as they were. What is not cached
+yet is read for all the batch's nodes at once (`prefetch`), and the core rows a batch
+writes (inventory, positions, marks, node states, heartbeats) go in a statement per table
+at its end: database round trips per batch, not per message.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from protocols.topics import (
 log = logging.getLogger(__name__)
 
 PAYLOAD_EXCERPT_BYTES = 1024
+PREFETCH_STORES = 500  # stores per prefetch statement (an IN list of parameters)
 # Streams whose gaps hurt live state and are worth a resync; a lost heartbeat is not.
 RESYNC_CHANNELS = frozenset({Channel.RFID, Channel.LOCKER, Channel.BLE})
 RESYNC = "resync"
@@ -156,6 +160,9 @@ class StateApplier:
         self.settings = settings
         self._positions: dict[StreamKey, StreamPosition] = {}
         self._nodes: dict[NodeKey, NodeLiveness] = {}
+        # Nodes whose committed stream positions and liveness were all read at once: a
+        # stream of theirs not in `_positions` has no row (a new stream).
+        self._loaded: set[NodeKey] = set()
         self.unknown_sources = UnknownSources()
         self.staging = SnapshotStaging(settings.snapshot_part_timeout_s)
 
@@ -220,6 +227,7 @@ class StateApplier:
         try:
             async with writing(self.engine) as connection:
                 work = _Batch(self, connection)
+                await self.prefetch(connection, batch)
                 for index, item in enumerate(batch):
                     try:
                         await work.handle(item)
@@ -276,10 +284,77 @@ class StateApplier:
         work.count_metrics()
         return work.outcome
 
+    async def prefetch(self, connection: AsyncConnection, batch: Sequence[Incoming]) -> None:
+        """Read the committed positions and liveness of every registered node in `batch`
+        not read before, in three statements per `PREFETCH_STORES` stores.
+
+        Otherwise each is read when its node's first message needs it: two round trips per
+        stream and one per node. After a broker restart every store's birth comes at once,
+        and those reads were most of the time a storm of births took to apply.
+        """
+        wanted: set[NodeKey] = set()
+        for item in batch:
+            try:
+                topic = _parse_topic(item.topic)
+            except TopicError:
+                continue  # dead-lettered when its turn comes
+            if not isinstance(topic, NodeTopic):
+                continue
+            node = (topic.store, topic.node)
+            if node not in self._loaded and self.registry.knows_node(*node):
+                wanted.add(node)
+        if not wanted:
+            return
+        stores = sorted({store for store, _ in wanted})
+        t, m, n = schema.stream_positions, schema.dedup_marks, schema.nodes
+        positions: dict[StreamKey, StreamPosition] = {}
+        nodes: dict[NodeKey, NodeLiveness] = {}
+        for start in range(0, len(stores), PREFETCH_STORES):
+            chunk = stores[start : start + PREFETCH_STORES]
+            rows = await connection.execute(
+                select(t.c.store_id, t.c.node_id, t.c.stream, t.c.hw, t.c.birth_seq).where(
+                    t.c.store_id.in_(chunk)
+                )
+            )
+            for row in rows:
+                if (row.store_id, row.node_id) in wanted:
+                    key = (row.store_id, row.node_id, row.stream)
+                    positions[key] = StreamPosition(row.hw, row.birth_seq, set())
+            marks = await connection.execute(
+                select(m.c.store_id, m.c.node_id, m.c.stream, m.c.seq).where(
+                    m.c.store_id.in_(chunk)
+                )
+            )
+            for mark in marks:
+                if (mark.store_id, mark.node_id) in wanted:
+                    key = (mark.store_id, mark.node_id, mark.stream)
+                    position = positions.get(key)
+                    if position is None:  # marks without a row: as load_position reads it
+                        position = positions[key] = StreamPosition(None, None, set())
+                    position.marks.add(mark.seq)
+            for state in await connection.execute(
+                select(n.c.store_id, n.c.node_id, n.c.status, n.c.bd_seq).where(
+                    n.c.store_id.in_(chunk)
+                )
+            ):
+                if (state.store_id, state.node_id) in wanted:
+                    nodes[(state.store_id, state.node_id)] = NodeLiveness(
+                        state.status, state.bd_seq
+                    )
+        # What is cached already is the newest committed state: kept as it is.
+        for key, position in positions.items():
+            self._positions.setdefault(key, position)
+        for node in wanted:
+            self._nodes.setdefault(node, nodes.get(node) or NodeLiveness("unknown", None))
+        self._loaded |= wanted
+
     async def load_position(self, connection: AsyncConnection, key: StreamKey) -> StreamPosition:
         cached = self._positions.get(key)
         if cached is not None:
             return cached
+        if key[:2] in self._loaded:
+            position = self._positions[key] = StreamPosition(None, None, set())
+            return position  # read with its node: a stream without a row yet
         store, node, stream = key
         t, m = schema.stream_positions, schema.dedup_marks
         row = (
@@ -330,8 +405,10 @@ class _Batch:
         self.positions: dict[StreamKey, StreamPosition] = {}
         self._original_marks: dict[StreamKey, set[int]] = {}
         self.nodes: dict[NodeKey, NodeLiveness] = {}
-        # (store, shelf, gtin) -> (node, count, updated_at); rows are built once, at flush
-        self._inventory: dict[tuple[str, str, str], tuple[str, int, datetime]] = {}
+        # store -> (shelf, gtin) -> (node, count, updated_at); rows are built once, at flush.
+        # By store: a birth or snapshot drops its store's pending rows, and scanning every
+        # store's rows for that made a storm of births quadratic in the batch size.
+        self._inventory: dict[str, dict[tuple[str, str], tuple[str, int, datetime]]] = {}
         self._inventory_changes: dict[str, list[dict[str, Any]]] = {}
         self._levels: list[StockLevel] = []  # every level set, in message order
         self._dead: list[dict[str, Any]] = []
@@ -340,6 +417,9 @@ class _Batch:
         # the staging only once the batch committed
         self.finished_snapshots: dict[SnapshotKey, bool] = {}
         self._health_rows: dict[NodeKey, Health] = {}  # the latest per node
+        # node -> the columns its lifecycle messages set, the later ones over the earlier:
+        # written at the end of the batch, one statement per set of columns
+        self._node_rows: dict[NodeKey, dict[str, Any]] = {}
         self._ingested: dict[str, int] = {}
         self._dead_reasons: dict[str, int] = {}
         self._ignored: dict[str, int] = {}
@@ -540,15 +620,15 @@ class _Batch:
             return
         await self._set_node_state(message, NodeState.OFFLINE.value, message.bd_seq)
 
-    async def _set_node_state(self, message: Message, status: str, bd_seq: int) -> None:
+    async def _set_node_state(
+        self, message: Message, status: str, bd_seq: int, **more: Any
+    ) -> None:
+        """The node's state; `more`: other columns of its row, set by the same statement."""
         liveness = await self._node(message.store, message.node)
         changed = (liveness.status, liveness.bd_seq) != (status, bd_seq)
         liveness.status, liveness.bd_seq = status, bd_seq
-        await self.connection.execute(
-            update(schema.nodes)
-            .where(_node_row(message))
-            .values(status=status, bd_seq=bd_seq, last_seen=message.sent_time)
-        )
+        row = self._node_rows.setdefault((message.store, message.node), {})
+        row.update(status=status, bd_seq=bd_seq, last_seen=message.sent_time, **more)
         if changed:
             self._change(
                 "node_status",
@@ -561,15 +641,13 @@ class _Batch:
         if liveness.bd_seq is not None and message.bd_seq < liveness.bd_seq:
             self._ignore("stale_birth")  # history only; a newer session already rebuilt state
             return
-        await self._set_node_state(message, NodeState.ONLINE.value, message.bd_seq)
-        await self.connection.execute(
-            update(schema.nodes)
-            .where(_node_row(message))
-            .values(
-                version=message.version,
-                devices=[device.model_dump(mode="json") for device in message.devices],
-                last_birth_at=message.event_time,
-            )
+        await self._set_node_state(
+            message,
+            NodeState.ONLINE.value,
+            message.bd_seq,
+            version=message.version,
+            devices=[device.model_dump(mode="json") for device in message.devices],
+            last_birth_at=message.event_time,
         )
         # The snapshot replaces this node's shelves.
         inventory = schema.inventory
@@ -579,13 +657,10 @@ class _Batch:
             .returning(inventory.c.shelf, inventory.c.gtin)
         )
         gone = {(message.store, shelf, gtin) for shelf, gtin in removed.all()}
-        for key in [
-            k
-            for k, row in self._inventory.items()
-            if k[0] == message.store and row[0] == message.node
-        ]:
-            del self._inventory[key]
-            gone.add(key)
+        pending = self._inventory.get(message.store, {})
+        for key in [k for k, row in pending.items() if row[0] == message.node]:
+            del pending[key]
+            gone.add((message.store, *key))
         self._zero_levels(message, gone, {(s.shelf, s.gtin) for s in message.shelves})
         for shelf in message.shelves:
             self._set_count(message, shelf.shelf, shelf.gtin, shelf.count)
@@ -695,7 +770,10 @@ class _Batch:
     # ------------------------------------------------------------------ inventory
 
     def _set_count(self, message: Message, shelf: str, gtin: str, count: int) -> None:
-        self._inventory[(message.store, shelf, gtin)] = (message.node, count, message.event_time)
+        pending = self._inventory.get(message.store)
+        if pending is None:
+            pending = self._inventory[message.store] = {}
+        pending[(shelf, gtin)] = (message.node, count, message.event_time)
         self._levels.append(StockLevel(message.store, shelf, gtin, count, message.event_time))
 
     async def _clear_shelves(
@@ -712,9 +790,10 @@ class _Batch:
             .returning(inventory.c.shelf, inventory.c.gtin)
         )
         gone = {(store, shelf, gtin) for shelf, gtin in removed.all()}
-        for key in [k for k in self._inventory if k[0] == store and k[1] in shelves]:
-            del self._inventory[key]
-            gone.add(key)
+        pending = self._inventory.get(store, {})
+        for key in [k for k in pending if k[0] in shelves]:
+            del pending[key]
+            gone.add((store, *key))
         self._zero_levels(message, gone, kept)
 
     def _zero_levels(
@@ -763,13 +842,16 @@ class _Batch:
                     "count": count,
                     "updated_at": updated_at,
                 }
-                for (store, shelf, gtin), (node, count, updated_at) in self._inventory.items()
+                for store, pending in self._inventory.items()
+                for (shelf, gtin), (node, count, updated_at) in pending.items()
             ]
             await upsert(connection, schema.inventory, rows, keys=("store_id", "shelf", "gtin"))
-            for (store, shelf, gtin), (_node, count, _at) in self._inventory.items():
-                self._inventory_changes.setdefault(store, []).append(
-                    {"shelf": shelf, "gtin": gtin, "count": count}
-                )
+            for store, pending in self._inventory.items():
+                if pending:
+                    self._inventory_changes.setdefault(store, []).extend(
+                        {"shelf": shelf, "gtin": gtin, "count": count}
+                        for (shelf, gtin), (_node, count, _at) in pending.items()
+                    )
             for store, items in self._inventory_changes.items():
                 self._change("inventory", store, {"items": items})
         self.outcome.stock_levels = self._levels
@@ -789,7 +871,15 @@ class _Batch:
                 connection, schema.stream_positions, rows, keys=("store_id", "node_id", "stream")
             )
             await self._flush_marks()
+        if self._node_rows:
+            by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for (store, node), values in self._node_rows.items():
+                more = tuple(sorted(set(values) - {"status", "bd_seq", "last_seen"}))
+                by_columns.setdefault(more, []).append({"b_store": store, "b_node": node, **values})
+            for more, params in by_columns.items():
+                await connection.execute(_node_update(more), params)
         if self._health_rows:
+            # after the node states: a heartbeat's last_seen stands, as it always did
             t = schema.nodes
             await connection.execute(
                 update(t)
@@ -875,9 +965,17 @@ def _parse_topic(topic: str) -> NodeTopic | ShopperTopic:
     return parse_topic(topic)
 
 
-def _node_row(message: Message) -> Any:
+@functools.lru_cache(maxsize=8)
+def _node_update(more: tuple[str, ...]) -> Any:
+    """UPDATE of a node's state (and the columns `more`), built once: building it for every
+    birth (its JSON devices column above all) cost more than running it."""
     t = schema.nodes
-    return and_(t.c.store_id == message.store, t.c.node_id == message.node)
+    columns = ("status", "bd_seq", "last_seen", *more)
+    return (
+        update(t)
+        .where(t.c.store_id == bindparam("b_store"), t.c.node_id == bindparam("b_node"))
+        .values({column: bindparam(column) for column in columns})
+    )
 
 
 def _printable(text: str) -> str:

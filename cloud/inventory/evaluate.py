@@ -224,10 +224,11 @@ class AlertEvaluator:
         default = self.options.default_reorder_point
         ruled: dict[str, _Store] = {}
         for store, state in stores.items():
-            if state.changed is not None and not (
-                state.points or state.plans or state.open_rows or default is not None
-            ):
-                continue  # the common case of a store without rules: nothing more to read
+            if not (state.points or state.plans or state.open_rows or default is not None):
+                # The common case of a store without rules: nothing to decide, not even
+                # after a birth replaced all its shelves (reading the whole store's counts
+                # for nothing was a statement per store in a storm of births).
+                continue
             if state.changed is None:
                 state.counts = await self._counts(connection, store)
             else:

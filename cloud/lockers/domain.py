@@ -158,10 +158,25 @@ class LockersDomain(Domain):
                     await holds.resend(tx, self, message.store, message.node, bank, statuses)
                     await returns.resend(tx, self, message.store, message.node, bank)
         elif isinstance(message, RfidEvents) and message.items:
-            await items.on_rfid(tx, message)
-            await returns.settle(tx, message.store)
+            items.note_rfid(self._reads(tx), message)
         elif isinstance(message, CommandAck) and message.command.startswith("locker."):
             await self._on_ack(tx, message)
+
+    async def before_commit(self, tx: DomainTx) -> None:
+        reads = tx.scratch.get(self.name)
+        if isinstance(reads, items.ItemReads) and reads.latest:
+            stores = reads.stores()
+            await items.flush_rfid(tx, reads)
+            for store in sorted(stores):
+                # an emptied locker return completes once its EPCs are all read back in
+                await returns.settle(tx, store)
+
+    def _reads(self, tx: DomainTx) -> items.ItemReads:
+        reads = tx.scratch.get(self.name)
+        if reads is None:
+            reads = tx.scratch[self.name] = items.ItemReads()
+        assert isinstance(reads, items.ItemReads)
+        return reads
 
     async def _on_event(self, tx: DomainTx, message: LockerEvents, event: CompartmentEvent) -> None:
         store, bank = message.store, message.bank

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from cloud.timeseries import encode, message_lines, points_for
 from cloud.timeseries.schema import time_ns
 from protocols.messages import (
+    Birth,
     BlePresence,
     CompartmentEvent,
     CompartmentFlag,
@@ -170,3 +171,20 @@ def test_time_ns_is_exact_for_aware_and_naive_moments() -> None:
     expected = 1_795_426_200_123_456_000
     assert time_ns(moment) == expected
     assert time_ns(moment.replace(tzinfo=T0.tzinfo)) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    shelves=st.lists(
+        st.builds(ShelfCount, shelf=identifiers, gtin=gtins, count=st.integers(0, 99)),
+        max_size=8,
+    ),
+    moment=moments,
+)
+def test_birth_lines_equal_the_reference(shelves: list[ShelfCount], moment: datetime) -> None:
+    sample = next(m for m in all_samples() if isinstance(m, Birth))
+    birth = sample.model_copy(update={"shelves": shelves, "event_time": moment})
+    lines = message_lines(birth)
+    assert lines == _reference(birth)
+    # node status first, then one line per shelf count, then compartments and zones
+    assert len(lines) == 1 + len(shelves) + 2

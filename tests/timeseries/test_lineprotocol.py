@@ -3,11 +3,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from influxdb_client.client.write.point import Point as LibraryPoint
 
-from cloud.timeseries.lineprotocol import LineProtocolError, Point, encode, parse
+from cloud.timeseries.lineprotocol import LineProtocolError, Point, _scan, encode, parse
 
 TRICKY = ["plain", "with space", "com,ma", "eq=ual", 'quo"te', "ü-unicode", "trail "]
 
@@ -102,3 +102,26 @@ def test_encode_parse_roundtrip(
 ) -> None:
     point = Point(measurement, tags, fields, time_ns)  # type: ignore[arg-type]
     assert parse(encode(point)) == point
+
+
+def _scan_reference(text: str, start: int, stops: str) -> int:
+    """The scan as a loop over characters: a backslash escapes the next one."""
+    i = start
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            i += 2
+            continue
+        if text[i] in stops:
+            return i
+        i += 1
+    return i
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.text(alphabet='ab\\ ,="\n', max_size=16),
+    start=st.integers(0, 18),
+    stops=st.sampled_from([" ", ",", "=", "=, ", ", ", '"']),
+)
+def test_scan_finds_the_first_unescaped_stop(text: str, start: int, stops: str) -> None:
+    assert _scan(text, start, stops) == _scan_reference(text, start, stops)
