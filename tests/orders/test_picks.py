@@ -166,6 +166,24 @@ async def test_an_item_the_picker_took_off_its_shelf_can_be_staged(orders: Order
     assert listed["lines"][0]["locations"][0]["epcs"] == [epc(1)]
 
 
+async def test_an_item_that_arrived_and_left_its_shelf_in_one_batch_can_be_staged(
+    orders: Orders,
+) -> None:
+    # the ingest folds a batch's events per EPC: the last (departed) must still leave the
+    # row of the shelf it was read on, as one message at a time would
+    await stock_up(orders)
+    oid = (await orders.place("b-1", (GTIN, 1), method="counter"))["order_id"]
+    await orders.act(oid, "pick")
+    await orders.rfid(
+        [(ARRIVED, epc(5), GTIN, FLOOR), (ItemEventKind.DEPARTED, epc(5), GTIN, None)],
+        counts=[(FLOOR, GTIN, 0, 1)],
+    )
+    listed = await orders.call("GET", f"/api/v1/orders/{oid}/pick-list")
+    assert epc(5) not in [e for loc in listed["lines"][0]["locations"] for e in loc["epcs"]]
+    shown = await orders.act(oid, "stage", epcs=[epc(5)])
+    assert [e["epc"] for e in shown["picked"]["epcs"]] == [epc(5)]
+
+
 async def test_staged_without_epcs_nothing_is_recorded_and_the_view_says_so(
     orders: Orders,
 ) -> None:
