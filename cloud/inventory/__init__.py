@@ -17,7 +17,7 @@ from cloud.domains import Domain, DomainContext, DomainTx
 from cloud.inventory.config import InventoryOptions, parse_options
 from cloud.inventory.evaluate import AlertEvaluator, changed_counts
 from cloud.inventory.notify import AlertNotifier, NotifySecrets, load_secrets
-from cloud.inventory.replenish import TASK, Replenisher
+from cloud.inventory.replenish import TASK, Replenisher, stored_minimums_of
 from cloud.inventory.sales import on_item_events
 from cloud.inventory.webhooks import LevelWebhookSender, load_secret
 from protocols.messages import (
@@ -127,9 +127,14 @@ class InventoryDomain(Domain):
             for data in changes:
                 tx.change(ALERT, store, data)
         now = utc_now()
+        # one read of the API-set floor minimums for the batch's stores, not one per store
+        stored = await stored_minimums_of(tx.connection, changed_by_store)
         for store, changed in sorted(changed_by_store.items()):
             gtins = None if changed is None else {gtin for _shelf, gtin in changed}
-            for data in await self.replenisher.evaluate(tx.connection, store, gtins, now):
+            changes = await self.replenisher.evaluate(
+                tx.connection, store, gtins, now, stored=stored[store]
+            )
+            for data in changes:
                 tx.change(TASK, store, data)
 
     def router(self) -> APIRouter:

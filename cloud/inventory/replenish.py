@@ -89,6 +89,24 @@ async def stored_minimums(
     }
 
 
+async def stored_minimums_of(
+    connection: AsyncConnection, stores: Iterable[str]
+) -> dict[str, dict[str, Minimum]]:
+    """The API-set minimums of several stores in one query (an ingest batch's stores)."""
+    f = floor_minimums
+    wanted = sorted(set(stores))
+    found: dict[str, dict[str, Minimum]] = {store: {} for store in wanted}
+    for start in range(0, len(wanted), 500):  # well under SQLite's bound on parameters
+        rows = await connection.execute(
+            select(f).where(f.c.store_id.in_(wanted[start : start + 500]))
+        )
+        for row in rows:
+            found[row.store_id][row.gtin] = Minimum(
+                row.gtin, row.minimum, row.shelf, "api", row.updated_at, row.updated_by
+            )
+    return found
+
+
 async def replace_minimums(
     connection: AsyncConnection, store: str, minimums: Iterable[Minimum]
 ) -> None:
@@ -127,17 +145,25 @@ class Replenisher:
         return out
 
     async def minimums(
-        self, connection: AsyncConnection, store: str, gtins: Iterable[str] | None = None
+        self,
+        connection: AsyncConnection,
+        store: str,
+        gtins: Iterable[str] | None = None,
+        *,
+        stored: dict[str, Minimum] | None = None,
     ) -> dict[str, Minimum]:
         """The minimums in force in the store (of `gtins`; None: all): the API's, then
-        the config's for the GTINs the API has none for."""
+        the config's for the GTINs the API has none for. `stored`: the store's API-set
+        minimums when the caller has read them already (`stored_minimums_of`)."""
         wanted = None if gtins is None else set(gtins)
         found = {
             gtin: m
             for gtin, m in self.configured(store).items()
             if wanted is None or gtin in wanted
         }
-        found.update(await stored_minimums(connection, store, wanted))
+        if stored is None:
+            stored = await stored_minimums(connection, store, wanted)
+        found.update((gtin, m) for gtin, m in stored.items() if wanted is None or gtin in wanted)
         return dict(sorted(found.items()))
 
     async def evaluate(
@@ -146,10 +172,12 @@ class Replenisher:
         store: str,
         gtins: Iterable[str] | None,
         now: datetime,
+        *,
+        stored: dict[str, Minimum] | None = None,
     ) -> list[dict[str, Any]]:
         """Open, update or close the store's tasks for `gtins` (None: every GTIN with a
         floor minimum); returns the task changes to announce after the commit."""
-        minimums = await self.minimums(connection, store, gtins)
+        minimums = await self.minimums(connection, store, gtins, stored=stored)
         watched = list(minimums)
         if not watched:
             return []

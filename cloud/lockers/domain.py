@@ -167,9 +167,8 @@ class LockersDomain(Domain):
         if isinstance(reads, items.ItemReads) and reads.latest:
             stores = reads.stores()
             await items.flush_rfid(tx, reads)
-            for store in sorted(stores):
-                # an emptied locker return completes once its EPCs are all read back in
-                await returns.settle(tx, store)
+            # an emptied locker return completes once its EPCs are all read back in
+            await returns.settle(tx, *stores)
 
     def _reads(self, tx: DomainTx) -> items.ItemReads:
         reads = tx.scratch.get(self.name)

@@ -455,11 +455,14 @@ async def expire_due(tx: DomainTx, now: datetime) -> int:
     return len(due)
 
 
-async def settle(tx: DomainTx, store: str) -> None:
-    """Emptied returns whose EPCs have all been read back in are complete."""
+async def settle(tx: DomainTx, *stores: str) -> None:
+    """Emptied returns whose EPCs have all been read back in are complete (one query for
+    the stores of an ingest batch: almost always no row)."""
     t, r = tables.locker_returns, tables.order_returns
     emptied = (
-        await tx.connection.execute(select(t).where(t.c.store_id == store, t.c.state == "emptied"))
+        await tx.connection.execute(
+            select(t).where(t.c.store_id.in_(sorted(stores)), t.c.state == "emptied")
+        )
     ).all()
     for row in emptied:
         waiting = (
