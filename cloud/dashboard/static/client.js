@@ -218,3 +218,23 @@ export function watchNetwork(el, queue) {
   draw();
   return draw;
 }
+
+/**
+ * A failure in words for the person holding the app. `forbidden` and `offline` are what
+ * this app says when its key may not do that, or when the cloud cannot be reached.
+ */
+export function explainFailure(err, { forbidden, offline }) {
+  if (!(err instanceof ApiFailure)) return `Unexpected error: ${err.message}`;
+  if (err.status === 401) return `That key was not accepted (${err.detail || "unauthorized"}).`;
+  if (err.status === 403) return `${forbidden}: ${err.detail || "forbidden"}.`;
+  if (err.offline) return `${offline}: ${err.detail}`;
+  return err.detail || err.error || `HTTP ${err.status}`;
+}
+
+/** Show `text` in the page's #notice line (hidden when empty); tone: info, ok or bad. */
+export function notice(text, tone = "info") {
+  const el = document.getElementById("notice");
+  el.hidden = !text;
+  el.textContent = text ?? "";
+  el.dataset.tone = tone;
+}

@@ -2,7 +2,7 @@
 // store, orders with their status, pickup code and QR, cancel and "I'm here".
 // Live updates come over the cloud's shopper stream (/api/v1/app/events, opened with a
 // one-use token), which carries only this shopper's offers and orders.
-import { ActionQueue, ApiFailure, Client, TokenStream, enc, installWorker, watchNetwork } from "./client.js";
+import { ActionQueue, ApiFailure, Client, TokenStream, enc, explainFailure, installWorker, notice, watchNetwork } from "./client.js";
 import { h, clock } from "./dom.js";
 import { FINAL_STATES, READY_STATES, orderLabel, price, productTitle } from "./labels.js";
 import { qrSvg } from "./qr.js";
@@ -26,18 +26,7 @@ const app = {
 window.storegateShopper = app;
 
 function explain(err) {
-  if (!(err instanceof ApiFailure)) return `Unexpected error: ${err.message}`;
-  if (err.status === 401) return `That key was not accepted (${err.detail || "unauthorized"}).`;
-  if (err.status === 403) return `This key may not be used by the shopper app: ${err.detail || "forbidden"}.`;
-  if (err.offline) return `No connection: ${err.detail}`;
-  return err.detail || err.error || `HTTP ${err.status}`;
-}
-
-function notice(text, tone = "info") {
-  const el = $("notice");
-  el.hidden = !text;
-  el.textContent = text ?? "";
-  el.dataset.tone = tone;
+  return explainFailure(err, { forbidden: "This key may not be used by the shopper app", offline: "No connection" });
 }
 
 function queued(event) {

@@ -3,7 +3,7 @@
 // store's Wi-Fi is back. Features another cloud release brings (the orders lifecycle,
 // replenishment tasks) are found in the cloud's OpenAPI document; a panel whose route the
 // cloud lacks is hidden, and order actions fall back to today's locker order routes.
-import { ActionQueue, ApiFailure, Client, enc, installWorker, q, watchNetwork } from "./client.js";
+import { ActionQueue, ApiFailure, Client, enc, explainFailure, installWorker, notice, q, watchNetwork } from "./client.js";
 import { h, ago } from "./dom.js";
 import { Catalogue, FINAL_STATES, READY_STATES, orderLabel, price, productTitle } from "./labels.js";
 
@@ -26,18 +26,10 @@ const app = {
 window.storegateStaff = app; // for tests and the console
 
 function explain(err) {
-  if (!(err instanceof ApiFailure)) return `Unexpected error: ${err.message}`;
-  if (err.status === 401) return `That key was not accepted (${err.detail || "unauthorized"}).`;
-  if (err.status === 403) return `This key may not use the staff app: ${err.detail || "forbidden"}. Use a staff or ops key.`;
-  if (err.offline) return `The cloud cannot be reached: ${err.detail}`;
-  return `${err.detail || err.error || `HTTP ${err.status}`}`;
-}
-
-function notice(text, tone = "info") {
-  const el = $("notice");
-  el.hidden = !text;
-  el.textContent = text ?? "";
-  el.dataset.tone = tone;
+  return explainFailure(err, {
+    forbidden: "This key may not use the staff app (use a staff or ops key)",
+    offline: "The cloud cannot be reached",
+  });
 }
 
 function queued(event) {
