@@ -70,24 +70,20 @@ async def flush_rfid(tx: DomainTx, reads: ItemReads) -> None:
         return
     e = tables.epc_locations
     rows: list[dict[str, Any]] = []  # the rows epc_locations ends up with for these EPCs
+    replaced: list[dict[str, Any]] = []  # EPCs whose row goes (and comes back in `rows`)
     off_shelf: list[dict[str, Any]] = []  # departed, on a shelf before this batch
-    for key, item in reads.latest.items():
-        store, epc = key
-        if _on_shelf(item):
-            rows.append(_row(store, epc, item, departed_at=None))
-        elif item.kind is ItemEventKind.DEPARTED:
+    for (store, epc), item in reads.latest.items():
+        if item.kind is ItemEventKind.DEPARTED:
             # still in the store (a picker's hand, a basket) until `left_store`: a pick may
             # name it, so its row stays, marked off the shelf it was last read on
-            shelf = reads.last_on_shelf.get(key)
-            if shelf is not None:
-                rows.append(_row(store, epc, shelf, departed_at=item.at))
-            else:
+            shelf = reads.last_on_shelf.get((store, epc))
+            if shelf is None:
                 off_shelf.append({"b_store": store, "b_epc": epc, "b_at": item.at})
-    replaced = [
-        {"b_store": store, "b_epc": epc}
-        for (store, epc), item in reads.latest.items()
-        if item.kind is not ItemEventKind.DEPARTED or (store, epc) in reads.last_on_shelf
-    ]
+                continue
+            rows.append(_row(store, epc, shelf, departed_at=item.at))
+        elif _on_shelf(item):
+            rows.append(_row(store, epc, item, departed_at=None))
+        replaced.append({"b_store": store, "b_epc": epc})
     if replaced:
         await tx.connection.execute(
             delete(e).where(e.c.store_id == bindparam("b_store"), e.c.epc == bindparam("b_epc")),
