@@ -1,45 +1,11 @@
 // The cloud's REST API and the dashboard's live event stream.
 
-export class ApiFailure extends Error {
-  constructor(status, error, detail) {
-    super(detail || error || `HTTP ${status}`);
-    this.status = status;
-    this.error = error;
-    this.detail = detail;
-  }
-}
+import { ApiFailure, Client, TokenStream } from "./client.js";
 
-export class Api {
-  constructor(key) {
-    this.key = key;
-  }
+export { ApiFailure };
 
-  async request(method, path) {
-    let response;
-    try {
-      response = await fetch(path, {
-        method,
-        headers: { Authorization: `Bearer ${this.key}`, Accept: "application/json" },
-        cache: "no-store",
-      });
-    } catch (err) {
-      throw new ApiFailure(0, "network", `cannot reach the cloud (${err.message})`);
-    }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch {
-      body = null;
-    }
-    if (!response.ok) {
-      throw new ApiFailure(response.status, body?.error, body?.detail);
-    }
-    return body;
-  }
-
-  get(path) { return this.request("GET", path); }
-  post(path) { return this.request("POST", path); }
-
+/** The dashboard's routes over the apps' client (the same key, errors and JSON). */
+export class Api extends Client {
   session() { return this.post("/api/v1/dashboard/session"); }
   stores() { return this.get("/api/v1/stores"); }
   nodes(store) { return this.get(`/api/v1/stores/${encodeURIComponent(store)}/nodes`); }
@@ -63,83 +29,21 @@ export class Api {
 }
 
 /**
- * A self-healing event stream. EventSource cannot send headers, so each (re)connection
- * first trades the API key for a short-lived session token. `onOpen(reconnected)` lets the
- * caller re-read state it may have missed while disconnected.
+ * The dashboard's live event stream: a `TokenStream` whose token is a dashboard session
+ * traded for the API key. Each event is {kind, store, at, dropped, data}; `onEvent(kind,
+ * data)` gets the change's data with store, at and dropped merged in (the envelope wins:
+ * data cannot fake its store).
  */
-export class LiveStream {
+export class LiveStream extends TokenStream {
   constructor(api, { onEvent, onState, onOpen, onAuthFailure }) {
-    this.api = api;
-    this.handlers = { onEvent, onState, onOpen, onAuthFailure };
-    this.source = null;
-    this.retry = 0;
-    this.opened = false;
-    this.stopped = false;
-    this.timer = null;
-  }
-
-  async start() {
-    if (this.stopped) return;
-    this.handlers.onState(this.opened ? "reconnecting" : "connecting");
-    let session;
-    try {
-      session = await this.api.session();
-    } catch (err) {
-      if (err.status === 401 || err.status === 403) {
-        this.handlers.onAuthFailure(err);
-        return;
-      }
-      this.scheduleRetry();
-      return;
-    }
-    const source = new EventSource(`/api/v1/dashboard/events?token=${encodeURIComponent(session.token)}`);
-    this.source = source;
-    source.onmessage = (event) => this.dispatch(event);
-    source.onerror = () => {
-      // The token only opens a stream: a reconnect needs a new one, so always do it ourselves.
-      if (source !== this.source) return;
-      source.close();
-      this.source = null;
-      this.scheduleRetry();
-    };
-  }
-
-  // Each event is {kind, store, at, dropped, data}; the handlers get the change's data with
-  // store, at and dropped merged in (the envelope wins: data cannot fake its store).
-  dispatch(event) {
-    let body;
-    try {
-      body = JSON.parse(event.data);
-    } catch {
-      return; // not JSON: nothing we could show
-    }
-    if (!body || typeof body.kind !== "string") return;
-    const kind = body.kind;
-    const data = { ...(body.data ?? {}), store: body.store, at: body.at, dropped: body.dropped };
-    if (kind === "hello") {
-      const reconnected = this.opened;
-      this.opened = true;
-      this.retry = 0;
-      this.handlers.onState("live");
-      this.handlers.onOpen(reconnected);
-      return;
-    }
-    this.handlers.onEvent(kind, data);
-  }
-
-  scheduleRetry() {
-    if (this.stopped) return;
-    this.handlers.onState("reconnecting");
-    const delay = Math.min(15000, 500 * 2 ** this.retry);
-    this.retry += 1;
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.start(), delay);
-  }
-
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.source?.close();
-    this.source = null;
+    super("/api/v1/dashboard/events", async () => (await api.session()).token, {
+      onEvent: (body) => {
+        if (!body || typeof body.kind !== "string" || body.kind === "hello") return;
+        onEvent(body.kind, { ...(body.data ?? {}), store: body.store, at: body.at, dropped: body.dropped });
+      },
+      onState,
+      onOpen,
+      onAuthFailure,
+    });
   }
 }

@@ -128,14 +128,17 @@ export class ActionQueue {
 
 /**
  * A self-healing event stream opened with a one-use token (EventSource cannot send the
- * key). `openToken()` returns the token; `onEvent(body)` gets each parsed event.
+ * key, and a token opens one stream only, so every reconnect is ours). `openToken()`
+ * returns the token; `onEvent(body)` gets each parsed event; `onOpen(reconnected)` lets
+ * the caller re-read what it may have missed while disconnected.
  */
 export class TokenStream {
-  constructor(url, openToken, { onEvent, onState, onAuthFailure }) {
+  constructor(url, openToken, { onEvent, onState, onOpen, onAuthFailure }) {
     this.url = url;
     this.openToken = openToken;
-    this.handlers = { onEvent, onState, onAuthFailure };
+    this.handlers = { onEvent, onState, onOpen, onAuthFailure };
     this.retry = 0;
+    this.opened = false;
     this.stopped = false;
     this.source = null;
     this.timer = null;
@@ -143,7 +146,7 @@ export class TokenStream {
 
   async start() {
     if (this.stopped) return;
-    this.handlers.onState?.("connecting");
+    this.handlers.onState?.(this.opened ? "reconnecting" : "connecting");
     let token;
     try {
       token = await this.openToken();
@@ -165,8 +168,11 @@ export class TokenStream {
         return;
       }
       if (body?.kind === "hello") {
+        const reconnected = this.opened;
+        this.opened = true;
         this.retry = 0;
         this.handlers.onState?.("live");
+        this.handlers.onOpen?.(reconnected);
       }
       this.handlers.onEvent(body);
     };
