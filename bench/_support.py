@@ -46,6 +46,13 @@ class Mosquitto:
         self.stop()
         raise RuntimeError("mosquitto did not start")
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the broker has used so far."""
+        import psutil
+
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -112,6 +119,23 @@ class Postgres:
             capture_output=True,
         )
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) of the server so far: the postmaster and every process
+        it runs now (backends, WAL writer, checkpointer). A backend that has exited is not
+        counted, so measure over a window in which the clients keep their connections."""
+        import psutil
+
+        pid = int((Path(self.data) / "postmaster.pid").read_text().split()[0])
+        server = psutil.Process(pid)
+        total = 0.0
+        for process in [server, *server.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
 
     def stop(self) -> None:
         subprocess.run(

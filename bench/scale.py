@@ -70,6 +70,8 @@ class Point:
     # seconds from the generator's start (every store connecting and sending its birth at
     # once, as after a broker restart) until the cloud had applied every birth, and until
     # it had caught up (lag 0); None: not within the run
+    postgres_cpu_percent: float = 0.0  # the database server, all its processes
+    broker_cpu_percent: float = 0.0
     births_s: float | None = None
     catch_up_s: float | None = None
     window_from_s: float = 0.0  # when the measured window began, on the same clock
@@ -239,9 +241,11 @@ def measure(
                 start_at = started + max(CONNECT_MIN_S, stores * CONNECT_S_PER_STORE)
                 _wait_until(start_at + warmup_s)
                 before = (clouds.cpu_s(), clouds.total("storegate_messages_ingested_total"))
+                servers_before = (postgres.cpu_s(), broker.cpu_s())
                 t0 = time.monotonic()
                 _wait_until(start_at + warmup_s + window_s)
                 after = (clouds.cpu_s(), clouds.total("storegate_messages_ingested_total"))
+                servers_after = (postgres.cpu_s(), broker.cpu_s())
                 elapsed = time.monotonic() - t0
                 rss = clouds.rss()
                 load = os.getloadavg()
@@ -259,6 +263,8 @@ def measure(
         stores=stores,
         replay=result,
         cloud_cpu_percent=(after[0] - before[0]) / elapsed * 100,
+        postgres_cpu_percent=(servers_after[0] - servers_before[0]) / elapsed * 100,
+        broker_cpu_percent=(servers_after[1] - servers_before[1]) / elapsed * 100,
         cloud_rss_mib=rss / 2**20,
         ingested_per_s=(after[1] - before[1]) / elapsed,
         dead_letters=dead,
@@ -344,6 +350,17 @@ def rows_for(
         row(f"cloud CPU, {label}", [p.cloud_cpu_percent for p in points], "% of a core"),
         row(f"cloud CPU per message, {label}", cpu_per_message, "ms", **extra_cpu),
         row(f"cloud RSS, {label}", [p.cloud_rss_mib for p in points], "MiB"),
+        row(
+            f"PostgreSQL CPU (server, all processes), {label}",
+            [p.postgres_cpu_percent for p in points],
+            "% of a core",
+        ),
+        row(
+            f"PostgreSQL CPU per message, {label}",
+            [p.postgres_cpu_percent * 10 / p.ingested_per_s for p in points if p.ingested_per_s],
+            "ms",
+        ),
+        row(f"Mosquitto CPU, {label}", [p.broker_cpu_percent for p in points], "% of a core"),
         row(
             f"dead letters + resyncs, {label}",
             [p.dead_letters + p.resyncs for p in points],
