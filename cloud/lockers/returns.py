@@ -21,7 +21,9 @@
    once all are read and the compartment is emptied, the return is `return_completed`.
 
 A return that expires before the drop-off (the edge's `return_expired`, or the cloud's
-expiry sweep for an edge offline then), or that the edge refuses, gives its items back:
+expiry sweep for an edge offline then), that the edge refuses, or that the shopper or staff
+call off (`POST /api/v1/orders/{id}/locker-return/cancel`, which sends the edge
+`locker.release` so the code opens nothing any more), gives its items back:
 their `expected` rows are removed, so the shopper may start again (or bring them to the
 counter). A drop-off reported after the sweep gave up wins: the return is
 `returned_in_locker` again, with its items.
@@ -60,8 +62,11 @@ RETURN = "locker.return"
 ACTIVE = ("requested", "return_pending", "returned_in_locker")
 # Returns whose items the cloud still waits for.
 _OPEN = (*ACTIVE, "emptied")
-# Returns an edge event may still concern (an expired one: a drop-off reported late).
-_SEEN = (*_OPEN, "expired")
+# Returns an edge event may still concern (an expired or called-off one: a drop-off
+# reported late, made before the edge had the release).
+_SEEN = (*_OPEN, "expired", "cancelled")
+# Returns the shopper or staff may still call off: nothing is in the compartment yet.
+_CANCELLABLE = ("requested", "return_pending")
 # The edge events a return follows.
 EVENT_CAUSES = frozenset({"returned_dropped", "return_emptied", "return_expired"})
 _ORDER_STATES_HOLDING = [
@@ -223,6 +228,51 @@ def add_return_routes(router: APIRouter, domain: LockersDomain) -> None:
                 "order %s: locker return %d into %s/%s", order_id, return_id, bank, compartment
             )
             return {**shown, "code": dropoff_code(key, grant, config.code_digits)}
+
+    @router.post("/orders/{order_id}/locker-return/cancel", responses=error_responses(404, 409))
+    async def cancel_locker_return(order_id: str, principal: Shopping) -> dict[str, Any]:
+        """Call off the order's locker return before anything is dropped off: the edge is
+        told to free the compartment (its drop-off code opens nothing any more) and the
+        items are given back. 409 once a parcel is in the compartment (staff empty it)."""
+        async with domain.transaction() as tx:
+            order = await orders.load(tx, order_id)
+            if order is None or not principal.may_see(order.store_id):
+                raise ApiError(404, "not_found", f"order {order_id!r} does not exist")
+            t = tables.locker_returns
+            row = (
+                await tx.connection.execute(
+                    select(t)
+                    .where(t.c.order_id == order_id, t.c.state.in_(ACTIVE))
+                    .order_by(t.c.id.desc())
+                    .limit(1)
+                )
+            ).first()
+            if row is None:
+                raise ApiError(409, "conflict", f"order {order_id} has no locker return under way")
+            if row.state not in _CANCELLABLE:
+                raise ApiError(
+                    409,
+                    "conflict",
+                    f"locker return {row.id} is {row.state}: the parcel is in"
+                    f" {row.bank}/{row.compartment}, staff empty it",
+                )
+            await commands.send(
+                tx,
+                store=row.store_id,
+                node=row.node_id,
+                bank=row.bank,
+                compartment=row.compartment,
+                name=commands.RELEASE,
+                args={"order_ref": order_id},
+                expiry_s=domain.options.command_expiry_s,
+                order_id=order_id,
+            )
+            await _give_back_items(tx, row)
+            reason = f"called off by {principal.name}"
+            await _move(tx, row, "cancelled", reason=reason)
+            log.info("order %s: locker return %d %s", order_id, row.id, reason)
+            fresh = (await tx.connection.execute(select(t).where(t.c.id == row.id))).one()
+            return view(fresh)
 
     @router.get("/stores/{store}/lockers/returns")
     async def list_locker_returns(
@@ -413,14 +463,17 @@ async def on_event(tx: DomainTx, store: str, bank: str, event: CompartmentEvent)
         "requested",
         "return_pending",
         "expired",
+        "cancelled",
     ):
         # `requested`: the drop-off event overtook the ack; `expired`: the cloud's sweep
-        # gave up while the node was offline. It happened all the same: the locker wins.
-        if row.state == "expired":
+        # gave up while the node was offline; `cancelled`: the parcel went in before the
+        # edge had the release. It happened all the same: the locker wins.
+        if row.state in ("expired", "cancelled"):
             log.warning(
-                "locker return %d of order %s: dropped off, reported after the cloud expired it",
+                "locker return %d of order %s: dropped off, reported after it was %s",
                 row.id,
                 row.order_id,
+                row.state,
             )
             await _take_back_items(tx, row)
         await _move(tx, row, "returned_in_locker", dropped_at=event.at, reason=None)

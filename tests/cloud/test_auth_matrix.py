@@ -111,6 +111,7 @@ POLICY: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/api/v1/orders/{order_id}/returns"): {OPS, STAFF, SHOPPER},
     # locker returns (cloud/lockers/returns.py): shopper or staff start one, staff see tasks
     ("POST", "/api/v1/orders/{order_id}/locker-return"): {OPS, STAFF, SHOPPER},
+    ("POST", "/api/v1/orders/{order_id}/locker-return/cancel"): {OPS, STAFF, SHOPPER},
     ("GET", "/api/v1/stores/{store}/lockers/returns"): READERS,
     # offers: shoppers (consent, tokens) belong to the app; campaigns to ops; staff read
     ("PUT", "/api/v1/shoppers/{shopper_id}"): {OPS, SHOPPER},

@@ -241,3 +241,29 @@ async def test_an_expired_drop_off_code_opens_nothing(tmp_path: Path) -> None:
     finally:
         await sim.close()
     assert ctx.causes("0-01") == ["return_reserved", "return_expired"]
+
+
+async def test_a_called_off_return_frees_the_compartment_and_its_code_opens_nothing(
+    tmp_path: Path,
+) -> None:
+    bank = LockerBank(1, 4)
+    sim = LockerSimulator(bank)
+    await sim.start_pty()
+    ctx = RecordingContext()
+    driver = cu16_driver(f"pty://{sim.serial_path}")
+    try:
+        async with running(driver, ctx):
+            grant = await start_return(driver, "0-03", seq=9, hold=timedelta(hours=1))
+            # another order's release is not this return's
+            other = command("locker.release", compartment="0-03", order_ref="order-2")
+            assert (await driver.handle_command(other)).ok
+            assert state_of(driver, "0-03") is S.RETURN_PENDING
+            release = command("locker.release", compartment="0-03", order_ref="order-1")
+            assert (await driver.handle_command(release)).ok
+            assert state_of(driver, "0-03") is S.AVAILABLE
+            assert driver.grant_for("0-03") is None
+            assert not await driver.enter_code(dropoff_code(key(), grant))
+            assert bank.lock(0, 2).unlocks == 0
+    finally:
+        await sim.close()
+    assert ctx.causes("0-03") == ["return_reserved", "released"]

@@ -223,3 +223,40 @@ def test_compartment_sizes_are_checked_in_the_config() -> None:
         LockersOptions(banks=[{**bank, "compartment_sizes": {"0-01": "huge"}}])
     with pytest.raises(ValidationError, match="compartment_sizes"):
         LockersOptions(banks=[{**bank, "compartment_sizes": {"0 01": "small"}}])
+
+
+async def test_a_return_called_off_frees_the_compartment_and_a_late_drop_off_still_wins(
+    setup: Setup,
+) -> None:
+    order_id, _ = await collected_order(setup)
+    cancel = f"/api/v1/orders/{order_id}/locker-return/cancel"
+    nothing = await setup.call("POST", cancel, SHOPPER_KEY, expect=409)
+    assert "no locker return under way" in nothing["detail"]
+    # called off before the edge even acked it (requested)
+    first = await start(setup, order_id, {"epc": EPC_A})
+    called_off = await setup.call("POST", cancel, SHOPPER_KEY)
+    assert (called_off["id"], called_off["state"]) == (first["id"], "cancelled")
+    assert called_off["reason"].startswith("called off by")
+    release = setup.commands()[-1]
+    assert release.name == "locker.release"
+    assert (release.args["compartment"], release.args["order_ref"]) == (
+        first["compartment"],
+        order_id,
+    )
+    shown = await setup.order(order_id)
+    assert (shown["return_status"], shown["returns"]) == ("cancelled", [])
+    again = await setup.call("POST", cancel, SHOPPER_KEY, expect=409)
+    assert "no locker return under way" in again["detail"]
+    # called off while pending at the edge; the parcel went in before the release reached
+    # it: the edge keeps it and reports the drop-off, which wins over the cancel
+    second = await start(setup, order_id, {"epc": EPC_A})
+    await setup.ack(setup.commands()[-1], AckStatus.DONE)
+    assert (await setup.call("POST", cancel, STAFF_KEY))["state"] == "cancelled"
+    assert (await setup.order(order_id))["returns"] == []
+    await setup.events(second["compartment"], ("returned_dropped", C.RETURN_DROPPED))
+    shown = await setup.order(order_id)
+    assert shown["return_status"] == "returned_in_locker"
+    assert [(r["epc"], r["status"]) for r in shown["returns"]] == [(EPC_A, "expected")]
+    # a parcel in the compartment cannot be called off: staff empty it
+    refused = await setup.call("POST", cancel, SHOPPER_KEY, expect=409)
+    assert "staff empty it" in refused["detail"]
