@@ -267,3 +267,50 @@ async def test_ops_see_what_happened_before_and_acknowledge_an_alert(
     await fits_the_screen(page)
     await page.screenshot(path=str(app_artifacts / f"ops-{viewport}.png"), full_page=True)
     assert errors.errors == []
+
+
+async def test_staff_empty_a_compartment_a_shopper_returned_items_into(
+    rig: Rig, edge: EdgePublisher, browser: BrowserContext, app_artifacts: Path
+) -> None:
+    """A collected order returned into a locker (drop-off code on the keypad pty): the staff
+    app lists "empty compartment …" in its Tasks tab, and its button opens that door at the
+    edge."""
+    edge.send(shelf_count(4, 1))
+    order_id, code = await rig.ready_order(lock=2)
+    await rig.person().collect(rig.driver.simulator, 0, 2, code)
+    await rig.wait_state(order_id, "collected")
+    started = await rig.call(
+        "POST",
+        f"/api/v1/orders/{order_id}/locker-return",
+        SHOPPER_KEY,
+        expect=201,
+        json={"items": [{"epc": "3034257BF7194E4000000021"}]},
+    )
+    compartment = started["compartment"]
+    lock = int(compartment.split("-")[1]) - 1
+    await rig.eventually(
+        lambda: rig.order(order_id), lambda o: o["return_status"] == "return_pending", "pending"
+    )
+    await rig.person().drop_off(rig.driver.simulator, 0, lock, started["code"])
+    await rig.eventually(
+        lambda: rig.order(order_id),
+        lambda o: o["return_status"] == "returned_in_locker",
+        "dropped off",
+    )
+    errors = ConsoleErrors()
+    page = await open_page(browser, "phone", errors)
+    await page.goto(f"http://127.0.0.1:{rig.cloud.api_port}/staff")
+    await page.fill("#key", STAFF_KEY)
+    await page.click("#login button[type=submit]")
+    await page.click('#tabs [data-tab="tasks"]')
+    card = page.locator(f'#locker-returns li[data-locker-return="{started["id"]}"]')
+    await card.locator("h3", has_text=f"Empty compartment {BANK}/{compartment}").wait_for()
+    await card.locator(".meta", has_text=f"order {order_id}").wait_for()
+    await fits_the_screen(page)
+    await page.screenshot(path=str(app_artifacts / "staff-locker-return-phone.png"))
+    seen = rig.driver.compartments[compartment]
+    assert not seen.door_open
+    await card.locator('[data-action="open-return"]').click()
+    await page.locator("#notice", has_text=f"Opening {BANK}/{compartment}").wait_for()
+    await rig.eventually(lambda: seen.door_open, bool, "the edge opened the door")
+    assert errors.errors == []

@@ -1,8 +1,9 @@
 // The staff app: find a product and where it is, pick and stage online orders, replenish,
-// handle alerts. Actions taken offline wait in a queue (client.js) and go out when the
-// store's Wi-Fi is back. Features another cloud release brings (the orders lifecycle,
-// replenishment tasks) are found in the cloud's OpenAPI document; a panel whose route the
-// cloud lacks is hidden, and order actions fall back to today's locker order routes.
+// empty the locker compartments shoppers returned items into, handle alerts. Actions taken
+// offline wait in a queue (client.js) and go out when the store's Wi-Fi is back. Features
+// another cloud release brings (the orders lifecycle, replenishment tasks, locker returns)
+// are found in the cloud's OpenAPI document; a panel whose route the cloud lacks is hidden,
+// and order actions fall back to today's locker order routes.
 import { ActionQueue, ApiFailure, Client, enc, explainFailure, installWorker, notice, q, watchNetwork } from "./client.js";
 import { h, ago } from "./dom.js";
 import { Catalogue, FINAL_STATES, READY_STATES, orderLabel, price, productTitle } from "./labels.js";
@@ -309,6 +310,37 @@ async function taskDone(t) {
   await loadTasks();
 }
 
+// Returns a shopper dropped into a locker compartment: staff open it and take the parcel
+// out (the items go back to stock when RFID reads them in).
+async function loadLockerReturns() {
+  const block = $("locker-returns-block");
+  if (!app.store || !has("GET", "/api/v1/stores/{store}/lockers/returns")) { block.hidden = true; return; }
+  let waiting;
+  try {
+    waiting = await app.client.get(`/api/v1/stores/${enc(app.store)}/lockers/returns?${q({ state: "returned_in_locker", limit: 100 })}`);
+  } catch (err) {
+    if (err.missingRoute) { block.hidden = true; return; }
+    notice(`Locker returns: ${explain(err)}`, "bad");
+    return;
+  }
+  block.hidden = false;
+  const cards = waiting.map((r) => h("li", { class: "card", dataset: { lockerReturn: r.id } },
+    h("h3", {}, `Empty compartment ${r.bank}/${r.compartment}`),
+    h("div", { class: "meta" }, [`order ${r.order_id}`, `${r.items.length} item${r.items.length === 1 ? "" : "s"}`, r.dropped_at ? `dropped off ${ago(r.dropped_at)}` : null].filter(Boolean).join(" · ")),
+    h("div", { class: "actions" }, h("button", { class: "button primary", type: "button", dataset: { action: "open-return" }, onclick: () => openReturn(r) }, "Open compartment"))));
+  $("locker-returns").replaceChildren(...(cards.length ? cards : [h("li", { class: "empty" }, "No return waits in a locker.")]));
+}
+
+async function openReturn(r) {
+  const where = `${r.bank}/${r.compartment}`;
+  try {
+    const answer = await app.queue.send(`open ${where}`, "POST", `/api/v1/stores/${enc(app.store)}/lockers/${enc(r.bank)}/${enc(r.compartment)}/open`, {});
+    notice(answer?.queued ? `Offline: ${where} opens when the network is back.` : `Opening ${where}: take the parcel out and shut the door.`, answer?.queued ? "info" : "ok");
+  } catch (err) {
+    notice(`Could not open ${where}: ${explain(err)}`, "bad");
+  }
+}
+
 // ------------------------------------------------------------------ alerts
 
 async function loadAlerts() {
@@ -374,7 +406,7 @@ function selectTab(name) {
 function refresh() {
   if (!app.client) return;
   if (app.tab === "orders") loadOrders();
-  if (app.tab === "tasks") loadTasks();
+  if (app.tab === "tasks") { loadTasks(); loadLockerReturns(); }
   loadAlerts(); // the badge counts open alerts whatever the tab
 }
 
@@ -385,7 +417,7 @@ async function learnRoutes() {
   } catch {
     app.routes = new Set(); // offline: today's routes only
   }
-  if (!has("GET", "/api/v1/stores/{store}/tasks")) hideTab("tasks");
+  if (!has("GET", "/api/v1/stores/{store}/tasks") && !has("GET", "/api/v1/stores/{store}/lockers/returns")) hideTab("tasks");
 }
 
 async function signIn(key) {
@@ -447,7 +479,7 @@ function init() {
     button.addEventListener("click", () => selectTab(button.dataset.tab));
   }
   $("orders-refresh").addEventListener("click", loadOrders);
-  $("tasks-refresh").addEventListener("click", loadTasks);
+  $("tasks-refresh").addEventListener("click", () => { loadTasks(); loadLockerReturns(); });
   $("alerts-refresh").addEventListener("click", loadAlerts);
   setInterval(refresh, 30_000);
   const saved = localStorage.getItem(KEY_STORAGE);
