@@ -71,6 +71,17 @@ class OrderItemOut(BaseModel):
     product: dict[str, Any] | None = Field(description="the catalogue's product, if known")
 
 
+class LockerReturnSummary(BaseModel):
+    """The order's newest return into a locker compartment (never its drop-off code)."""
+
+    id: int
+    state: str
+    bank: str
+    compartment: str
+    expires_at: ApiTimestamp
+    reason: str | None
+
+
 class OrderSummary(BaseModel):
     order_id: str
     store: str
@@ -82,6 +93,7 @@ class OrderSummary(BaseModel):
     code_issued: bool
     created_at: ApiTimestamp
     updated_at: ApiTimestamp
+    locker_return: LockerReturnSummary | None = None
 
 
 class OfferSummary(BaseModel):
@@ -103,7 +115,35 @@ async def _items(connection: AsyncConnection, rows: Sequence[Any]) -> dict[str, 
     return await products.names(connection, gtins)
 
 
-def _order(row: Any, catalogue: dict[str, dict[str, Any]]) -> OrderSummary:
+async def _locker_returns(
+    connection: AsyncConnection, rows: Sequence[Any]
+) -> dict[str, LockerReturnSummary]:
+    """Each collected order's newest locker return (one query for a page of orders)."""
+    ids = [row.order_id for row in rows if row.state == "collected"]
+    if not ids:
+        return {}
+    t = lockers.locker_returns
+    found = (
+        await connection.execute(select(t).where(t.c.order_id.in_(ids)).order_by(t.c.id))
+    ).all()
+    return {
+        r.order_id: LockerReturnSummary(
+            id=r.id,
+            state=r.state,
+            bank=r.bank,
+            compartment=r.compartment,
+            expires_at=r.expires_at,
+            reason=r.reason,
+        )
+        for r in found  # in id order: the newest one wins
+    }
+
+
+def _order(
+    row: Any,
+    catalogue: dict[str, dict[str, Any]],
+    returns: dict[str, LockerReturnSummary],
+) -> OrderSummary:
     return OrderSummary(
         order_id=row.order_id,
         store=row.store_id,
@@ -122,6 +162,7 @@ def _order(row: Any, catalogue: dict[str, dict[str, Any]]) -> OrderSummary:
         code_issued=row.code_issued_at is not None,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        locker_return=returns.get(row.order_id),
     )
 
 
@@ -148,7 +189,8 @@ async def _orders(engine: AsyncEngine, where: Any, limit: int) -> list[OrderSumm
     async with engine.connect() as connection:
         rows = (await connection.execute(query)).all()
         catalogue = await _items(connection, rows)
-    return [_order(row, catalogue) for row in rows]
+        returns = await _locker_returns(connection, rows)
+    return [_order(row, catalogue, returns) for row in rows]
 
 
 async def _offers(engine: AsyncEngine, where: Any, limit: int) -> list[OfferSummary]:
@@ -184,7 +226,8 @@ async def shopper_event(
             if row is None or row.shopper != shopper_inbox(shopper_id):
                 return None
             catalogue = await _items(connection, [row])
-        return {"kind": "order", "data": _order(row, catalogue).model_dump(mode="json")}
+            returns = await _locker_returns(connection, [row])
+        return {"kind": "order", "data": _order(row, catalogue, returns).model_dump(mode="json")}
     return None
 
 

@@ -19,12 +19,14 @@ import zxingcpp
 from playwright.async_api import BrowserContext, Page, expect
 
 from cloud.broker.policy import shopper_inbox
-from protocols.messages import CountDelta, RfidEvents, utc_now
+from protocols.messages import CountDelta, ItemEventKind, RfidEvents, utc_now
 from protocols.pickup import parse_qr
 from tests.apps.conftest import SHELF, VIEWPORTS, ConsoleErrors
 from tests.dashboard.edge import EdgePublisher
+from tests.lockers_e2e.rfid_node import RfidNode
 from tests.lockers_e2e.rig import BANK, GTIN, NODE, OPS_KEY, SHOPPER_KEY, STAFF_KEY, STORE, Rig
 from tests.offers.helpers import TOKEN, presence, reset_seqs
+from tests.servers import MosquittoBroker
 
 VIEWPORT_NAMES = sorted(VIEWPORTS)
 
@@ -313,4 +315,73 @@ async def test_staff_empty_a_compartment_a_shopper_returned_items_into(
     await card.locator('[data-action="open-return"]').click()
     await page.locator("#notice", has_text=f"Opening {BANK}/{compartment}").wait_for()
     await rig.eventually(lambda: seen.door_open, bool, "the edge opened the door")
+    assert errors.errors == []
+
+
+async def test_shopper_returns_a_collected_order_into_a_locker(
+    rig: Rig, mosquitto_broker: MosquittoBroker, browser: BrowserContext, app_artifacts: Path
+) -> None:
+    """A collected order whose EPC staff scanned at picking: the app starts a locker return,
+    shows the drop-off code once (and again after a reload), the code typed on the keypad
+    pty opens the door, and the app follows the return live to "in the locker"."""
+    reset_seqs()
+    shopper, epc = "shopper-returns", "3034257BF7194E4000000031"
+    rfid = RfidNode(mosquitto_broker.host, mosquitto_broker.port, STORE)
+    try:
+        await rfid.birth({})
+        await rfid.items(ItemEventKind.ARRIVED, GTIN, SHELF, epc)
+        order_id = await place_order(rig, shopper_inbox(shopper))
+        await rig.call("POST", f"/api/v1/orders/{order_id}/pick")
+        body = {"method": "locker", "bank": BANK, "compartment": "0-02", "epcs": [epc]}
+        staged = await rig.eventually(  # until the cloud has seen the EPC on the shelf
+            lambda: rig.http.post(
+                f"/api/v1/orders/{order_id}/stage",
+                headers={"Authorization": f"Bearer {STAFF_KEY}"},
+                json=body,
+            ),
+            lambda r: r.status_code == 200,
+            "the order staged with its EPC",
+        )
+        assert staged.json()["compartment"] == "0-02"
+        await rig.wait_state(order_id, "assigned")
+        await rig.call(
+            "POST", f"/api/v1/stores/{STORE}/lockers/{BANK}/0-02/open-for-loading", expect=202
+        )
+        await rig.person().load(0, 1)
+        await rig.wait_state(order_id, "ready_for_pickup")
+        pickup = await rig.call("POST", f"/api/v1/orders/{order_id}/pickup-code", SHOPPER_KEY)
+        await rig.person().collect(rig.driver.simulator, 0, 1, pickup["code"])
+        await rig.wait_state(order_id, "collected")
+    finally:
+        rfid.close()
+
+    errors = ConsoleErrors()
+    page = await open_page(browser, "phone", errors)
+    await page.goto(f"http://127.0.0.1:{rig.cloud.api_port}/app")
+    await page.fill("#shopper", shopper)
+    await page.fill("#key", SHOPPER_KEY)
+    await page.click("#login button[type=submit]")
+    await page.locator("#live", has_text="live").wait_for()
+    card = page.locator(f'#orders li[data-order="{order_id}"][data-state="collected"]')
+    await card.locator('[data-action="locker-return"]').click()
+    dropoff = card.locator(".dropoff-code")
+    await dropoff.wait_for()
+    code = (await dropoff.text_content() or "").strip()
+    assert re.fullmatch(r"\d{8}", code), code
+    (started,) = (await rig.order(order_id))["locker_returns"]
+    compartment = started["compartment"]
+    await card.locator(
+        "[data-return-state]", has_text=f"locker {BANK}, door {compartment}"
+    ).wait_for()
+    # shown once by the cloud; the app keeps it for a reload
+    await page.reload()
+    await card.locator(".dropoff-code", has_text=code).wait_for()
+    await card.locator('[data-return-state="return_pending"]').wait_for(timeout=10_000)
+    await fits_the_screen(page)
+    await page.screenshot(path=str(app_artifacts / "shopper-return-phone.png"), full_page=True)
+    lock = int(compartment.split("-")[1]) - 1
+    await rig.person().drop_off(rig.driver.simulator, 0, lock, code)
+    await card.locator('[data-return-state="returned_in_locker"]').wait_for(timeout=10_000)
+    await expect(card.locator(".dropoff-code")).to_have_count(0)
+    assert not await card.locator('[data-action="locker-return"]').count()
     assert errors.errors == []

@@ -1,5 +1,6 @@
 // The shopper app: consent to offers (and withdraw it), offers arriving live while in the
-// store, orders with their status, pickup code and QR, cancel and "I'm here".
+// store, orders with their status, pickup code and QR, cancel and "I'm here", and returning
+// a collected order into a locker compartment (drop-off code).
 // Live updates come over the cloud's shopper stream (/api/v1/app/events, opened with a
 // one-use token), which carries only this shopper's offers and orders.
 import { ActionQueue, ApiFailure, Client, TokenStream, enc, explainFailure, installWorker, notice, watchNetwork } from "./client.js";
@@ -109,6 +110,63 @@ async function openOffer(o) {
 
 // ------------------------------------------------------------------ orders
 
+const RETURN_LABELS = {
+  requested: "Return: asking the locker for a door…",
+  return_pending: "Return: drop it off",
+  returned_in_locker: "Returned: in the locker",
+  emptied: "Returned: being checked in",
+  return_completed: "Return complete",
+  failed: "Return failed",
+  expired: "Return expired",
+  cancelled: "Return called off",
+};
+const RETURN_OPEN = new Set(["requested", "return_pending"]); // the drop-off code still works
+const RETURN_AGAIN = new Set(["failed", "expired", "cancelled"]); // a new return may start
+
+function returnParts(o, codes) {
+  const ret = o.locker_return;
+  const state = o.state ?? o.status;
+  const buttons = [];
+  if (state === "collected" && (!ret || RETURN_AGAIN.has(ret.state)) && has("POST", "/api/v1/orders/{order_id}/locker-return")) {
+    buttons.push(h("button", { class: "button", type: "button", dataset: { action: "locker-return" }, onclick: () => startReturn(o) }, "Return to a locker"));
+  }
+  if (!ret) return { parts: [], buttons };
+  const open = RETURN_OPEN.has(ret.state);
+  if (open && has("POST", "/api/v1/orders/{order_id}/locker-return/cancel")) {
+    buttons.push(h("button", { class: "button ghost", type: "button", dataset: { action: "cancel-return" }, onclick: () => orderAction(o, "locker-return/cancel", "call off the return") }, "Call off the return"));
+  }
+  const code = codes[`return:${ret.id}`]?.code;
+  const parts = [
+    h("div", { class: "meta", dataset: { returnState: ret.state } },
+      RETURN_LABELS[ret.state] ?? ret.state.replaceAll("_", " "),
+      open ? `: locker ${ret.bank}, door ${ret.compartment}, until ${clock(ret.expires_at)}` : "",
+      ret.reason && RETURN_AGAIN.has(ret.state) ? ` (${ret.reason})` : ""),
+    open && code ? h("div", { class: "code-box" }, h("div", { class: "pickup-code dropoff-code", dataset: { code } }, code)) : null,
+    open && !code ? h("p", { class: "meta" }, "The drop-off code was shown on another device.") : null,
+  ];
+  return { parts, buttons };
+}
+
+async function startReturn(o) {
+  try {
+    // the items are the EPCs staff scanned when they picked the order
+    const detail = await app.client.get(`/api/v1/orders/${enc(o.order_id)}`);
+    const epcs = (detail.picked?.epcs ?? []).map((p) => p.epc);
+    if (!epcs.length) {
+      notice("This order's items were not scanned at picking: please return them at the counter.", "bad");
+      return;
+    }
+    const started = await app.client.post(`/api/v1/orders/${enc(o.order_id)}/locker-return`, { items: epcs.map((epc) => ({ epc })) });
+    // the cloud hands the drop-off code out once: keep it on this device to show it again
+    localStorage.setItem(CODES_STORAGE, JSON.stringify({ ...savedCodes(), [`return:${started.id}`]: { code: started.code } }));
+    o.locker_return = { id: started.id, state: started.state, bank: started.bank, compartment: started.compartment, expires_at: started.expires_at, reason: started.reason };
+    notice(`Your drop-off code opens locker ${started.bank}, door ${started.compartment}.`, "ok");
+  } catch (err) {
+    notice(`Could not start the return: ${explain(err)}`, "bad");
+  }
+  renderOrders();
+}
+
 function renderOrders() {
   const codes = savedCodes();
   const items = [...app.orders.values()].map((o) => {
@@ -121,10 +179,12 @@ function renderOrders() {
     if (ready && !code && !o.code_issued) buttons.push(h("button", { class: "button primary", type: "button", dataset: { action: "code" }, onclick: () => pickupCode(o) }, "Show pickup code"));
     if (ready && has("POST", "/api/v1/orders/{order_id}/arrived")) buttons.push(h("button", { class: "button", type: "button", dataset: { action: "arrived" }, onclick: () => orderAction(o, "arrived", "I'm here") }, "I'm here"));
     if (!FINAL_STATES.has(state) && has("POST", "/api/v1/orders/{order_id}/cancel")) buttons.push(h("button", { class: "button ghost", type: "button", dataset: { action: "cancel" }, onclick: () => orderAction(o, "cancel", "cancel the order") }, "Cancel order"));
+    const returned = returnParts(o, codes);
+    buttons.push(...returned.buttons);
     return h("li", { class: "card order", dataset: { order: o.order_id, state } },
       h("div", { class: "row-head" },
         h("h3", {}, `Order ${o.order_id.slice(0, 8)}`),
-        h("span", { class: "status-pill", dataset: { tone: ready ? "ok" : FINAL_STATES.has(state) ? "bad" : "info" } }, orderLabel(state))),
+        h("span", { class: "status-pill", dataset: { tone: ready || state === "collected" ? "ok" : FINAL_STATES.has(state) ? "bad" : "info" } }, orderLabel(state))),
       h("ul", { class: "lines" }, o.items.map((l) => h("li", {},
         h("span", {}, productTitle(l.product, l.gtin)), h("span", { class: "qty" }, `× ${l.quantity} ${price(l.product)}`)))),
       total ? h("div", { class: "meta" }, "Total ", h("span", { class: "price" }, price({ price: total, currency }))) : null,
@@ -132,7 +192,8 @@ function renderOrders() {
       code ? h("div", { class: "code-box" },
         h("div", { class: "pickup-code", dataset: { code: code.code } }, code.code),
         code.qr ? qrSvg(code.qr) : null) : null,
-      !code && o.code_issued ? h("p", { class: "meta" }, "The pickup code was shown on another device.") : null,
+      !code && o.code_issued && !FINAL_STATES.has(state) ? h("p", { class: "meta" }, "The pickup code was shown on another device.") : null,
+      ...returned.parts,
       buttons.length ? h("div", { class: "actions" }, buttons) : null);
   });
   $("orders").replaceChildren(...(items.length ? items : [h("li", { class: "empty" }, "No orders.")]));
