@@ -32,25 +32,31 @@ connection (`org.storegate.BlueZSimulator`) injects faults ("adapter goes silent
 adverts, and reports counters and ground truth; `SimulatorControl` is its client.
 
 Run: `python -m simulators.ble.bluez --new-bus --shoppers 5` prints `READY <bus address>`;
-point the edge at it with `DBUS_SYSTEM_BUS_ADDRESS=<bus address>`. From Python (tests,
-bench): `start_simulator(shoppers=..., beacons=...)` returns the address and a stop handle.
+point the edge at it with `DBUS_SYSTEM_BUS_ADDRESS=<bus address>`; `python -m
+simulators.ble.bluez ctl --bus <address> silent hci0` (or `stats`, `truth`) talks to it.
+From Python (tests, bench): `start_simulator(shoppers=..., beacons=...)` returns the
+address and a stop handle.
 """
 
 # No `from __future__ import annotations`: dbus_fast reads a string annotation as a D-Bus
 # signature, so the D-Bus members' annotations must stay real types.
 
 import argparse
+import array
 import asyncio
 import contextlib
+import fcntl
 import json
 import math
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -100,7 +106,10 @@ CONTROL_IFACE = "org.storegate.BlueZSimulator1"
 
 RSSI_THRESHOLD_DB = 8  # bluetoothd's RSSI_THRESHOLD when no client has a discovery filter
 MAX_DEVICES_PER_ADAPTER = 10_000  # more: the advert is dropped and counted
-MAX_PENDING_SIGNALS = 2_000  # unsent messages on our connection: drop adverts, count them
+SEND_BUFFER_BYTES = 4 << 20  # kernel send buffer of our bus connection
+# dbus_fast 5.2 drops its connection when a send would block (EAGAIN), so an advert is
+# dropped and counted instead whenever this many bytes are still waiting to be sent
+MAX_UNSENT_BYTES = SEND_BUFFER_BYTES // 4
 EDDYSTONE_UUID = "0000feaa-0000-1000-8000-00805f9b34fb"
 REFERENCE_NAMESPACE = bytes.fromhex("edd1ebeac04e5defa017")
 
@@ -597,7 +606,7 @@ class Adapter(ServiceInterface):
         if not self._accepted(rssi, uuids, filters, structures, monitors):
             self.stats.dropped_filtered += 1
             return False
-        if self.sim.backlog() > MAX_PENDING_SIGNALS:
+        if self.sim.backlog() > MAX_UNSENT_BYTES:
             self.stats.dropped_backlog += 1
             return False
         device = self.devices.get(address)
@@ -776,7 +785,7 @@ class BlueZSimulator:
         self._bluez_bus: MessageBus | None = None
         self._control_bus: MessageBus | None = None
         self.sim: StoreSimulation | None = None
-        self._t0 = 0.0
+        self._t0 = self._epoch = 0.0
 
     @property
     def bluez_bus(self) -> MessageBus:
@@ -790,15 +799,25 @@ class BlueZSimulator:
         return found
 
     def backlog(self) -> int:
-        # dbus_fast buffers unsent messages without bound; read its queue to bound it here
+        """Bytes written to our bus connection that dbus-daemon has not read yet, plus
+        dbus_fast's own queue (which it only uses once the socket was full)."""
+        sock = getattr(self._bluez_bus, "_sock", None)
         writer = getattr(self._bluez_bus, "_writer", None)
-        return len(getattr(writer, "messages", ()))
+        queued = len(getattr(writer, "messages", ())) * 1024
+        if sock is None:
+            return queued
+        unsent = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, unsent)
+        return unsent[0] + queued
 
     # -- lifecycle
 
     async def start(self) -> None:
         bus = await MessageBus(bus_address=self.address, bus_type=BusType.SYSTEM).connect()
         self._bluez_bus = bus
+        sock = getattr(bus, "_sock", None)
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         bus.add_message_handler(self._note_caller)
         count = self.world.adapters or len(self.plan.scanners)
         for index in range(count):
@@ -919,6 +938,7 @@ class BlueZSimulator:
         self.sim.add_random_shoppers(
             opts.shoppers, non_app=opts.non_app, within_s=max(opts.arrive_within_s, 1e-3)
         )
+        self._epoch = self.sim.start
         rng = random.Random(opts.seed)
         for i in range(opts.beacons):
             zone = self.plan.zones[i % len(self.plan.zones)]
@@ -928,8 +948,8 @@ class BlueZSimulator:
             self.beacons.append(beacon)
 
     def sim_time(self) -> float:
-        assert self.sim is not None
-        return self.sim.start + (time.monotonic() - self._t0) * self.world.speed
+        # from our own epoch: the world moves its `start` each time it sends new shoppers
+        return self._epoch + (time.monotonic() - self._t0) * self.world.speed
 
     def _deliver(self, adapter: str, device: BLEDevice, adv: AdvertisementData) -> None:
         target = self.adapters.get(adapter)
@@ -1013,7 +1033,10 @@ class SimulatorControl:
 
     @classmethod
     async def connect(cls, address: str) -> "SimulatorControl":
-        return cls(await MessageBus(bus_address=address).connect())
+        try:
+            return cls(await MessageBus(bus_address=address).connect())
+        except OSError as error:
+            raise RuntimeError(f"cannot connect to the bus at {address}: {error}") from None
 
     async def _call(self, member: str, signature: str = "", body: list[Any] | None = None) -> Any:
         reply = await self.bus.call(
@@ -1198,12 +1221,18 @@ async def serve(args: argparse.Namespace, address: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     runner = asyncio.create_task(simulator.run())
     stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    bus_gone = asyncio.create_task(simulator.bluez_bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
+    await asyncio.wait({runner, stopper, bus_gone}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
     try:
         if runner.done():
             runner.result()  # the world loop failed: say why
+        if bus_gone.done() and not stop.is_set():
+            # bluetoothd without its bus has nothing left to serve
+            error = None if bus_gone.cancelled() else bus_gone.exception()
+            raise RuntimeError(f"the bus at {address} went away ({error!r})")
     finally:
+        bus_gone.cancel()
         runner.cancel()
         simulator.stop()
 
@@ -1220,12 +1249,49 @@ def _bus_for(args: argparse.Namespace) -> Iterator[str]:
         bus.stop()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def parse_ctl_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators.ble.bluez ctl",
+        description="Talk to a running simulator: faults and counters.",
+    )
+    parser.add_argument("--bus", required=True, help="the address printed after READY")
+    actions = parser.add_subparsers(dest="action", required=True)
+    silent = actions.add_parser("silent", help="the adapter stops hearing adverts")
+    silent.add_argument("adapter", help="hci0, hci1, ...")
+    silent.add_argument(
+        "--recovers-on",
+        choices=["restart", "reset", "never"],
+        default="restart",
+        help="what brings it back: a new StartDiscovery, a power cycle, or nothing",
+    )
+    actions.add_parser("stats", help="per-adapter counters as JSON")
+    actions.add_parser("truth", help="the app phones' beacon ids and true zones as JSON")
+    return parser.parse_args(argv)
+
+
+async def ctl(args: argparse.Namespace) -> None:
+    control = await SimulatorControl.connect(args.bus)
     try:
+        if args.action == "silent":
+            await control.go_silent(args.adapter, args.recovers_on)
+        elif args.action == "stats":
+            print(json.dumps(await control.stats(), indent=2))
+        else:
+            print(json.dumps(await control.truth(), indent=2))
+    finally:
+        control.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["ctl"]:
+            asyncio.run(ctl(parse_ctl_args(argv[1:])))
+            return 0
+        args = parse_args(argv)
         with _bus_for(args) as address:
             asyncio.run(serve(args, address))
-    except RuntimeError as error:
+    except (RuntimeError, OSError) as error:
         print(f"bluez simulator: {error}", file=sys.stderr)
         return 1
     return 0

@@ -8,8 +8,12 @@ shortened through the options; asserts are about what happened, never how fast.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -410,3 +414,67 @@ async def test_killed_bluez_is_a_scanner_failure_not_a_crash(
     assert "hci0" in reason, reason
     assert "ServiceUnknown" in reason, reason
     await running.stop()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def run_module(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "simulators.ble.bluez", *argv],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def test_command_line_runs_on_its_own_bus_and_cleans_up() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simulators.ble.bluez", "--new-bus", "--shoppers", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # a hang here ends at pytest's timeout
+        assert line.startswith("READY unix:path="), line
+        address = line.split()[1]
+        socket = Path(address.removeprefix("unix:path=").split(",")[0])
+        assert socket.exists()
+        ctl = run_module("ctl", "--bus", address, "silent", "hci2")
+        assert ctl.returncode == 0, ctl.stderr
+        stats = json.loads(run_module("ctl", "--bus", address, "stats").stdout)
+        assert [name for name, s in stats.items() if s["silent"]] == ["hci2"]
+        ctl = run_module("ctl", "--bus", address, "silent", "hci9")
+        assert ctl.returncode == 1
+        assert "no adapter 'hci9'" in ctl.stderr
+    finally:
+        process.terminate()
+        assert process.wait(TIMEOUT) == 0
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert not socket.parent.exists(), "its private bus went with it"
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["--shoppers", "1"], "one of the arguments --bus --new-bus is required"),
+        (["--new-bus", "--shoppers", "-1"], "--shoppers must be within 0..100000"),
+        (["--new-bus", "--speed", "0"], "--speed must be > 0"),
+        (["ctl", "--bus", "unix:path=/nonexistent/bus", "stats"], "cannot connect to the bus"),
+    ],
+)
+def test_bad_command_lines_are_refused_with_a_reason(argv: list[str], reason: str) -> None:
+    result = run_module(*argv)
+    assert result.returncode in (1, 2)
+    assert reason in result.stderr
+
+
+def test_missing_dbus_daemon_is_a_clear_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(RuntimeError, match="install the Debian package dbus-daemon"):
+        BusDaemon.start()
