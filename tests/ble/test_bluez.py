@@ -478,3 +478,47 @@ def test_missing_dbus_daemon_is_a_clear_failure(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(RuntimeError, match="install the Debian package dbus-daemon"):
         BusDaemon.start()
+
+
+async def test_unseen_devices_are_removed_after_the_temporary_timeout(
+    sims: Simulators, control_of: Any
+) -> None:
+    sim = sims.start(shoppers=0, non_app=0, beacons=0, temporary_timeout_s=0.5)
+    control: SimulatorControl = await control_of(sim)
+    bus = await MessageBus(bus_address=sim.address).connect()
+    removed: list[str] = []
+
+    def on_signal(message: Message) -> None:
+        if message.member == "InterfacesRemoved":
+            removed.append(message.body[0])
+
+    bus.add_message_handler(on_signal)
+    try:
+        reply = await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=["type='signal',sender='org.bluez',member='InterfacesRemoved'"],
+            )
+        )
+        assert reply.error_name is None
+        assert (await bus.call(adapter_call("hci1", "StartDiscovery"))).error_name is None
+        assert await control.advertise("hci1", "6E:00:00:00:00:09", -60)
+        path = "/org/bluez/hci1/dev_6E_00_00_00_00_09"
+        objects = await bus.call(
+            Message(
+                destination="org.bluez",
+                path="/",
+                interface="org.freedesktop.DBus.ObjectManager",
+                member="GetManagedObjects",
+            )
+        )
+        assert "org.bluez.Device1" in objects.body[0][path]
+        await wait_for(lambda: removed == [path], "InterfacesRemoved of the device")
+        stats = await control.stats()
+        assert (stats["hci1"]["devices"], stats["hci1"]["devices_removed"]) == (0, 1)
+    finally:
+        bus.disconnect()
