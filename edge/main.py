@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from edge.config import create_drivers, load_edge_settings
+from edge.memory import tune_malloc
 from edge.runtime import EdgeRuntime
 from protocols.settings import ConfigError
 
@@ -21,6 +22,7 @@ def edge_version() -> str:
 
 def run_edge(config: Path | None) -> int:
     """Run until SIGTERM/SIGINT; refuses to start (exit 2) on an invalid config."""
+    tune_malloc()  # before the drivers' first buffers: see edge/memory.py
     try:
         settings = load_edge_settings(config)
         # Create every driver now: a bad option must stop the start, naming the field.

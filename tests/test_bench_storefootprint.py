@@ -14,7 +14,9 @@ from protocols.messages import DeviceKind, DriverHealth, DriverState, Health, Ou
 from tests.servers import MosquittoBroker
 
 
-def _heartbeat(seq: int, present: list[int], tracked: list[int]) -> bytes:
+def _heartbeat(
+    seq: int, present: list[int], tracked: list[int], locker: DriverState | None = None
+) -> bytes:
     return encode(
         Health(
             store=STORE,
@@ -36,7 +38,20 @@ def _heartbeat(seq: int, present: list[int], tracked: list[int]) -> bytes:
                     metrics={"items_present": float(p), "tags_tracked": float(t)},
                 )
                 for i, (p, t) in enumerate(zip(present, tracked, strict=True))
-            ],
+            ]
+            + (
+                []
+                if locker is None
+                else [
+                    DriverHealth(
+                        device="bank-a",
+                        kind=DeviceKind.LOCKER_BANK,
+                        state=locker,
+                        events_per_s=0.0,
+                        metrics={"compartments": 16.0, "polls": 40.0},
+                    )
+                ]
+            ),
         )
     )
 
@@ -58,10 +73,19 @@ def test_heartbeats_are_summed_over_the_readers(mosquitto_broker: MosquittoBroke
         client.publish(topic, _heartbeat(1, [100, 250], [110, 260]), qos=1).wait_for_publish(5)
         counts = watch.fresh(since, 5.0)
         assert counts is not None
-        assert (counts.present, counts.tracked) == (350, 370)
+        assert (counts.present, counts.tracked, counts.lockers_running) == (350, 370, 0)
+        # a locker bank has no items: not summed, counted only when RUNNING
+        for state, running in ((DriverState.RUNNING, 1), (DriverState.DEGRADED, 0)):
+            since = time.monotonic()
+            message = _heartbeat(2, [100, 250], [110, 260], locker=state)
+            client.publish(topic, message, qos=1).wait_for_publish(5)
+            counts = watch.fresh(since, 5.0)
+            assert counts is not None
+            assert (counts.present, counts.tracked, counts.lockers_running) == (350, 370, running)
         # a heartbeat without the readers' counts is not taken for zero items
         since = time.monotonic()
-        client.publish(topic, b'{"drivers": [{"metrics": {}}]}', qos=1).wait_for_publish(5)
+        bad = b'{"drivers": [{"kind": "rfid_reader", "state": "running", "metrics": {}}]}'
+        client.publish(topic, bad, qos=1).wait_for_publish(5)
         assert watch.fresh(since, 1.0) is None
         assert watch.errors
         assert "items_present" in watch.errors[-1]

@@ -35,6 +35,7 @@ from protocols.sizing import MAX_ENTRIES, WORST_CASE_SEQ, split_by_size, split_p
 
 MAX_BATCH = MAX_ENTRIES  # the contract's max items/counts per message; bytes bound them first
 MAX_UNSENT = 1_000  # batches kept while the runtime refuses them; then the oldest go
+FLUSH_CHUNK = 500  # item events made into models at a time (~0.6 KB each while they live)
 NO_RSSI_DBM = -80.0  # a weak default for a read that came without a peak RSSI
 
 
@@ -188,17 +189,46 @@ class ShelfReaderDriver(Driver):
         Batches the runtime could not take (ctx.emit raised) stay queued, in order, and go
         first next time, also after a restart of run(); past MAX_UNSENT the oldest are
         dropped and counted (the periodic snapshot then repairs the counts). Batches are
-        cut by encoded size (protocols.sizing), so a report of any number of tags fits."""
-        items = self.engine.drain_events()
+        cut by encoded size (protocols.sizing), so a report of any number of tags fits.
+
+        The events become message models FLUSH_CHUNK at a time, each chunk cut and emitted
+        before the next is built, so a store's arrival flood never exists as one list of
+        models; the count deltas go with the last chunk, after every item event, as when
+        the whole list was cut at once."""
+        chunks = (self.engine.pending_events + FLUSH_CHUNK - 1) // FLUSH_CHUNK
+        events = self.engine.drain_event_chunks(FLUSH_CHUNK)
         counts = self.engine.drain_counts()
-        if items or counts:
-            envelope = RfidEvents(
-                store=ctx.store, node=ctx.node, seq=WORST_CASE_SEQ, reader=self.device
+        if counts:
+            chunks = max(chunks, 1)
+        envelope = RfidEvents(
+            store=ctx.store, node=ctx.node, seq=WORST_CASE_SEQ, reader=self.device
+        )
+        for number in range(chunks):
+            last = number == chunks - 1
+            self._unsent.extend(
+                split_pair_by_size(next(events, []), counts if last else [], envelope)
             )
-            self._unsent.extend(split_pair_by_size(items, counts, envelope))
+            try:
+                self._send_unsent(ctx)
+            except BaseException:
+                # the runtime refused: what is not built yet is queued behind, in order
+                for later in range(number + 1, chunks):
+                    final = later == chunks - 1
+                    self._unsent.extend(
+                        split_pair_by_size(next(events, []), counts if final else [], envelope)
+                    )
+                self._bound_unsent()
+                raise
+        if not chunks:
+            self._send_unsent(ctx)
+
+    def _bound_unsent(self) -> None:
         while len(self._unsent) > MAX_UNSENT:
             self._unsent.popleft()
             self.dropped_batches += 1
+
+    def _send_unsent(self, ctx: DriverContext) -> None:
+        self._bound_unsent()
         while self._unsent:
             batch_items, batch_counts = self._unsent[0]
             ctx.emit(RfidEvents, reader=self.device, items=batch_items, counts=batch_counts)

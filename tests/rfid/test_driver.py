@@ -13,6 +13,7 @@ import pytest
 from edge.drivers.base import DeviceConfig, Priority
 from edge.drivers.registry import create_driver
 from edge.rfid.driver import InventoryOptions, LlrpDriver, LlrpOptions
+from edge.rfid.shelf_reader import FLUSH_CHUNK
 from protocols.messages import DeviceKind, DriverState, ItemEventKind, Message, RfidEvents
 from simulators.drivers.llrp import SimLlrpDriver
 from simulators.llrp.reader import SimulatedReader
@@ -231,3 +232,55 @@ async def test_run_raises_the_real_error_for_the_runtime_to_show() -> None:
         with pytest.raises(OSError, match="disk full"):
             await asyncio.wait_for(driver.run(FailingContext(failures=100)), 20)
     assert driver.metrics()["unsent_batches"] == 1  # kept for the restarted run()
+
+
+def _arrive(driver: LlrpDriver, tags: int) -> None:
+    """`tags` distinct items settle on shelf-1 (one GTIN, so count deltas come too)."""
+    epcs = [f"3074257BF7194E40{n:08X}" for n in range(tags)]
+    for second in range(6):
+        for epc in epcs:
+            driver.engine.observe(epc, 1, -50.0, second + 0.5)
+        driver.engine.tick(second + 1.0)
+
+
+@pytest.mark.parametrize(
+    ("tags", "messages"),
+    [(FLUSH_CHUNK - 1, 1), (FLUSH_CHUNK, 1), (FLUSH_CHUNK + 1, 2), (2 * FLUSH_CHUNK + 1, 3)],
+)
+def test_a_flood_goes_out_chunk_by_chunk_counts_last(tags: int, messages: int) -> None:
+    driver = LlrpDriver("reader-1", LlrpOptions(antennas={1: "shelf-1"}))
+    _arrive(driver, tags)
+    assert driver.engine.pending_events == tags
+    ctx = RecordingContext()
+    driver.flush(ctx)
+    sent = [m for m in ctx.messages if isinstance(m, RfidEvents)]
+    assert len(sent) == messages  # each chunk is far below a payload: one message a chunk
+    assert all(len(m.items) <= FLUSH_CHUNK for m in sent)
+    expected = [f"3074257BF7194E40{n:08X}" for n in range(tags)]
+    assert [epc for _, epc, _ in ctx.items()] == expected  # every event once, in order
+    assert [bool(m.counts) for m in sent] == [False] * (messages - 1) + [True]
+    assert ctx.counts() == {("shelf-1", sent[-1].counts[0].gtin): tags}
+    assert driver.engine.pending_events == 0
+
+
+def test_chunks_not_built_when_the_runtime_refused_are_queued_in_order() -> None:
+    driver = LlrpDriver("reader-1", LlrpOptions(antennas={1: "shelf-1"}))
+    _arrive(driver, 2 * FLUSH_CHUNK + 1)
+    ctx = FailingContext(failures=1)
+    with pytest.raises(OSError, match="disk full"):
+        driver.flush(ctx)
+    assert driver.metrics()["unsent_batches"] == 3  # the refused chunk and the two behind it
+    driver.flush(ctx)
+    assert len(ctx.items()) == 2 * FLUSH_CHUNK + 1
+    assert [epc for _, epc, _ in ctx.items()] == [
+        f"3074257BF7194E40{n:08X}" for n in range(2 * FLUSH_CHUNK + 1)
+    ]
+    sent = [m for m in ctx.messages if isinstance(m, RfidEvents)]
+    assert [bool(m.counts) for m in sent] == [False, False, True]
+    assert driver.metrics()["unsent_batches"] == 0
+
+
+def test_a_chunk_size_below_one_is_refused() -> None:
+    driver = LlrpDriver("reader-1", LlrpOptions(antennas={1: "shelf-1"}))
+    with pytest.raises(ValueError, match="at least 1"):
+        driver.engine.drain_event_chunks(0)
