@@ -25,6 +25,18 @@ an epoch. The rules (BRIEF §4; parameters in `PresenceConfig`):
   run of missed epochs the tag came back from, forgotten slowly (times `gap_decay` per epoch
   it is read): real tags fade for seconds at a time (behind metal, under other items), and
   a tag that did so once gets room to do it again.
+- **in transit**: a tag its own antenna has read a full `rssi_window` times is seen leaving
+  its shelf when its antenna goes quiet while another one reads it by the move rule (two
+  reads beating its own by the decaying offset, or it unread for `stale_antenna_s`), or
+  once louder than its own antenna's mean by the full `move_offset_db` while that antenna
+  did not read it in the epoch (held up close: no shelf neighbour reads a tag louder than
+  its own antenna does). It stays counted on its shelf; it moves to the other antenna only
+  once it settles there as an arrival does (read there in `arrival_reads` epochs and still
+  read `settle_epochs` after), and a read by its own antenna as loud as on the shelf (not
+  louder by the full offset: carried past it) ends the transit. A tag in transit that falls
+  silent everywhere departs after min(`transit_window`, W) epochs: it was seen moving, so
+  silence means it was carried out of reach, whereas a tag silent in place (a fade) keeps
+  W. Tags not yet read a full window by their antenna are still corrected at once.
 - **read rates are learned online**, never assumed: each antenna keeps an exponentially
   weighted mean (`rate_alpha` per epoch) of the share of its items it read in an epoch;
   `prior_rate` is only where that mean starts before any read.
@@ -76,6 +88,7 @@ class PresenceConfig:
     delta: float = 1e-3
     min_window: int = 5
     max_window: int = 60
+    transit_window: int = 5  # silent epochs after which a tag in transit departs
     prior_rate: float = 0.5  # an antenna's read rate before it read anything (uninformed)
     prior_weight: float = 3.0
     rate_alpha: float = 0.05  # per epoch: the antenna's rate follows changes over ~20 s
@@ -94,6 +107,8 @@ class PresenceConfig:
             raise ValueError("delta must be in (0, 1)")
         if not 1 <= self.min_window <= self.max_window:
             raise ValueError("need 1 <= min_window <= max_window")
+        if not 1 <= self.transit_window <= self.max_window:
+            raise ValueError("need 1 <= transit_window <= max_window")
         if self.arrival_reads < 1 or self.arrival_epochs < self.arrival_reads:
             raise ValueError("need 1 <= arrival_reads <= arrival_epochs")
         # the tag store keeps these counts in 16-bit columns
@@ -246,7 +261,14 @@ class PresenceEngine:
             tags.hits[slot] += 1
         if present:
             if antenna != tags.antenna[slot]:
-                self._consider_move(slot, antenna, sid, t)
+                self._consider_move(slot, antenna, sid, rssi, epoch, t)
+            elif (
+                tags.transit[slot] != NO_SLOT
+                and rssi <= tags.stat_rssi[sid] + self.config.move_offset_db
+            ):
+                # its own antenna reads it as it reads it on the shelf: back, or never left
+                # (louder by the full offset: carried past its own shelf, still in transit)
+                tags.transit[slot] = NO_SLOT
         elif epoch != tags.stat_epoch[sid]:
             # arrival counts epochs per antenna, so two cross-reads on a neighbour in a row
             # rarely beat the item's own antenna to it
@@ -329,6 +351,7 @@ class PresenceEngine:
         tags.present_since[slot] = tags.first_epoch[slot]
         tags.antenna[slot] = best
         tags.arrived_t[slot] = t
+        tags.transit[slot] = NO_SLOT
         self._items_on[best] += 1
         tags.settle_epoch[slot] = tags.last_epoch[slot] + self.config.settle_epochs
         self._settling.append(slot)
@@ -349,28 +372,77 @@ class PresenceEngine:
             (ItemEventKind.ARRIVED, epc, shelf, None, tags.arrived_t[slot], rssi, gtin)
         )
 
-    def _consider_move(self, slot: int, antenna: int, sid: int, t: float) -> None:
+    def _consider_move(
+        self, slot: int, antenna: int, sid: int, read_rssi: float, epoch: int, t: float
+    ) -> None:
         config = self.config
         tags = self._tags
-        current = tags.find_stat(slot, tags.antenna[slot])
         rssi = tags.stat_rssi[sid]
         if not tags.announced[slot]:
             # settling: one read that beats the arrival antenna by the full offset re-places
             # it (the arrival came from a neighbour's cross-reads)
-            if current >= 0 and rssi <= tags.stat_rssi[current] + config.move_offset_db:
-                return
-        elif tags.stat_reads[sid] < config.move_min_reads:
+            current = tags.find_stat(slot, tags.antenna[slot])
+            if current < 0 or rssi > tags.stat_rssi[current] + config.move_offset_db:
+                self._move(slot, antenna, rssi, t)
             return
-        elif current >= 0:
-            # The offset decays with the time since the current antenna last read the tag,
-            # but an outage is no evidence that the tag left: count from when the reader or
-            # antenna came back, or a first cross-read after a reboot would move it.
-            resumed_at = self._epoch_start(self._resume_epoch.get(tags.antenna[slot], -1))
-            since = t - max(tags.stat_last_t[current], resumed_at)
-            if since < config.stale_antenna_s:
-                offset = config.move_offset_db * max(0.0, 1.0 - since / config.move_decay_s)
-                if rssi <= tags.stat_rssi[current] + offset:
-                    return
+        if tags.transit[slot] == antenna:
+            # in transit toward this antenna: it lands there as an arrival does, read in
+            # arrival_reads epochs and still read settle_epochs after it got there
+            if epoch != tags.stat_epoch[sid]:
+                tags.stat_epoch[sid] = epoch
+                tags.stat_window[sid] += 1
+            if (
+                tags.stat_window[sid] >= config.arrival_reads
+                and epoch - tags.settle_epoch[slot] >= config.settle_epochs
+            ):
+                self._move(slot, antenna, rssi, t)
+            return
+        current = tags.find_stat(slot, tags.antenna[slot])
+        if tags.stat_reads[sid] >= config.move_min_reads and self._beats_current(slot, sid, t):
+            if current < 0 or tags.stat_reads[current] < config.rssi_window:
+                # its antenna has not read it a full RSSI window yet: no settled place to
+                # leave, a correction of where it arrived
+                self._move(slot, antenna, rssi, t)
+                return
+            # The move rule holds: its own antenna has gone quiet while this one reads it.
+        elif (
+            current < 0
+            or tags.stat_reads[current] < config.rssi_window
+            or read_rssi <= tags.stat_rssi[current] + config.move_offset_db
+            or int(tags.stat_last_t[current] * self._inv_epoch) - (self._origin or 0) >= epoch
+        ):
+            return
+        # (Or one read louder than its own antenna's by the full offset while that antenna
+        # has not read it this epoch: held up close, as no shelf neighbour reads it.)
+        # It is off its shelf, but one antenna on a walk is no new shelf: in transit (still
+        # counted where it was) until it settles here, or its own antenna reads it again.
+        tags.transit[slot] = antenna
+        tags.settle_epoch[slot] = epoch
+        tags.stat_epoch[sid] = epoch
+        tags.stat_window[sid] = 1
+
+    def _beats_current(self, slot: int, sid: int, t: float) -> bool:
+        """The move rule: the reads of stat `sid` beat the tag's current antenna by the
+        offset, decayed with the time since that antenna last read it, or that antenna has
+        not read it for `stale_antenna_s`."""
+        config = self.config
+        tags = self._tags
+        current = tags.find_stat(slot, tags.antenna[slot])
+        if current < 0:
+            return True
+        # The offset decays with the time since the current antenna last read the tag, but
+        # an outage is no evidence that the tag left: count from when the reader or antenna
+        # came back, or a first cross-read after a reboot would move it.
+        resumed_at = self._epoch_start(self._resume_epoch.get(tags.antenna[slot], -1))
+        since = t - max(tags.stat_last_t[current], resumed_at)
+        if since >= config.stale_antenna_s:
+            return True
+        offset = config.move_offset_db * max(0.0, 1.0 - since / config.move_decay_s)
+        return tags.stat_rssi[sid] > tags.stat_rssi[current] + offset
+
+    def _move(self, slot: int, antenna: int, rssi: float, t: float) -> None:
+        tags = self._tags
+        tags.transit[slot] = NO_SLOT
         old_antenna = tags.antenna[slot]
         self._items_on[old_antenna] -= 1
         self._items_on[antenna] += 1
@@ -461,6 +533,9 @@ class PresenceEngine:
         rates = self._antenna_rate
         min_window = config.min_window
         max_window = config.max_window
+        transit_window = config.transit_window
+        shortest = min(min_window, transit_window)
+        transits = tags.transit
         prior_weight = config.prior_weight
         window_log = self._window_log
         antennas = tags.antenna
@@ -472,6 +547,12 @@ class PresenceEngine:
                     continue
                 last_epoch = last_epochs[slot]
                 missed = epoch - 1 - max(last_epoch, resume[antenna])
+                if missed < shortest:
+                    continue
+                if transits[slot] != NO_SLOT and missed >= transit_window:
+                    # seen leaving its shelf, then silent everywhere: carried out of reach
+                    self._depart(slot, t)
+                    continue
                 if missed < min_window:
                     continue
                 p_hat = (tags.hits[slot] + rates[antenna] * prior_weight) / (

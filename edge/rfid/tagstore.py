@@ -41,7 +41,8 @@ class TagStore:
         self.present_since = array("i")
         self.hits = array("i")
         self.last_epoch = array("i")
-        self.settle_epoch = array("i")
+        self.settle_epoch = array("i")  # announce at (arriving); candidate since (in transit)
+        self.transit = array("i")  # in transit: the antenna it may settle on; NO_SLOT: not
         self.long_gap = array("f")  # longest run of missed epochs it came back from
         self.last_t = array("d")
         self.departed = array("b")  # it was on a shelf once: a read again is not a stray one
@@ -84,6 +85,7 @@ class TagStore:
             self.hits[slot] = 0
             self.last_epoch[slot] = -1
             self.settle_epoch[slot] = 0
+            self.transit[slot] = NO_SLOT
             self.long_gap[slot] = 0.0
             self.last_t[slot] = 0.0
             self.departed[slot] = 0
@@ -101,6 +103,7 @@ class TagStore:
             self.hits.append(0)
             self.last_epoch.append(-1)
             self.settle_epoch.append(0)
+            self.transit.append(NO_SLOT)
             self.long_gap.append(0.0)
             self.last_t.append(0.0)
             self.departed.append(0)
