@@ -10,6 +10,7 @@ same: EPCIS is a record of what happened, so they are stored too.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -34,11 +35,27 @@ if TYPE_CHECKING:
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c3c8e-7d0e-4f57-9a59-2b1f3f1b5e21")
 
 
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+
 def event_id(message: Message, index: int) -> str:
     """The same for the same item event of the same message however often it is resent
     (the outbox keeps its msg_id); different after an edge reinstall restarts its seqs."""
     name = f"{message.store}/{message.node}/{message.stream}/{message.msg_id}/{index}"
-    return f"urn:uuid:{uuid.uuid5(EVENT_ID_NAMESPACE, name)}"
+    return f"urn:uuid:{_uuid5(name)}"
+
+
+def _uuid5(name: str) -> str:
+    """`str(uuid.uuid5(EVENT_ID_NAMESPACE, name))` (RFC 4122, SHA-1 name-based), without
+    building a UUID object: it ran once per item event, and the object cost twice the hash.
+    tests/epcis/test_event_ids.py holds it to `uuid.uuid5`."""
+    # SHA-1 is what RFC 4122 prescribes for version 5 names: an identifier, not security
+    sha1 = hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False)
+    digest = bytearray(sha1.digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 class EpcisDomain(Domain):
@@ -76,12 +93,14 @@ class EpcisDomain(Domain):
         store = message.store
         shelf = read_shelf(item)
         role = ReadPointRole.SHELF if shelf is None else self.options.read_point(store, shelf)[1]
-        item = item.model_copy(update={"at": to_millis(item.at)})
+        # to the millisecond, as served; passed along rather than copying the item with it
+        # (a model copy per item event cost more than building the event)
+        at = to_millis(item.at)
         sold = False
         if role is ReadPointRole.EXIT:
             # the lookup must see the batch's earlier events (a sale just before)
             await _insert(connection, pending)
-            sold = await self._sold(connection, store, item)
+            sold = await self._sold(connection, store, item.epc, at)
         happened = classify(item, role, sold)
         if happened is None:
             return None
@@ -92,11 +111,12 @@ class EpcisDomain(Domain):
             options=self.options,
             event_id=event_id(message, index),
             record_time=record_time,
+            at=at,
         )
         return {
             "event_id": event["eventID"],
             "store_id": store,
-            "event_time": item.at,
+            "event_time": at,
             "record_time": record_time,
             "epc": event["epcList"][0],
             "biz_step": event["bizStep"],
@@ -106,7 +126,7 @@ class EpcisDomain(Domain):
             "event": event,
         }
 
-    async def _sold(self, connection: AsyncConnection, store: str, item: ItemEvent) -> bool:
+    async def _sold(self, connection: AsyncConnection, store: str, epc: str, at: datetime) -> bool:
         """Whether the item's disposition in force in this store is `retail_sold`: the one
         its latest event with a disposition set (EPCIS: an event without one leaves the
         previous one standing)."""
@@ -114,8 +134,8 @@ class EpcisDomain(Domain):
         latest = (
             await connection.execute(
                 select(t.c.disposition)
-                .where(t.c.store_id == store, t.c.epc == epc_uri(item.epc))
-                .where(t.c.event_time <= item.at, t.c.disposition.is_not(None))
+                .where(t.c.store_id == store, t.c.epc == epc_uri(epc))
+                .where(t.c.event_time <= at, t.c.disposition.is_not(None))
                 .order_by(t.c.event_time.desc(), t.c.id.desc())
                 .limit(1)
             )

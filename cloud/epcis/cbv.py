@@ -45,6 +45,7 @@ event), so departures from those read points make no EPCIS event.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -67,7 +68,10 @@ class Happened(StrEnum):
     EXIT_UNSOLD = "exit_unsold"
 
 
+@functools.lru_cache(maxsize=1024)
 def epcis_time(value: datetime) -> str:
+    # cached: the items of a read cycle share their moment, and a message's events their
+    # record time
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -107,8 +111,10 @@ def object_event(
     options: EpcisOptions,
     event_id: str,
     record_time: datetime,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The ObjectEvent (EPCIS 2.0 JSON-LD) for one item event."""
+    """The ObjectEvent (EPCIS 2.0 JSON-LD) for one item event; `at`: its time if not the
+    event's own (cut to the millisecond, as stored)."""
     disposition: str | None
     match happened:
         case Happened.ON_SHELF:
@@ -124,7 +130,7 @@ def object_event(
     out: dict[str, Any] = {
         "type": "ObjectEvent",
         "eventID": event_id,
-        "eventTime": epcis_time(event.at),
+        "eventTime": epcis_time(event.at if at is None else at),
         "eventTimeZoneOffset": "+00:00",
         "recordTime": epcis_time(record_time),
         "epcList": [epc_uri(event.epc)],

@@ -98,6 +98,8 @@ class SnapshotStaging:
         self, store: str, node: str, now: float | None = None
     ) -> list[tuple[SnapshotKey, list[int]]]:
         """The node's staged snapshots past their time, with their missing parts."""
+        if not self._staged:
+            return []  # asked for every message; almost always nothing is staged
         now = time.monotonic() if now is None else now
         return [
             (key, staged.missing())

@@ -506,7 +506,7 @@ def _health_lines(message: Health) -> list[str]:
     # of the few dozen driver metrics a heartbeat carries.
     at = time_ns(message.event_time)
     store, node = message.store, message.node
-    node_fields = _fields_text(_node_health_fields(message))
+    node_fields = _node_fields_text(message)
     lines = [f"{series_text(NODE_HEALTH, 'node', node, 'store', store)} {node_fields} {at}"]
     for driver in message.drivers:
         series = series_text(
@@ -522,6 +522,23 @@ def _health_lines(message: Health) -> list[str]:
         )
         lines.append(f"{series} {_driver_fields_text(driver)} {at}")
     return lines
+
+
+def _node_fields_text(message: Health) -> str:
+    # `_fields_text(_node_health_fields(message))` written out: the types are the
+    # contract's (floats finite, counts ints, version a string), so no per-field dispatch.
+    # With drop reasons, whose keys need cleaning, the reference way.
+    outbox = message.outbox
+    if outbox.dropped:
+        return _fields_text(_node_health_fields(message))
+    return (
+        f"uptime_s={message.uptime_s!r},cpu_percent={message.cpu_percent!r}"
+        f",rss_bytes={message.rss_bytes}i,disk_free_bytes={message.disk_free_bytes}i"
+        f",bd_seq={message.bd_seq}i,version={string_field(message.version)}"
+        f",outbox_depth={outbox.depth}i,outbox_bytes={outbox.bytes}i"
+        f",outbox_capacity_bytes={outbox.capacity_bytes}i"
+        f"{_optional_float('outbox_oldest_age_s', outbox.oldest_age_s)},outbox_dropped=0i"
+    )
 
 
 def _driver_fields_text(driver: DriverHealth) -> str:
