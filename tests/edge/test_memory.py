@@ -6,13 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from edge import memory
+from tests.conftest import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 glibc_only = pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
 
 # In a child process: mallopt changes the whole process, not only the caller. glibc's

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from simulators.locker.serve import main
+from tests.conftest import REPO_ROOT
 from tests.locker.conftest import RecordingContext, cu16_driver, running, wait_until
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_the_real_driver_polls_a_bank_in_another_process(tmp_path: Path) -> None:
